@@ -1,0 +1,54 @@
+# FrozenLens developer entry points. Every target is idempotent: a second run
+# reuses the virtualenv, the installed packages and the fetched data.
+#
+#   make setup   create .venv and install FrozenLens (+ the CPU torch wheel)
+#   make demo    setup, then index a real photo archive and search it in several languages
+#   make test    setup with dev extras, fetch the test photos, run the whole test suite
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch; on the project's build machines pip finds this exact
+# wheel on local disk. Override, e.g. TORCH_SPEC="torch==2.14.1", if needed.
+TORCH_SPEC ?= torch==2.13.0
+DATA   ?= .cache/testdata
+DEMO_INDEX ?= .cache/demo-index
+
+.PHONY: setup setup-dev demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.setup-done: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-done: $(VENV)/.setup-done pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.setup-done
+
+setup-dev: $(VENV)/.dev-done
+
+demo: setup
+	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
+	$(BIN)/frozenlens index $(DATA)/kphotoalbum --captions $(DATA)/kphotoalbum/captions.jsonl --index $(DEMO_INDEX)
+	$(BIN)/frozenlens info --index $(DEMO_INDEX)
+	@for q in "a dog" "un lapin" "ein Billardtisch" "飞机" "собака" "the northern part of Denmark"; do \
+		echo; echo "== search: $$q"; \
+		$(BIN)/frozenlens search "$$q" -k 3 --index $(DEMO_INDEX); \
+	done
+
+test: setup-dev
+	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
+	FROZENLENS_TESTDATA=$(abspath $(DATA)) $(BIN)/python -m pytest -q
+
+bench: setup-dev
+	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
+	FROZENLENS_TESTDATA=$(abspath $(DATA)) $(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .cache build src/*.egg-info

@@ -1,0 +1,7 @@
+"""``python -m frozenlens`` = the ``frozenlens`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,299 @@
+"""The ``frozenlens`` command line: a thin client of :class:`frozenlens.engine.Engine`.
+
+Exit codes: 0 ok, 1 a FrozenLens error (one line on stderr, no traceback),
+2 bad usage (argparse), 3 the index is locked by another indexing run,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import FrozenLensError, IndexLockedError, QueryError
+
+ENV_INDEX = "FROZENLENS_INDEX"
+
+
+def default_index_dir() -> str:
+    """``$FROZENLENS_INDEX``, else ``$XDG_DATA_HOME/frozenlens/index`` (~/.local/share/...)."""
+    if os.environ.get(ENV_INDEX):
+        return os.environ[ENV_INDEX]
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "frozenlens", "index")
+
+
+def _date(text: str) -> dt.datetime | dt.date:
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text)
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one clear line (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="frozenlens",
+        description="Multilingual photo search on frozen encoders, offline by default.",
+    )
+    parser.add_argument("--version", action="version", version=f"frozenlens {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    def add_index_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--index",
+            metavar="DIR",
+            default=None,
+            help=f"index directory (default: ${ENV_INDEX} or {default_index_dir()})",
+        )
+
+    def add_filters(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("filters")
+        g.add_argument("--after", type=_date, help="taken on or after this date (YYYY-MM-DD)")
+        g.add_argument("--before", type=_date, help="taken on or before this date (YYYY-MM-DD, inclusive)")
+        g.add_argument("--camera", help="camera make/model contains this text (case-insensitive)")
+        g.add_argument("--under", metavar="DIR", help="only photos inside this directory")
+        g.add_argument("--min-width", type=_positive, metavar="PX", help="minimum width in pixels")
+        g.add_argument("--min-height", type=_positive, metavar="PX", help="minimum height in pixels")
+        p.add_argument("-k", type=_positive, default=10, help="number of results (default 10)")
+        p.add_argument("--min-score", type=float, default=None, help="drop results scoring below this")
+        p.add_argument("--json", action="store_true", help="print results as JSON")
+        p.add_argument("--explain", action="store_true", help="show the labels the model saw and score parts")
+
+    p = sub.add_parser("index", help="index or update photo folders", description="Index photos under PATHs (recursive, incremental, resumable).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files to index")
+    add_index_arg(p)
+    p.add_argument("--captions", metavar="FILE.jsonl", help='captions manifest: {"path": ..., "text": ..., "lang": ...} per line')
+    p.add_argument("--encoder", default=None, help="encoder for a new index (default: lite)")
+    p.add_argument("--factory", default=None, help="FAISS factory string for a new index (default: Flat)")
+    p.add_argument("--batch-size", type=_positive, default=32, help="images per batch (default 32)")
+    p.add_argument("--workers", type=_positive, default=None, help="decoder threads (default: CPU cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--checkpoint-seconds", type=float, default=60.0, metavar="S",
+        help="save the FAISS files at least this often during a run (default 60)",
+    )
+
+    p = sub.add_parser("search", help="search by text (any of 16 languages) or by an example image", description="Search the index with a text query, or with --image FILE.")
+    p.add_argument("query", nargs="?", default=None, help="text query")
+    p.add_argument("--image", metavar="FILE", help="query by an example image file instead of text")
+    add_index_arg(p)
+    add_filters(p)
+
+    p = sub.add_parser("similar", help="photos that look like an indexed photo", description="Find photos visually similar to an indexed photo (by path or id).")
+    p.add_argument("image", metavar="PATH_OR_ID", help="path of an indexed photo, or its id")
+    add_index_arg(p)
+    add_filters(p)
+
+    p = sub.add_parser("info", help="show what an index contains", description="Counts, encoder and index details; --errors lists files that failed.")
+    add_index_arg(p)
+    p.add_argument("--errors", action="store_true", help="list files that could not be indexed, with reasons")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    index_dir = args.index or default_index_dir()
+    try:
+        return _COMMANDS[args.command](args, index_dir)
+    except IndexLockedError as exc:
+        print(f"frozenlens: {exc}", file=sys.stderr)
+        return 3
+    except FrozenLensError as exc:
+        print(f"frozenlens: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("frozenlens: interrupted", file=sys.stderr)
+        return 130
+
+
+# -- commands --------------------------------------------------------------------
+def _cmd_index(args: argparse.Namespace, index_dir: str) -> int:
+    from .engine import Engine
+
+    for path in args.paths:
+        if not os.path.exists(path):
+            raise QueryError(f"no such file or directory: {path}")
+    if args.captions and not os.path.isfile(args.captions):
+        raise QueryError(f"captions manifest not found: {args.captions}")
+    engine = Engine.open(index_dir, encoder=args.encoder, create=True, factory=args.factory)
+    with engine:
+        bar = None if args.no_progress or not sys.stderr.isatty() and not os.environ.get("FROZENLENS_PROGRESS") else _Bar()
+        report = engine.index(
+            args.paths,
+            captions=args.captions,
+            progress=bar,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            checkpoint_seconds=args.checkpoint_seconds,
+        )
+        if bar:
+            bar.close()
+    rate = report.encoded / report.seconds if report.seconds > 0 else 0.0
+    print(
+        f"indexed {report.scanned} files in {report.seconds:.1f}s: {report.new} new, {report.changed} changed, "
+        f"{report.skipped} unchanged, {report.moved} moved, {report.duplicates} duplicates, "
+        f"{report.deleted} deleted, {report.failed} failed ({rate:.1f} images/s encoded)"
+    )
+    if report.failed:
+        print(f"see `frozenlens info --errors --index {index_dir}` for the {report.failed} failed files")
+    return 0
+
+
+class _Bar:
+    """tqdm progress bar fed by the engine's progress callback."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = None
+
+    def __call__(self, p) -> None:  # noqa: ANN001 - frozenlens.progress.Progress
+        if p.stage == "scan":
+            return
+        if self.bar is None:
+            self.bar = self._tqdm(total=p.total, unit="img", desc="indexing", dynamic_ncols=True)
+        self.bar.n = p.done
+        self.bar.set_postfix(new=p.new, changed=p.changed, skipped=p.skipped, failed=p.failed, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _filters(args: argparse.Namespace):  # noqa: ANN202
+    from .types import SearchFilters
+
+    return SearchFilters(
+        after=args.after,
+        before=args.before,
+        camera=args.camera,
+        under=os.path.abspath(args.under) if args.under else None,
+        min_width=args.min_width,
+        min_height=args.min_height,
+    )
+
+
+def _cmd_search(args: argparse.Namespace, index_dir: str) -> int:
+    from .engine import Engine
+
+    if args.image and args.query:
+        raise QueryError("give either a text query or --image, not both")
+    if not args.image and (args.query is None or not args.query.strip()):
+        raise QueryError("empty query: give some words to search for, or --image FILE")
+    if args.image and not os.path.isfile(args.image):
+        raise QueryError(f"query image not found: {args.image}")
+    with Engine.open(index_dir) as engine:
+        query = Path(args.image) if args.image else args.query
+        hits = engine.search(query, k=args.k, filters=_filters(args), min_score=args.min_score)
+    _print_hits(hits, args)
+    return 0
+
+
+def _cmd_similar(args: argparse.Namespace, index_dir: str) -> int:
+    from .engine import Engine
+
+    with Engine.open(index_dir) as engine:
+        target = int(args.image) if args.image.isdigit() and not os.path.exists(args.image) else args.image
+        hits = engine.similar(target, k=args.k, filters=_filters(args), min_score=args.min_score)
+    _print_hits(hits, args)
+    return 0
+
+
+def _print_hits(hits: list, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        print("no results")
+        return
+    for rank, h in enumerate(hits, 1):
+        date = h.taken_at.strftime("%Y-%m-%d") if h.taken_at else "          "
+        print(f"{rank:3d}. {h.score:.3f}  {date}  {h.path}")
+        if args.explain:
+            parts = []
+            if h.image_score is not None:
+                parts.append(f"image {h.image_score:.3f}")
+            if h.caption_score is not None:
+                parts.append(f"caption {h.caption_score:.3f}")
+            if parts:
+                print(f"       score = max({', '.join(parts)})")
+            if h.labels:
+                print("       sees: " + ", ".join(f"{label} {p:.0%}" for label, p in h.labels[:5]))
+            for c in h.captions[:3]:
+                lang = f"[{c.lang}] " if c.lang else ""
+                print(f"       caption: {lang}{c.text[:100]}")
+            if h.camera:
+                print(f"       camera: {h.camera}")
+
+
+def _cmd_info(args: argparse.Namespace, index_dir: str) -> int:
+    from .engine import Engine
+
+    with Engine.open(index_dir) as engine:
+        if args.errors:
+            failures = engine.errors()
+            if args.json:
+                print(json.dumps([{"path": f.path, "reason": f.reason, "message": f.message} for f in failures], indent=2))
+            elif not failures:
+                print("no failed files")
+            else:
+                for f in failures:
+                    print(f"{f.reason:16s} {f.path}: {f.message}")
+            return 0
+        stats = engine.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2, default=str))
+        return 0
+    enc = stats["encoder"]
+    print(f"index:      {stats['index_dir']}")
+    print(f"database:   {stats['database']} (schema v{stats['schema_version']})")
+    print(f"encoder:    {enc['name']} v{enc['version']} (dim {enc['dim']}, visual {enc['visual_dim']})")
+    print(f"faiss:      {stats['factory']}; vectors {stats['vectors']}")
+    print(
+        f"images:     {stats['images']} indexed, {stats['duplicates']} duplicates, {stats['failed']} failed, "
+        f"{stats['captions']} captions, {stats['with_date']} with a date"
+    )
+    if stats["cameras"]:
+        cams = ", ".join(f"{c} ({n})" for c, n in list(stats["cameras"].items())[:8])
+        print(f"cameras:    {cams}")
+    print(f"disk:       {stats['bytes_on_disk'] / 1e6:.1f} MB")
+    return 0
+
+
+_COMMANDS = {"index": _cmd_index, "search": _cmd_search, "similar": _cmd_similar, "info": _cmd_info}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,418 @@
+"""The public Python API: ``Engine.open(dir)`` then index / search / similar / stats.
+
+Text search scoring (documented contract)
+-----------------------------------------
+A text query ``q`` is embedded by the encoder's text tower. Each candidate
+image gets
+
+* ``image_score``   = cos(q, image's semantic vector) (pixels, via ConSE for
+  ``lite``), and
+* ``caption_score`` = max over the image's captions (its own and those of
+  its byte-identical duplicates) of cos(q, caption vector), or ``None``;
+
+and the final ``score = max(image_score, caption_score)``: a photo is found
+by what it shows *or* by what its caption says, whichever is stronger, and
+the two parts are reported on every hit. Candidates are the union of the top
+image vectors and the images of the top caption vectors (each over-fetched,
+``max(4k, 100)``), both scored exactly. ``min_score`` applies to the final
+score. Image queries and :meth:`Engine.similar` use the visual space only
+(``score`` = cosine of visual vectors).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import (
+    DecodeError,
+    EncoderMismatchError,
+    ImageNotFoundError,
+    IndexNotFoundError,
+    QueryError,
+)
+from .indexer.lock import IndexLock
+from .models.base import Encoder, EncoderIdentity
+from .models.registry import create_encoder
+from .progress import ProgressCallback
+from .spaces import VectorSpaces
+from .store import INDEXED, DUPLICATE, ImageRecord, Store
+from .types import CaptionInfo, FailedFile, Hit, IndexReport, SearchFilters
+
+log = logging.getLogger(__name__)
+
+MARKER = ".frozenlens-index"
+DB_NAME = "frozenlens.db"
+DEFAULT_ENCODER = "lite"
+DEFAULT_FACTORY = "Flat"
+MAX_K = 1000
+MAX_QUERY_CHARS = 2000
+#: above this many filter matches, filters are applied by over-fetching
+#: instead of handing FAISS the full list of allowed ids
+SELECTOR_LIMIT = 50_000
+
+
+class Engine:
+    """One open index. Thread-compatible: use one Engine per thread for writes."""
+
+    def __init__(
+        self,
+        index_dir: Path,
+        store: Store,
+        meta: dict[str, str],
+        encoder: Encoder | None,
+        encoder_options: dict[str, object] | None = None,
+    ) -> None:
+        self.index_dir = index_dir
+        self._encoder_options = encoder_options or {}
+        self.store = store
+        self._meta = meta
+        self._encoder = encoder
+        self._spaces: VectorSpaces | None = None
+        self._generation = -1
+
+    # -- opening ---------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        index_dir: str | os.PathLike[str],
+        *,
+        encoder: str | Encoder | None = None,
+        create: bool = False,
+        database_url: str | None = None,
+        factory: str | None = None,
+        encoder_options: dict[str, object] | None = None,
+    ) -> Engine:
+        """Open an index directory (``create=True`` makes a new one if absent).
+
+        encoder: registry name or instance; ``None`` = the index's own encoder
+            (``"lite"`` for a new index). A different encoder than the one the
+            index was built with raises :class:`EncoderMismatchError`.
+        database_url: SQLAlchemy URL of the metadata database (default: SQLite
+            file ``frozenlens.db`` in the index directory). Stored in the
+            directory's marker so later opens find it.
+        factory: FAISS factory string for a new index (default exact ``Flat``).
+        """
+        root = Path(index_dir).expanduser().absolute()
+        marker = root / MARKER
+        if not marker.exists():
+            if not create:
+                raise IndexNotFoundError(f"no FrozenLens index at {root} (run `frozenlens index` first)")
+            root.mkdir(parents=True, exist_ok=True)
+            url = database_url or f"sqlite:///{root / DB_NAME}"
+            tmp = root / (MARKER + ".tmp")
+            tmp.write_text(url + "\n", encoding="utf-8")
+            os.replace(tmp, marker)
+        url = marker.read_text(encoding="utf-8").strip() or f"sqlite:///{root / DB_NAME}"
+        if database_url and database_url != url:
+            raise IndexNotFoundError(f"index at {root} uses database {url!r}, not {database_url!r}")
+        store = Store.open(url)
+        meta = store.get_meta()
+        enc_obj = encoder if isinstance(encoder, Encoder) else None
+        if "encoder_name" not in meta:
+            if not create:
+                raise IndexNotFoundError(f"index at {root} was never initialised; run `frozenlens index`")
+            enc_obj = enc_obj or create_encoder(encoder or DEFAULT_ENCODER, **(encoder_options or {}))
+            ident = enc_obj.identity
+            store.set_meta(
+                {
+                    "encoder_name": ident.name,
+                    "encoder_version": ident.version,
+                    "dim": str(ident.dim),
+                    "visual_dim": str(ident.visual_dim),
+                    "factory": factory or DEFAULT_FACTORY,
+                    "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
+            meta = store.get_meta()
+        recorded = EncoderIdentity(
+            meta["encoder_name"], meta["encoder_version"], int(meta["dim"]), int(meta["visual_dim"])
+        )
+        requested: EncoderIdentity | None = None
+        if enc_obj is not None:
+            requested = enc_obj.identity
+        elif isinstance(encoder, str) and encoder != recorded.name:
+            requested = EncoderIdentity(encoder, "?", 0, 0)
+        if requested is not None and requested != recorded:
+            store.close()
+            raise EncoderMismatchError(
+                f"index at {root} was built with encoder {recorded.describe()}, "
+                f"but {requested.name if requested.version == '?' else requested.describe()} was requested; "
+                "use the index's encoder or build a new index"
+            )
+        return cls(root, store, meta, enc_obj, encoder_options)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- components --------------------------------------------------------
+    @property
+    def identity(self) -> EncoderIdentity:
+        m = self._meta
+        return EncoderIdentity(m["encoder_name"], m["encoder_version"], int(m["dim"]), int(m["visual_dim"]))
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder, created on first use (opening an index loads no model)."""
+        if self._encoder is None:
+            enc = create_encoder(self.identity.name, **self._encoder_options)
+            if enc.identity != self.identity:
+                raise EncoderMismatchError(
+                    f"index was built with {self.identity.describe()}, installed encoder is {enc.identity.describe()}"
+                )
+            self._encoder = enc
+        return self._encoder
+
+    @property
+    def spaces(self) -> VectorSpaces:
+        """FAISS indexes, loaded on first use and kept in sync with the database."""
+        if self._spaces is None:
+            ident = self.identity
+            dims = {"semantic": ident.dim, "visual": ident.visual_dim, "caption": ident.dim}
+            self._spaces = VectorSpaces.open(self.index_dir, dims, self._meta.get("factory", DEFAULT_FACTORY))
+        self.refresh()
+        return self._spaces
+
+    def refresh(self) -> None:
+        """Pick up rows committed by another process (e.g. a running indexer)."""
+        if self._spaces is None:
+            return
+        gen = self.store.generation()
+        if gen != self._generation:
+            self._spaces.reconcile(self.store)
+            self._generation = gen
+
+    # -- indexing ------------------------------------------------------------
+    def index(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        captions: str | os.PathLike[str] | None = None,
+        progress: ProgressCallback | None = None,
+        batch_size: int = 32,
+        workers: int | None = None,
+        checkpoint_seconds: float = 60.0,
+    ) -> IndexReport:
+        """Index (or update) the photos under ``paths``; see :mod:`frozenlens.indexer.pipeline`.
+
+        Raises :class:`IndexLockedError` if another process is indexing into
+        this directory, ``FileNotFoundError``-like :class:`FrozenLensError`s
+        for missing roots, :class:`ManifestError` for a malformed manifest.
+        """
+        from .indexer.pipeline import Indexer, IndexOptions
+
+        if not paths:
+            raise QueryError("no paths to index")
+        for p in paths:
+            if not os.path.exists(p):
+                raise IndexNotFoundError(f"path does not exist: {p}")
+        options = IndexOptions(
+            batch_size=batch_size,
+            workers=workers,
+            checkpoint_seconds=checkpoint_seconds,
+            captions_manifest=str(captions) if captions else None,
+        )
+        with IndexLock(self.index_dir):
+            spaces = self.spaces  # reconciles: repairs whatever a crash left
+            report = Indexer(self.store, spaces, self.encoder, options, progress).run([str(p) for p in paths])
+            self._generation = self.store.generation()
+        return report
+
+    # -- search ----------------------------------------------------------------
+    def search(
+        self,
+        query: str | Image.Image | os.PathLike[str] | bytes,
+        k: int = 10,
+        *,
+        filters: SearchFilters | None = None,
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        """Top-``k`` images for a text query (``str``) or an example image
+        (PIL image, image file path as ``Path``, or encoded bytes)."""
+        k = _check_k(k)
+        filters = filters or SearchFilters()
+        if isinstance(query, str):
+            text = query.strip()
+            if not text:
+                raise QueryError("empty query")
+            if len(text) > MAX_QUERY_CHARS:
+                raise QueryError(f"query is longer than {MAX_QUERY_CHARS} characters")
+            return self._search_text(text, k, filters, min_score)
+        vector = self._embed_query_image(query)
+        return self._search_visual(vector, k, filters, min_score, exclude=set())
+
+    def similar(
+        self,
+        image: int | str | os.PathLike[str],
+        k: int = 10,
+        *,
+        filters: SearchFilters | None = None,
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        """Images most like an indexed image (by id or path), itself excluded."""
+        k = _check_k(k)
+        record = self.get_image(image)
+        primary = record.duplicate_of if record.status == DUPLICATE and record.duplicate_of else record.id
+        vector = self.store.vectors("visual", [primary], self.identity.visual_dim)[0]
+        return self._search_visual(vector, k, filters or SearchFilters(), min_score, exclude={primary})
+
+    def get_image(self, image: int | str | os.PathLike[str]) -> ImageRecord:
+        """The record of an indexed image by id or path (ImageNotFoundError if none)."""
+        if isinstance(image, int) or (isinstance(image, str) and image.isdigit() and not os.path.exists(image)):
+            record = self.store.images([int(image)]).get(int(image))
+        else:
+            record = self.store.find_path(os.path.abspath(os.fspath(image)))
+        if record is None or record.status not in (INDEXED, DUPLICATE):
+            raise ImageNotFoundError(f"no indexed image {image!s}")
+        return record
+
+    def explain(self, image: int | str | os.PathLike[str]) -> list[tuple[str, float]]:
+        """Top class labels with probabilities the encoder saw in an image."""
+        return list(self.get_image(image).labels)
+
+    def stats(self) -> dict[str, object]:
+        counts = self.store.counts()
+        spaces = self.spaces
+        size = sum(p.stat().st_size for p in self.index_dir.iterdir() if p.is_file())
+        return {
+            **counts,
+            "encoder": self.identity.as_dict(),
+            "factory": self._meta.get("factory", DEFAULT_FACTORY),
+            "vectors": spaces.sizes(),
+            "schema_version": self.store.schema_version,
+            "index_dir": str(self.index_dir),
+            "database": self.store.engine.url.render_as_string(hide_password=True),
+            "bytes_on_disk": size,
+            "created_at": self._meta.get("created_at"),
+            "cameras": dict(self.store.cameras()),
+        }
+
+    def errors(self) -> list[FailedFile]:
+        """Files that could not be indexed, with the reason."""
+        return self.store.failures()
+
+    # -- internals -------------------------------------------------------------
+    def _allowed(self, filters: SearchFilters) -> tuple[np.ndarray | None, bool]:
+        """(allowed ids or None, filtering needed)."""
+        if filters.is_empty():
+            return None, False
+        n = self.store.count_matching(filters)
+        if n <= SELECTOR_LIMIT:
+            return self.store.matching_ids(filters), True
+        return None, True
+
+    def _image_hits(
+        self, space: str, vector: np.ndarray, k: int, filters: SearchFilters, fetch: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        allowed, needed = self._allowed(filters)
+        index = self.spaces[space]
+        if not needed:
+            scores, ids = index.search(vector[None, :], fetch)
+            keep = ids[0] >= 0
+            return scores[0][keep], ids[0][keep]
+        if allowed is not None and allowed.size == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+
+        def accept(ids: np.ndarray) -> np.ndarray:
+            ok = self.store.matching_ids(filters, among=ids.tolist())
+            return np.isin(ids, ok)
+
+        return index.search_filtered(vector, fetch, accept, allowed_ids=allowed)
+
+    def _search_text(self, text: str, k: int, filters: SearchFilters, min_score: float | None) -> list[Hit]:
+        q = self.encoder.encode_texts([text])[0]
+        fetch = max(4 * k, 100)
+        img_scores, img_ids = self._image_hits("semantic", q, k, filters, fetch)
+        candidates = {int(i): float(s) for i, s in zip(img_ids, img_scores)}
+
+        caption_index = self.spaces["caption"]
+        cap_ids: list[int] = []
+        if len(caption_index):
+            _, cids = caption_index.search(q[None, :], fetch)
+            owners = self.store.caption_owners([int(c) for c in cids[0] if c >= 0])
+            cap_ids = sorted(set(owners.values()))
+            if not filters.is_empty() and cap_ids:
+                cap_ids = self.store.matching_ids(filters, among=cap_ids).tolist()
+        extra = [i for i in cap_ids if i not in candidates]
+        if extra:
+            vecs = self.store.vectors("semantic", extra, self.identity.dim)
+            for i, s in zip(extra, vecs @ q):
+                candidates[i] = float(s)
+        cap_vecs = self.store.caption_vectors_for(list(candidates), self.identity.dim)
+        scored: list[tuple[float, int, float, float | None]] = []
+        for image_id, s_img in candidates.items():
+            cv = cap_vecs.get(image_id)
+            s_cap = float((cv @ q).max()) if cv is not None and len(cv) else None
+            final = s_img if s_cap is None else max(s_img, s_cap)
+            if min_score is None or final >= min_score:
+                scored.append((final, image_id, s_img, s_cap))
+        scored.sort(key=lambda t: (-t[0], t[1]))
+        scored = scored[:k]
+        records = self.store.images([t[1] for t in scored])
+        return [_hit(records[i], final, s_img, s_cap) for final, i, s_img, s_cap in scored if i in records]
+
+    def _search_visual(
+        self, vector: np.ndarray, k: int, filters: SearchFilters, min_score: float | None, exclude: set[int]
+    ) -> list[Hit]:
+        scores, ids = self._image_hits("visual", vector, k + len(exclude), filters, max(k + len(exclude), 50))
+        pairs = [(float(s), int(i)) for s, i in zip(scores, ids) if int(i) not in exclude]
+        if min_score is not None:
+            pairs = [(s, i) for s, i in pairs if s >= min_score]
+        pairs = pairs[:k]
+        records = self.store.images([i for _, i in pairs])
+        return [_hit(records[i], s, None, None) for s, i in pairs if i in records]
+
+    def _embed_query_image(self, query: Image.Image | os.PathLike[str] | bytes) -> np.ndarray:
+        from .indexer.decode import decode_bytes, decode_file
+
+        try:
+            if isinstance(query, Image.Image):
+                image = query.convert("RGB")
+            elif isinstance(query, bytes | bytearray):
+                image = decode_bytes(bytes(query), draft_size=self.encoder.draft_size).image
+            elif isinstance(query, os.PathLike):
+                image = decode_file(os.fspath(query), draft_size=self.encoder.draft_size).image
+            else:
+                raise QueryError(f"unsupported query type {type(query).__name__}")
+        except DecodeError as exc:
+            raise QueryError(f"cannot use this query image: {exc} [{exc.reason}]") from exc
+        return self.encoder.embed_images([image]).visual[0]
+
+
+def _check_k(k: int) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k > MAX_K:
+        raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+    return k
+
+
+def _hit(r: ImageRecord, score: float, s_img: float | None, s_cap: float | None) -> Hit:
+    return Hit(
+        id=r.id,
+        path=r.path,
+        score=score,
+        image_score=s_img,
+        caption_score=s_cap,
+        taken_at=r.taken_at,
+        camera=r.camera,
+        lens=r.lens,
+        width=r.width,
+        height=r.height,
+        lat=r.lat,
+        lon=r.lon,
+        captions=tuple(CaptionInfo(t, lang, src) for t, lang, src in r.captions),
+        labels=tuple(r.labels),
+        duplicates=tuple(r.duplicates),
+    )
+

@@ -1,0 +1,92 @@
+"""Typed exceptions raised by FrozenLens library code.
+
+Library code never prints or exits; it raises one of these. The CLI maps them
+to one-line messages and exit codes (see :mod:`frozenlens.cli`).
+"""
+
+from __future__ import annotations
+
+
+class FrozenLensError(Exception):
+    """Base class of every error FrozenLens raises on purpose."""
+
+
+class IndexNotFoundError(FrozenLensError):
+    """The index directory does not exist or holds no FrozenLens index."""
+
+
+class IndexLockedError(FrozenLensError):
+    """Another process is already writing to this index directory."""
+
+
+class EncoderMismatchError(FrozenLensError):
+    """The index was built with a different encoder than the one requested."""
+
+
+class UnknownEncoderError(FrozenLensError):
+    """No encoder is registered under the requested name."""
+
+
+class WeightsNotFoundError(FrozenLensError):
+    """Model weights are neither packaged, cached nor downloadable."""
+
+
+class SchemaVersionError(FrozenLensError):
+    """The database schema is newer than this version of FrozenLens understands."""
+
+
+class DecodeError(FrozenLensError):
+    """An image file could not be decoded safely.
+
+    ``reason`` is a short machine-friendly tag (``"truncated"``, ``"empty"``,
+    ``"not-an-image"``, ``"too-many-pixels"``, ``"unreadable"``, ``"vanished"``,
+    ``"unsupported"``, ``"corrupt"``, ``"too-large"``); the message is for
+    people.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class QueryError(FrozenLensError):
+    """A search request is invalid (empty query, bad filter, bad ``k`` ...)."""
+
+
+class ImageNotFoundError(FrozenLensError):
+    """No indexed image has the given id or path."""
+
+
+class IndexCorruptError(FrozenLensError):
+    """Index files exist but cannot be read or do not match the database."""
+
+
+class ScanRootNotFoundError(FrozenLensError, FileNotFoundError):
+    """A root given to the scanner does not exist (or is a dangling symlink).
+
+    Also a :class:`FileNotFoundError`, so ``except FileNotFoundError`` works;
+    ``filename`` holds the root as given.
+    """
+
+
+class ManifestError(FrozenLensError):
+    """A caption manifest cannot be read or has a malformed line.
+
+    ``path`` is the manifest file and ``line`` the 1-based line number
+    (``None`` when the whole file is at fault); both are also in the message.
+    """
+
+    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line
+
+
+class IndexInputError(FrozenLensError, ValueError):
+    """Arguments given to the vector index are invalid.
+
+    Raised for an unusable FAISS factory string or metric, vectors or ids of
+    the wrong shape or dtype, non-finite values, negative ids, and ids that
+    are already present. It is also a :class:`ValueError`.
+    """

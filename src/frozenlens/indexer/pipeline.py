@@ -1,0 +1,439 @@
+"""Incremental, crash-safe bulk indexing: scan → hash → decode → encode → write.
+
+Commit protocol (what makes SIGKILL at any moment safe)
+--------------------------------------------------------
+1. The database is the only source of truth. An image row, its vectors
+   (float16 blobs) and its captions with their vectors are written in ONE
+   transaction, so a row marked ``indexed`` always has its vectors and no
+   vector exists without its row.
+2. Work is committed per batch (``batch_size`` encoded images plus any
+   moves/touches/duplicates/caption edits gathered meanwhile). A batch that
+   was not committed when the process died simply did not happen: its files
+   still look new or changed to the next run and are redone. Writing a row for
+   a path first deletes any older row at that path (paths are unique), so a
+   redo never duplicates.
+3. FAISS files are a cache of the database. After each commit the in-memory
+   indexes receive the same changes; every ``checkpoint_seconds`` and at the
+   end they are saved, each to a temp file then ``os.replace`` (never a
+   half-written file). When an index is opened, its id set is reconciled with
+   the database (missing vectors added from the blobs, stale ids removed). Ids
+   are never reused (AUTOINCREMENT), so the vector under an id never changes
+   and id-set reconciliation is complete.
+4. Deleted files are removed in the final transaction of a run; a run killed
+   before that leaves them for the next run to find missing again.
+
+Incremental rules: a file whose (size, mtime) match the database is skipped
+without being read (its captions are re-read only if its sidecar files or
+manifest entry changed). Otherwise it is hashed (BLAKE2b-128): same hash as
+before → metadata touch; hash of an indexed row whose file is gone → move
+(row keeps its id and vectors, nothing re-encoded); hash of an indexed file
+that still exists → recorded as a duplicate of it; else decoded and encoded
+(new content gets a new id). Failed files are retried only when they change.
+
+Decoding runs in a thread pool (Pillow releases the GIL while decoding and
+resizing) a few batches ahead of the encoder, which runs in the calling
+thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DecodeError
+from ..models.base import Encoder
+from ..progress import Progress, ProgressCallback, ignore_progress
+from ..spaces import VectorSpaces
+from ..store import INDEXED, CaptionVector, FileState, PhotoFields, Store
+from ..types import IndexReport
+from .captions import Caption, captions_signature, load_caption_manifest, read_sidecar_captions
+from .decode import DecodeLimits, decode_bytes
+from .scan import FileEntry, ScanProblem, scan
+
+log = logging.getLogger(__name__)
+
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """Tuning knobs of an indexing run.
+
+    batch_size: images per encoder batch and per database transaction.
+    workers: decoder threads (default: usable cores).
+    prefetch_batches: how many batches decoding may run ahead of encoding.
+    checkpoint_seconds: how often FAISS files are saved during a run.
+    captions_manifest: optional JSONL manifest of captions.
+    limits: decoder safety limits.
+    """
+
+    batch_size: int = 32
+    workers: int | None = None
+    prefetch_batches: int = 3
+    checkpoint_seconds: float = 60.0
+    captions_manifest: str | None = None
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def hash_bytes(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+# -- worker results -----------------------------------------------------------
+@dataclass
+class _Work:
+    entry: FileEntry
+    captions: list[Caption]
+    caption_sig: str
+    old: FileState | None
+
+
+@dataclass
+class _Result:
+    work: _Work
+    action: str  # "encode" | "touch" | "move" | "duplicate" | "defer" | "failed"
+    content_hash: str | None = None
+    target: FileState | None = None
+    pixels: np.ndarray | None = None
+    fields: PhotoFields | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+class _Classifier:
+    """Thread-safe decisions about a file once its content hash is known."""
+
+    def __init__(self, store: Store, missing_by_hash: dict[str, FileState]) -> None:
+        self._store = store
+        self._missing = missing_by_hash
+        self._claims: dict[str, str] = {}  # hash → path, for content not yet committed
+        self._lock = threading.Lock()
+        self.moved_ids: set[int] = set()
+
+    def classify(self, work: _Work, content_hash: str) -> tuple[str, FileState | None]:
+        old = work.old
+        if old is not None and old.content_hash == content_hash and old.status != "failed":
+            return "touch", old
+        with self._lock:
+            if content_hash in self._claims:
+                return "defer", None  # same content as a file of this run not yet committed
+            moved = self._missing.pop(content_hash, None)
+            if moved is None:
+                primary = self._store.indexed_by_hash([content_hash]).get(content_hash)
+                if primary is not None and primary.path != work.entry.path and os.path.exists(primary.path):
+                    return "duplicate", primary
+                moved = primary  # None, or an indexed row whose file left the scanned roots
+            self._claims[content_hash] = work.entry.path
+            if moved is not None and moved.path != work.entry.path:
+                self.moved_ids.add(moved.id)
+                return "move", moved
+            return "encode", None
+
+    def release(self, hashes: Sequence[str]) -> None:
+        with self._lock:
+            for h in hashes:
+                self._claims.pop(h, None)
+
+
+class Indexer:
+    """Runs one indexing job against a store, vector spaces and an encoder."""
+
+    def __init__(
+        self,
+        store: Store,
+        spaces: VectorSpaces,
+        encoder: Encoder,
+        options: IndexOptions | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.store = store
+        self.spaces = spaces
+        self.encoder = encoder
+        self.options = options or IndexOptions()
+        self.progress = progress or ignore_progress
+        self.report = IndexReport()
+        self._last_checkpoint = time.monotonic()
+
+    # -- public ---------------------------------------------------------
+    def run(self, roots: Sequence[str]) -> IndexReport:
+        started = time.monotonic()
+        roots = [os.path.abspath(r) for r in roots]
+        manifest = load_caption_manifest(self.options.captions_manifest) if self.options.captions_manifest else {}
+        known = self.store.file_states(roots)
+
+        seen: set[str] = set()
+        todo: list[_Work] = []
+        caption_updates: list[_Work] = []
+        for entry in scan(roots, on_problem=self._on_problem):
+            seen.add(entry.path)
+            self.report.scanned += 1
+            if self.report.scanned % 1000 == 0:
+                self._emit("scan", self.report.scanned, None)
+            old = known.get(entry.path)
+            manifest_caps = manifest.get(entry.path, [])
+            sig = captions_signature(entry, manifest_caps)
+            if old is not None and old.size == entry.size and old.mtime_ns == entry.mtime_ns:
+                self.report.skipped += 1
+                if old.status != "failed" and old.caption_sig != sig:
+                    caption_updates.append(_Work(entry, self._captions(entry, manifest_caps), sig, old))
+                continue
+            todo.append(_Work(entry, self._captions(entry, manifest_caps), sig, old))
+        self._emit("scan", self.report.scanned, self.report.scanned)
+
+        missing = {p: s for p, s in known.items() if p not in seen}
+        missing_by_hash = {
+            s.content_hash: s for s in missing.values() if s.status == INDEXED and s.content_hash
+        }
+        classifier = _Classifier(self.store, missing_by_hash)
+
+        self._process(todo, caption_updates, classifier)
+
+        # Files gone from disk that were not claimed by a move.
+        gone = [s.id for s in missing.values() if s.id not in classifier.moved_ids]
+        if gone:
+            with self.store.batch() as w:
+                w.delete(gone)
+            self.spaces.apply(w.delta)
+            self.report.deleted += len(gone)
+        self.spaces.save()
+        self.report.seconds = time.monotonic() - started
+        self._emit("finish", len(todo), len(todo))
+        return self.report
+
+    # -- stages -----------------------------------------------------------
+    def _process(self, todo: list[_Work], caption_updates: list[_Work], classifier: _Classifier) -> None:
+        opts = self.options
+        pending: list[_Result] = []  # non-encode writes waiting for the next commit
+        batch: list[_Result] = []
+        deferred: list[_Work] = []
+        total = len(todo)
+        done = 0
+
+        for i in range(0, len(caption_updates), opts.batch_size):
+            self._commit([], [], caption_updates[i : i + opts.batch_size], classifier)
+
+        workers = opts.workers or usable_cores()
+        window = max(workers, opts.batch_size * opts.prefetch_batches)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frozenlens-decode") as pool:
+            for result in _bounded_map(pool, lambda w: self._work(w, classifier), iter(todo), window):
+                done += 1
+                if result.action == "encode":
+                    batch.append(result)
+                elif result.action == "defer":
+                    deferred.append(result.work)
+                else:
+                    pending.append(result)
+                if len(batch) >= opts.batch_size or len(pending) >= 4 * opts.batch_size:
+                    self._commit(batch, pending, [], classifier)
+                    batch, pending = [], []
+                    self._emit("encode", done, total)
+            self._commit(batch, pending, [], classifier)
+            self._emit("encode", done, total)
+
+            # Byte-identical copies of content first seen in this run: their
+            # primary is committed now (or failed, in which case they are
+            # decoded themselves and fail with their own reason).
+            results = [self._work(w, classifier) for w in deferred]
+            batch = [r for r in results if r.action == "encode"]
+            pending = [r for r in results if r.action != "encode"]
+            for i in range(0, max(len(batch), 1), opts.batch_size):
+                self._commit(batch[i : i + opts.batch_size], pending if i == 0 else [], [], classifier)
+
+    def _work(self, work: _Work, classifier: _Classifier) -> _Result:
+        """Runs in a decoder thread: hash, classify, decode if needed."""
+        entry = work.entry
+        try:
+            if entry.size > self.options.limits.max_file_bytes:
+                raise DecodeError("too-large", f"file is {entry.size} bytes, over the limit")
+            data = _read_regular_file(entry.path)
+        except DecodeError as exc:
+            return _Result(work, "failed", reason=exc.reason, message=str(exc))
+        except FileNotFoundError:
+            return _Result(work, "failed", reason="vanished", message="file disappeared during indexing")
+        except PermissionError as exc:
+            return _Result(work, "failed", reason="unreadable", message=f"permission denied: {exc.strerror}")
+        except OSError as exc:
+            return _Result(work, "failed", reason="unreadable", message=str(exc))
+        content_hash = hash_bytes(data)
+        if not data:
+            return _Result(work, "failed", content_hash, reason="empty", message="file is empty (0 bytes)")
+        action, target = classifier.classify(work, content_hash)
+        if action != "encode":
+            return _Result(work, action, content_hash, target=target)
+        try:
+            decoded = decode_bytes(data, draft_size=self.encoder.draft_size, limits=self.options.limits)
+            pixels = self.encoder.prepare(decoded.image)
+        except DecodeError as exc:
+            return _Result(work, "failed", content_hash, reason=exc.reason, message=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a hostile file must never stop the run
+            log.warning("unexpected error decoding %s", entry.path, exc_info=True)
+            return _Result(work, "failed", content_hash, reason="corrupt", message=f"{type(exc).__name__}: {exc}")
+        md = decoded.metadata
+        taken_at, source = md.taken_at, "exif"
+        if taken_at is None:
+            taken_at, source = dt.datetime.fromtimestamp(entry.mtime_ns / 1e9), "mtime"
+        fields = PhotoFields(
+            format=md.format,
+            width=md.width,
+            height=md.height,
+            taken_at=taken_at,
+            taken_at_source=source,
+            camera_make=md.camera_make,
+            camera_model=md.camera_model,
+            lens=md.lens,
+            lat=md.lat,
+            lon=md.lon,
+        )
+        return _Result(work, "encode", content_hash, pixels=pixels, fields=fields)
+
+    def _commit(
+        self, batch: list[_Result], pending: list[_Result], caption_updates: list[_Work], classifier: _Classifier
+    ) -> None:
+        if not (batch or pending or caption_updates):
+            return
+        if batch:
+            emb = self.encoder.embed_prepared(np.stack([r.pixels for r in batch]))
+            self.report.encoded += len(batch)
+        # One text-encoder call for every caption in this commit.
+        works = [r.work for r in batch] + [r.work for r in pending if r.action in ("move", "duplicate", "touch")]
+        works += caption_updates
+        cap_vectors = self._embed_captions(works)
+
+        with self.store.batch() as w:
+            for j, r in enumerate(batch):
+                e = r.work.entry
+                w.add_image(
+                    path=e.path,
+                    size=e.size,
+                    mtime_ns=e.mtime_ns,
+                    content_hash=r.content_hash,
+                    fields=r.fields,
+                    semantic=emb.semantic[j],
+                    visual=emb.visual[j],
+                    labels=emb.labels[j] if emb.labels is not None else None,
+                    captions=cap_vectors[id(r.work)],
+                    caption_sig=r.work.caption_sig,
+                )
+                self._count_new(r.work)
+            for r in pending:
+                e = r.work.entry
+                if r.action == "failed":
+                    w.add_failure(
+                        path=e.path, size=e.size, mtime_ns=e.mtime_ns, content_hash=r.content_hash,
+                        reason=r.reason or "corrupt", message=r.message or "",
+                    )
+                    self.report.failed += 1
+                    if len(self.report.problems) < 1000:
+                        self.report.problems.append(f"{e.path}: {r.message}")
+                elif r.action == "touch":
+                    w.touch(r.target.id, size=e.size, mtime_ns=e.mtime_ns)
+                    if r.target.caption_sig != r.work.caption_sig:
+                        w.replace_captions(r.target.id, cap_vectors[id(r.work)], r.work.caption_sig)
+                        self.report.captions_updated += 1
+                    self.report.skipped += 1
+                elif r.action == "move":
+                    w.move(r.target.id, path=e.path, size=e.size, mtime_ns=e.mtime_ns)
+                    if r.target.caption_sig != r.work.caption_sig:
+                        w.replace_captions(r.target.id, cap_vectors[id(r.work)], r.work.caption_sig)
+                    self.report.moved += 1
+                elif r.action == "duplicate":
+                    w.add_duplicate(
+                        path=e.path, size=e.size, mtime_ns=e.mtime_ns, content_hash=r.content_hash,
+                        duplicate_of=r.target.id, captions=cap_vectors[id(r.work)], caption_sig=r.work.caption_sig,
+                    )
+                    self.report.duplicates += 1
+            for work in caption_updates:
+                w.replace_captions(work.old.id, cap_vectors[id(work)], work.caption_sig)
+                self.report.captions_updated += 1
+        self.spaces.apply(w.delta)
+        # Content is now committed (or recorded as failed): later copies of it
+        # find it in the database instead of waiting for it.
+        classifier.release([r.content_hash for r in batch + pending if r.content_hash])
+        if time.monotonic() - self._last_checkpoint >= self.options.checkpoint_seconds:
+            self.spaces.save()
+            self._last_checkpoint = time.monotonic()
+
+    # -- helpers ----------------------------------------------------------
+    def _captions(self, entry: FileEntry, manifest_caps: list[Caption]) -> list[Caption]:
+        caps = read_sidecar_captions(entry) + list(manifest_caps)
+        unique: dict[tuple[str, str | None], Caption] = {}
+        for c in caps:
+            text = c.text.strip()
+            if text:
+                unique.setdefault((text, c.lang), c)
+        return list(unique.values())
+
+    def _embed_captions(self, works: list[_Work]) -> dict[int, list[CaptionVector]]:
+        texts = [c.text for w in works for c in w.captions]
+        vecs = self.encoder.encode_texts(texts) if texts else np.zeros((0, self.encoder.identity.dim), np.float32)
+        out: dict[int, list[CaptionVector]] = {}
+        k = 0
+        for w in works:
+            items = []
+            for c in w.captions:
+                items.append(CaptionVector(c.text, c.lang, c.source, vecs[k]))
+                k += 1
+            out[id(w)] = items
+        return out
+
+    def _count_new(self, work: _Work) -> None:
+        if work.old is None:
+            self.report.new += 1
+        else:
+            self.report.changed += 1
+
+    def _on_problem(self, problem: ScanProblem) -> None:
+        log.warning("scan: %s: %s", problem.path, problem.message)
+        if len(self.report.problems) < 1000:
+            self.report.problems.append(f"{problem.path}: {problem.message}")
+
+    def _emit(self, stage: str, done: int, total: int | None) -> None:
+        r = self.report
+        self.progress(
+            Progress(
+                stage=stage, done=done, total=total, new=r.new, changed=r.changed, skipped=r.skipped,
+                failed=r.failed, moved=r.moved, duplicates=r.duplicates, deleted=r.deleted,
+            )
+        )
+
+
+def _read_regular_file(path: str) -> bytes:
+    """Read a whole file; refuses anything that is not a regular file (a FIFO
+    swapped in after the scan must not block the run)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DecodeError("not-an-image", "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterator, window: int) -> Iterator:  # noqa: ANN001
+    """Like ``pool.map`` but keeps at most ``window`` tasks in flight, in order."""
+    inflight: deque[Future] = deque()
+    for item in items:
+        inflight.append(pool.submit(fn, item))
+        if len(inflight) >= window:
+            yield inflight.popleft().result()
+    while inflight:
+        yield inflight.popleft().result()

@@ -1,0 +1,19 @@
+"""Frozen image/text encoders, created by name.
+
+Importing this package is cheap: the torch-based implementations are imported
+only when :func:`create_encoder` builds one.
+"""
+
+from __future__ import annotations
+
+from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings
+from frozenlens.models.registry import create_encoder, encoder_names, register_encoder
+
+__all__ = [
+    "Encoder",
+    "EncoderIdentity",
+    "ImageEmbeddings",
+    "create_encoder",
+    "encoder_names",
+    "register_encoder",
+]

@@ -1,0 +1,103 @@
+"""The encoder interface every image/text tower pair implements.
+
+An encoder maps images and texts into one shared, L2-normalised space (the
+*semantic* space, used for text→image search) and maps images into a second
+*visual* space used for image→image search ("more like this"). For CLIP-style
+models both image spaces may be the same vectors.
+
+Implementations live in sibling modules and are created by name through
+:mod:`frozenlens.models.registry`. This is the only layer that imports torch,
+open_clip, transformers or packaged model weights.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What an index records about the encoder that built it.
+
+    ``name`` is the registry name (e.g. ``"lite"``), ``version`` changes
+    whenever the encoder's outputs change, ``dim`` is the semantic (text and
+    image) dimension, ``visual_dim`` the image→image dimension.
+    """
+
+    name: str
+    version: str
+    dim: int
+    visual_dim: int
+
+    def as_dict(self) -> dict[str, str | int]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return f"{self.name} v{self.version} (dim {self.dim}, visual {self.visual_dim})"
+
+
+Label = tuple[str, float]
+
+
+@dataclass(frozen=True)
+class ImageEmbeddings:
+    """Everything an encoder computes for a batch of ``n`` images.
+
+    semantic: float32 (n, dim), L2-normalised, comparable with text vectors.
+    visual:   float32 (n, visual_dim), L2-normalised, for image→image search.
+    labels:   per image, the top class labels with probabilities (descending),
+              or ``None`` when the encoder has no classifier to explain with.
+    """
+
+    semantic: np.ndarray
+    visual: np.ndarray
+    labels: list[list[Label]] | None = None
+
+
+class Encoder(ABC):
+    """A frozen image tower + text tower pair.
+
+    Thread-safety contract: :meth:`prepare` is pure and may run concurrently in
+    decoder worker threads; :meth:`embed_prepared` and :meth:`encode_texts` are
+    called from one thread at a time.
+    """
+
+    #: identity recorded in the index manifest
+    identity: EncoderIdentity
+    #: side of the square uint8 array :meth:`prepare` returns
+    input_size: int
+    #: shorter-side size a decoder may reduce to before calling :meth:`prepare`
+    #: (``Image.draft`` hint); never smaller than what prepare needs
+    draft_size: int
+
+    @abstractmethod
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Resize/crop one RGB image to uint8 (input_size, input_size, 3)."""
+
+    @abstractmethod
+    def embed_prepared(self, batch: np.ndarray) -> ImageEmbeddings:
+        """Embed a uint8 batch (n, input_size, input_size, 3)."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts → float32 (n, dim), L2-normalised."""
+
+    def embed_images(self, images: Sequence[Image.Image]) -> ImageEmbeddings:
+        """Prepare and embed RGB PIL images (convenience for small batches)."""
+        if len(images) == 0:
+            return ImageEmbeddings(
+                semantic=np.zeros((0, self.identity.dim), np.float32),
+                visual=np.zeros((0, self.identity.visual_dim), np.float32),
+                labels=[],
+            )
+        batch = np.stack([self.prepare(im.convert("RGB")) for im in images])
+        return self.embed_prepared(batch)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed RGB PIL images into the semantic space → float32 (n, dim)."""
+        return self.embed_images(images).semantic

@@ -1,0 +1,78 @@
+"""Create encoders by name.
+
+Two kinds of entries:
+
+- an exact name (``"lite"``): ``create_encoder("lite", **options)`` calls
+  ``factory(**options)``;
+- a prefix ending in ``":"`` (``"openclip:"``): ``create_encoder("openclip:ViT-B-32")``
+  calls ``factory("ViT-B-32", **options)``. The longest matching prefix wins.
+
+Built-in factories import their implementation module only when called, so
+importing this module (or :mod:`frozenlens.models`) never imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from frozenlens.errors import UnknownEncoderError
+from frozenlens.models.base import Encoder
+
+logger = logging.getLogger(__name__)
+
+EncoderFactory = Callable[..., Encoder]
+
+
+def _create_lite(**options: object) -> Encoder:
+    """Factory of the offline default encoder (imports torch on call)."""
+    from frozenlens.models.lite import LiteEncoder
+
+    return LiteEncoder(**options)  # type: ignore[arg-type]
+
+
+_NAMED: dict[str, EncoderFactory] = {"lite": _create_lite}
+_PREFIXED: dict[str, EncoderFactory] = {}
+
+
+def register_encoder(name: str, factory: EncoderFactory, *, replace: bool = False) -> None:
+    """Register ``factory`` under ``name``.
+
+    A ``name`` ending in ``":"`` is a prefix: its factory receives the rest of
+    the requested name as first positional argument. Registering a taken name
+    raises ``ValueError`` unless ``replace`` is true.
+    """
+    if not name or name != name.strip():
+        raise ValueError(f"invalid encoder name: {name!r}")
+    table = _PREFIXED if name.endswith(":") else _NAMED
+    if name in table and not replace and table[name] is not factory:
+        raise ValueError(f"encoder {name!r} is already registered (pass replace=True)")
+    table[name] = factory
+    logger.debug("registered encoder %r", name)
+
+
+def encoder_names() -> list[str]:
+    """Registered names, sorted; prefixes are listed with their trailing ``":"``."""
+    return sorted([*_NAMED, *_PREFIXED])
+
+
+def create_encoder(name: str, **options: object) -> Encoder:
+    """Build the encoder registered under ``name`` with ``options``.
+
+    Raises :class:`UnknownEncoderError` (listing the known names) when nothing
+    matches, or when a prefix is given without a model name after it.
+    """
+    factory = _NAMED.get(name)
+    if factory is not None:
+        return factory(**options)
+    prefixes = sorted((p for p in _PREFIXED if name.startswith(p)), key=len, reverse=True)
+    if prefixes:
+        prefix = prefixes[0]
+        rest = name[len(prefix) :]
+        if not rest:
+            raise UnknownEncoderError(
+                f"encoder name {name!r} needs a model after {prefix!r}, e.g. '{prefix}<model>'"
+            )
+        return _PREFIXED[prefix](rest, **options)
+    known = ", ".join(encoder_names())
+    raise UnknownEncoderError(f"unknown encoder {name!r}; known encoders: {known}")

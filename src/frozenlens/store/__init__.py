@@ -1,0 +1,18 @@
+"""Metadata store (SQLAlchemy): images, captions, vectors, index manifest."""
+
+from .records import CaptionVector, Delta, FileState, ImageRecord, PhotoFields
+from .schema import DUPLICATE, FAILED, INDEXED
+from .store import BatchWriter, Store
+
+__all__ = [
+    "DUPLICATE",
+    "FAILED",
+    "INDEXED",
+    "BatchWriter",
+    "CaptionVector",
+    "Delta",
+    "FileState",
+    "ImageRecord",
+    "PhotoFields",
+    "Store",
+]

@@ -1,0 +1,89 @@
+"""Plain values passed into and out of the store (no SQLAlchemy objects leak)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the database knows about one file path (for incremental indexing)."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+    caption_sig: str | None
+    duplicate_of: int | None
+
+
+@dataclass(frozen=True)
+class PhotoFields:
+    """Descriptive columns of an image row (from decoding + EXIF)."""
+
+    format: str | None = None
+    width: int | None = None
+    height: int | None = None
+    taken_at: dt.datetime | None = None
+    taken_at_source: str | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(frozen=True)
+class CaptionVector:
+    text: str
+    lang: str | None
+    source: str
+    vector: np.ndarray  # float32 (dim,)
+
+
+@dataclass
+class Delta:
+    """What a committed transaction changed in the vector spaces.
+
+    The pipeline applies it to the in-memory FAISS indexes after the commit.
+    Vectors are the float16-rounded values stored in the database, as float32.
+    """
+
+    image_ids: list[int] = field(default_factory=list)
+    semantic: list[np.ndarray] = field(default_factory=list)
+    visual: list[np.ndarray] = field(default_factory=list)
+    removed_image_ids: list[int] = field(default_factory=list)
+    caption_ids: list[int] = field(default_factory=list)
+    caption_vectors: list[np.ndarray] = field(default_factory=list)
+    removed_caption_ids: list[int] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return not (self.image_ids or self.removed_image_ids or self.caption_ids or self.removed_caption_ids)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image row with its captions, for building search hits."""
+
+    id: int
+    path: str
+    status: str
+    size: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: dt.datetime | None
+    camera: str | None
+    lens: str | None
+    lat: float | None
+    lon: float | None
+    labels: list[tuple[str, float]]
+    captions: list[tuple[str, str | None, str]]  # (text, lang, source)
+    duplicates: list[str]
+    duplicate_of: int | None

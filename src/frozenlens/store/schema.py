@@ -1,0 +1,120 @@
+"""SQLAlchemy ORM tables of a FrozenLens index.
+
+Identity rule: ``images.id`` IS the FAISS id of the image's vectors and
+``captions.id`` the FAISS id of a caption's vector. Both tables use
+AUTOINCREMENT semantics (SQLite ``AUTOINCREMENT``, a sequence elsewhere) so an
+id is never reused after a delete — the retriever relies on this to reconcile
+its index files with the database by id sets alone.
+
+Vectors are stored as float16 blobs beside their rows, so one database
+transaction commits a row and its vectors together (see
+:mod:`frozenlens.indexer.pipeline` for the full commit protocol).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Status of an ``images`` row.
+INDEXED = "indexed"      # has vectors, searchable
+DUPLICATE = "duplicate"  # byte-identical to ``duplicate_of``; shares its vectors
+FAILED = "failed"        # could not be decoded; ``error_reason`` says why
+
+# Integer primary key that is BIGINT on PostgreSQL but INTEGER (rowid alias)
+# on SQLite, where only "INTEGER PRIMARY KEY" gets AUTOINCREMENT.
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Key/value facts about the index: schema version, encoder identity ..."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+    __table_args__ = (
+        Index("ix_images_hash", "content_hash"),
+        Index("ix_images_status", "status"),
+        Index("ix_images_taken_at", "taken_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    error_reason: Mapped[str | None] = mapped_column(String(32))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[int | None] = mapped_column(
+        IdType, ForeignKey("images.id", ondelete="SET NULL"), index=True
+    )
+    format: Mapped[str | None] = mapped_column(String(16))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    taken_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    taken_at_source: Mapped[str | None] = mapped_column(String(8))  # "exif" | "mtime"
+    camera_make: Mapped[str | None] = mapped_column(String(128))
+    camera_model: Mapped[str | None] = mapped_column(String(128))
+    camera: Mapped[str | None] = mapped_column(String(256))
+    lens: Mapped[str | None] = mapped_column(String(256))
+    lat: Mapped[float | None] = mapped_column(Float)
+    lon: Mapped[float | None] = mapped_column(Float)
+    labels: Mapped[str | None] = mapped_column(Text)  # JSON [[label, p], ...]
+    caption_sig: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime)
+
+    vectors: Mapped[VectorRow | None] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+    captions: Mapped[list[CaptionRow]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class VectorRow(Base):
+    """The image's vectors (float16 little-endian blobs)."""
+
+    __tablename__ = "image_vectors"
+    image_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    semantic: Mapped[bytes] = mapped_column(LargeBinary)
+    visual: Mapped[bytes] = mapped_column(LargeBinary)
+    image: Mapped[ImageRow] = relationship(back_populates="vectors")
+
+
+class CaptionRow(Base):
+    __tablename__ = "captions"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    image_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    lang: Mapped[str | None] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    image: Mapped[ImageRow] = relationship(back_populates="captions")

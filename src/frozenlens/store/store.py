@@ -1,0 +1,625 @@
+"""The metadata store: the only SQLAlchemy code of FrozenLens.
+
+One :class:`Store` wraps one database (SQLite file in the index directory by
+default; any SQLAlchemy URL works). All writes go through :meth:`Store.batch`,
+one database transaction per batch; the :class:`BatchWriter` collects a
+:class:`Delta` describing the vector changes the caller must mirror in FAISS
+*after* the commit succeeded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+from sqlalchemy import Engine, and_, create_engine, delete, event, func, or_, select, update
+from sqlalchemy.engine import make_url
+
+from ..errors import IndexCorruptError
+from ..types import FailedFile, SearchFilters
+from .migrations import SCHEMA_VERSION, migrate
+from .records import CaptionVector, Delta, FileState, ImageRecord, PhotoFields
+from .schema import DUPLICATE, FAILED, INDEXED, CaptionRow, ImageRow, Meta, VectorRow
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 500  # ids per IN (...) clause: stays under every backend's limit
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    """float vector → little-endian float16 bytes."""
+    return np.ascontiguousarray(vector, dtype="<f2").tobytes()
+
+
+def from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """float16 blobs → float32 (n, dim)."""
+    if not blobs:
+        return np.zeros((0, dim), np.float32)
+    arr = np.frombuffer(b"".join(blobs), dtype="<f2")
+    if arr.size != len(blobs) * dim:
+        raise IndexCorruptError(f"stored vectors do not have dimension {dim}")
+    return arr.reshape(len(blobs), dim).astype(np.float32)
+
+
+def _rounded(vector: np.ndarray) -> np.ndarray:
+    return np.asarray(vector, dtype=np.float16).astype(np.float32)
+
+
+def _chunks(values: Sequence[int], size: int = _CHUNK) -> Iterator[Sequence[int]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _camera_label(make: str | None, model: str | None) -> str | None:
+    make = (make or "").strip()
+    model = (model or "").strip()
+    if make and model.lower().startswith(make.split()[0].lower()):
+        return model  # "Canon" + "Canon PowerShot G2" → "Canon PowerShot G2"
+    joined = f"{make} {model}".strip()
+    return joined or None
+
+
+class BatchWriter:
+    """Writes inside one transaction; see :meth:`Store.batch`."""
+
+    def __init__(self, session) -> None:  # noqa: ANN001 - SQLAlchemy Connection
+        self._c = session
+        self.delta = Delta()
+
+    # -- images ----------------------------------------------------------
+    def add_image(
+        self,
+        *,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        content_hash: str,
+        fields: PhotoFields,
+        semantic: np.ndarray,
+        visual: np.ndarray,
+        labels: list[tuple[str, float]] | None,
+        captions: Sequence[CaptionVector],
+        caption_sig: str | None,
+    ) -> int:
+        """Insert an indexed image with its vectors and captions; returns its id.
+
+        Any existing row at ``path`` (an older version of the file) is deleted
+        first, so the new content always gets a new id.
+        """
+        self._delete_path(path)
+        image_id = self._insert_image(
+            path=path,
+            size=size,
+            mtime_ns=mtime_ns,
+            content_hash=content_hash,
+            status=INDEXED,
+            fields=fields,
+            labels=json.dumps(labels) if labels is not None else None,
+            caption_sig=caption_sig,
+        )
+        self._c.execute(
+            VectorRow.__table__.insert().values(
+                image_id=image_id, semantic=to_blob(semantic), visual=to_blob(visual)
+            )
+        )
+        self.delta.image_ids.append(image_id)
+        self.delta.semantic.append(_rounded(semantic))
+        self.delta.visual.append(_rounded(visual))
+        self._insert_captions(image_id, captions)
+        return image_id
+
+    def add_duplicate(
+        self,
+        *,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        content_hash: str,
+        duplicate_of: int,
+        captions: Sequence[CaptionVector],
+        caption_sig: str | None,
+    ) -> int:
+        """Record a byte-identical copy of indexed image ``duplicate_of``."""
+        self._delete_path(path)
+        primary = self._c.execute(select(ImageRow.__table__).where(ImageRow.id == duplicate_of)).one()
+        fields = PhotoFields(
+            format=primary.format,
+            width=primary.width,
+            height=primary.height,
+            taken_at=primary.taken_at,
+            taken_at_source=primary.taken_at_source,
+            camera_make=primary.camera_make,
+            camera_model=primary.camera_model,
+            lens=primary.lens,
+            lat=primary.lat,
+            lon=primary.lon,
+        )
+        image_id = self._insert_image(
+            path=path,
+            size=size,
+            mtime_ns=mtime_ns,
+            content_hash=content_hash,
+            status=DUPLICATE,
+            fields=fields,
+            labels=primary.labels,
+            caption_sig=caption_sig,
+            duplicate_of=duplicate_of,
+        )
+        self._insert_captions(image_id, captions)
+        return image_id
+
+    def add_failure(
+        self, *, path: str, size: int, mtime_ns: int, content_hash: str | None, reason: str, message: str
+    ) -> int:
+        """Record a file that could not be indexed (replacing any older row)."""
+        self._delete_path(path)
+        return self._insert_image(
+            path=path,
+            size=size,
+            mtime_ns=mtime_ns,
+            content_hash=content_hash,
+            status=FAILED,
+            fields=PhotoFields(),
+            labels=None,
+            caption_sig=None,
+            error_reason=reason,
+            error_message=message[:2000],
+        )
+
+    def move(self, image_id: int, *, path: str, size: int, mtime_ns: int) -> None:
+        """A file was renamed/moved with unchanged content: keep id and vectors."""
+        self._delete_path(path, keep_id=image_id)
+        self._c.execute(
+            update(ImageRow)
+            .where(ImageRow.id == image_id)
+            .values(path=path, size=size, mtime_ns=mtime_ns, updated_at=_now())
+        )
+
+    def touch(self, image_id: int, *, size: int, mtime_ns: int) -> None:
+        """The file's stat changed but its content hash did not."""
+        self._c.execute(
+            update(ImageRow).where(ImageRow.id == image_id).values(size=size, mtime_ns=mtime_ns, updated_at=_now())
+        )
+
+    def replace_captions(
+        self, image_id: int, captions: Sequence[CaptionVector], caption_sig: str | None
+    ) -> None:
+        old = self._c.execute(select(CaptionRow.id).where(CaptionRow.image_id == image_id)).scalars().all()
+        if old:
+            self._c.execute(delete(CaptionRow).where(CaptionRow.image_id == image_id))
+            self.delta.removed_caption_ids.extend(old)
+        self._insert_captions(image_id, captions)
+        self._c.execute(
+            update(ImageRow).where(ImageRow.id == image_id).values(caption_sig=caption_sig, updated_at=_now())
+        )
+
+    def delete(self, image_ids: Sequence[int]) -> None:
+        """Delete images (and their vectors and captions).
+
+        When a deleted indexed image has byte-identical duplicates, the first
+        remaining duplicate is promoted: it gets a copy of the vectors and
+        becomes the primary of the others.
+        """
+        ids = sorted(set(image_ids))
+        for chunk in _chunks(ids):
+            self._promote_duplicates(chunk, set(ids))
+            cap_ids = (
+                self._c.execute(select(CaptionRow.id).where(CaptionRow.image_id.in_(chunk))).scalars().all()
+            )
+            vec_ids = (
+                self._c.execute(select(VectorRow.image_id).where(VectorRow.image_id.in_(chunk))).scalars().all()
+            )
+            self._c.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(chunk)))
+            self._c.execute(delete(VectorRow).where(VectorRow.image_id.in_(chunk)))
+            self._c.execute(
+                update(ImageRow).where(ImageRow.duplicate_of.in_(chunk)).values(duplicate_of=None)
+            )
+            self._c.execute(delete(ImageRow).where(ImageRow.id.in_(chunk)))
+            self.delta.removed_caption_ids.extend(cap_ids)
+            self.delta.removed_image_ids.extend(vec_ids)
+
+    # -- internals -------------------------------------------------------
+    def _promote_duplicates(self, chunk: Sequence[int], deleting: set[int]) -> None:
+        rows = self._c.execute(
+            select(ImageRow.id, ImageRow.duplicate_of)
+            .where(ImageRow.duplicate_of.in_(chunk), ImageRow.status == DUPLICATE)
+            .order_by(ImageRow.id)
+        ).all()
+        by_primary: dict[int, list[int]] = {}
+        for dup_id, primary in rows:
+            if dup_id not in deleting:
+                by_primary.setdefault(primary, []).append(dup_id)
+        for primary, dups in by_primary.items():
+            heir, rest = dups[0], dups[1:]
+            vec = self._c.execute(select(VectorRow.semantic, VectorRow.visual).where(VectorRow.image_id == primary)).one_or_none()
+            if vec is None:
+                continue
+            self._c.execute(VectorRow.__table__.insert().values(image_id=heir, semantic=vec.semantic, visual=vec.visual))
+            self._c.execute(
+                update(ImageRow).where(ImageRow.id == heir).values(status=INDEXED, duplicate_of=None, updated_at=_now())
+            )
+            if rest:
+                self._c.execute(update(ImageRow).where(ImageRow.id.in_(rest)).values(duplicate_of=heir))
+            self.delta.image_ids.append(heir)
+            self.delta.semantic.append(from_blobs([vec.semantic], len(vec.semantic) // 2)[0])
+            self.delta.visual.append(from_blobs([vec.visual], len(vec.visual) // 2)[0])
+
+    def _delete_path(self, path: str, keep_id: int | None = None) -> None:
+        old = self._c.execute(select(ImageRow.id).where(ImageRow.path == path)).scalar()
+        if old is not None and old != keep_id:
+            self.delete([old])
+
+    def _insert_image(
+        self,
+        *,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        content_hash: str | None,
+        status: str,
+        fields: PhotoFields,
+        labels: str | None,
+        caption_sig: str | None,
+        duplicate_of: int | None = None,
+        error_reason: str | None = None,
+        error_message: str | None = None,
+    ) -> int:
+        result = self._c.execute(
+            ImageRow.__table__.insert().values(
+                path=path,
+                size=size,
+                mtime_ns=mtime_ns,
+                content_hash=content_hash,
+                status=status,
+                error_reason=error_reason,
+                error_message=error_message,
+                duplicate_of=duplicate_of,
+                format=fields.format,
+                width=fields.width,
+                height=fields.height,
+                taken_at=fields.taken_at,
+                taken_at_source=fields.taken_at_source,
+                camera_make=fields.camera_make,
+                camera_model=fields.camera_model,
+                camera=_camera_label(fields.camera_make, fields.camera_model),
+                lens=fields.lens,
+                lat=fields.lat,
+                lon=fields.lon,
+                labels=labels,
+                caption_sig=caption_sig,
+                updated_at=_now(),
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+    def _insert_captions(self, image_id: int, captions: Sequence[CaptionVector]) -> None:
+        for cap in captions:
+            result = self._c.execute(
+                CaptionRow.__table__.insert().values(
+                    image_id=image_id, lang=cap.lang, text=cap.text, source=cap.source, vector=to_blob(cap.vector)
+                )
+            )
+            self.delta.caption_ids.append(int(result.inserted_primary_key[0]))
+            self.delta.caption_vectors.append(_rounded(cap.vector))
+
+
+class Store:
+    """Metadata database of one index. Create with :meth:`open`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """Open (and create/migrate) the database at a SQLAlchemy URL.
+
+        SQLite databases use WAL journaling (readers never block the indexer),
+        ``synchronous=NORMAL`` (durable against process crashes; a power cut
+        may lose the last transactions, never consistency) and a 30 s busy
+        timeout. Other backends get their defaults.
+        """
+        is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
+        if is_sqlite:
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+        with engine.begin() as conn:
+            migrate(conn)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    # -- meta ------------------------------------------------------------
+    def get_meta(self) -> dict[str, str]:
+        with self.engine.connect() as c:
+            return {k: v for k, v in c.execute(select(Meta.key, Meta.value))}
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        table = Meta.__table__
+        with self.engine.begin() as c:
+            for key, value in values.items():
+                if not c.execute(table.update().where(table.c.key == key).values(value=value)).rowcount:
+                    c.execute(table.insert().values(key=key, value=value))
+
+    # -- writes ----------------------------------------------------------
+    @contextmanager
+    def batch(self) -> Iterator[BatchWriter]:
+        """One transaction: commits on normal exit, rolls back on exception."""
+        with self.engine.begin() as conn:
+            writer = BatchWriter(conn)
+            yield writer
+            _bump_generation(conn)
+
+    def generation(self) -> int:
+        """A counter bumped by every write transaction (cheap change detection)."""
+        with self.engine.connect() as c:
+            value = c.execute(select(Meta.value).where(Meta.key == "generation")).scalar()
+        return int(value) if value is not None else 0
+
+    # -- incremental indexing reads ---------------------------------------
+    def file_states(self, roots: Sequence[str]) -> dict[str, FileState]:
+        """Rows whose path is one of ``roots`` or lies under one of them."""
+        conds = []
+        for root in roots:
+            root = root.rstrip("/") or "/"
+            prefix = root if root.endswith("/") else root + "/"
+            conds.append(ImageRow.path == root)
+            conds.append(ImageRow.path.startswith(prefix, autoescape=True))
+        out: dict[str, FileState] = {}
+        if not conds:
+            return out
+        stmt = select(
+            ImageRow.id,
+            ImageRow.path,
+            ImageRow.size,
+            ImageRow.mtime_ns,
+            ImageRow.content_hash,
+            ImageRow.status,
+            ImageRow.caption_sig,
+            ImageRow.duplicate_of,
+        ).where(or_(*conds))
+        with self.engine.connect() as c:
+            for row in c.execute(stmt):
+                out[row.path] = FileState(*row)
+        return out
+
+    def indexed_by_hash(self, hashes: Iterable[str]) -> dict[str, FileState]:
+        """For each hash, the indexed (primary) row holding that content."""
+        hashes = sorted(set(hashes))
+        out: dict[str, FileState] = {}
+        with self.engine.connect() as c:
+            for chunk in _chunks(hashes):
+                stmt = select(
+                    ImageRow.id,
+                    ImageRow.path,
+                    ImageRow.size,
+                    ImageRow.mtime_ns,
+                    ImageRow.content_hash,
+                    ImageRow.status,
+                    ImageRow.caption_sig,
+                    ImageRow.duplicate_of,
+                ).where(ImageRow.content_hash.in_(chunk), ImageRow.status == INDEXED).order_by(ImageRow.id)
+                for row in c.execute(stmt):
+                    out.setdefault(row.content_hash, FileState(*row))
+        return out
+
+    # -- vectors -----------------------------------------------------------
+    def vector_ids(self, space: str) -> np.ndarray:
+        """All ids that have a vector in ``space`` ("semantic", "visual", "caption")."""
+        col = CaptionRow.id if space == "caption" else VectorRow.image_id
+        with self.engine.connect() as c:
+            ids = c.execute(select(col)).scalars().all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def vectors(self, space: str, ids: Sequence[int], dim: int) -> np.ndarray:
+        """float32 (len(ids), dim) vectors in the order of ``ids`` (all must exist)."""
+        if space == "caption":
+            id_col, vec_col = CaptionRow.id, CaptionRow.vector
+        else:
+            id_col = VectorRow.image_id
+            vec_col = VectorRow.semantic if space == "semantic" else VectorRow.visual
+        found: dict[int, bytes] = {}
+        ids = [int(i) for i in ids]
+        with self.engine.connect() as c:
+            for chunk in _chunks(ids):
+                for i, blob in c.execute(select(id_col, vec_col).where(id_col.in_(chunk))):
+                    found[i] = blob
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise IndexCorruptError(f"{len(missing)} vectors missing from the database, e.g. id {missing[0]}")
+        return from_blobs([found[i] for i in ids], dim)
+
+    # -- search-time reads -------------------------------------------------
+    def _filter_conditions(self, f: SearchFilters) -> list:
+        conds = [ImageRow.status == INDEXED]
+        if f.after is not None:
+            conds.append(ImageRow.taken_at >= _as_start(f.after))
+        if f.before is not None:
+            if isinstance(f.before, dt.datetime):
+                conds.append(ImageRow.taken_at < f.before)
+            else:
+                conds.append(ImageRow.taken_at < _as_start(f.before) + dt.timedelta(days=1))
+        if f.camera:
+            conds.append(func.lower(ImageRow.camera).contains(f.camera.lower(), autoescape=True))
+        if f.under:
+            root = f.under.rstrip("/") or "/"
+            prefix = root if root.endswith("/") else root + "/"
+            conds.append(or_(ImageRow.path == root, ImageRow.path.startswith(prefix, autoescape=True)))
+        if f.min_width:
+            conds.append(ImageRow.width >= f.min_width)
+        if f.min_height:
+            conds.append(ImageRow.height >= f.min_height)
+        return conds
+
+    def count_matching(self, filters: SearchFilters) -> int:
+        with self.engine.connect() as c:
+            return int(c.execute(select(func.count()).select_from(ImageRow).where(*self._filter_conditions(filters))).scalar() or 0)
+
+    def matching_ids(self, filters: SearchFilters, among: Sequence[int] | None = None) -> np.ndarray:
+        """Ids of indexed images matching ``filters`` (restricted to ``among``)."""
+        conds = self._filter_conditions(filters)
+        out: list[int] = []
+        with self.engine.connect() as c:
+            if among is None:
+                out = list(c.execute(select(ImageRow.id).where(*conds)).scalars())
+            else:
+                for chunk in _chunks([int(i) for i in among]):
+                    out.extend(c.execute(select(ImageRow.id).where(and_(*conds, ImageRow.id.in_(chunk)))).scalars())
+        return np.asarray(sorted(out), dtype=np.int64)
+
+    def caption_owners(self, caption_ids: Sequence[int]) -> dict[int, int]:
+        """caption id → id of the indexed image it describes (duplicates resolved)."""
+        out: dict[int, int] = {}
+        with self.engine.connect() as c:
+            for chunk in _chunks([int(i) for i in caption_ids]):
+                stmt = (
+                    select(CaptionRow.id, ImageRow.id, ImageRow.status, ImageRow.duplicate_of)
+                    .join(ImageRow, ImageRow.id == CaptionRow.image_id)
+                    .where(CaptionRow.id.in_(chunk))
+                )
+                for cap_id, img_id, status, dup_of in c.execute(stmt):
+                    if status == INDEXED:
+                        out[cap_id] = img_id
+                    elif status == DUPLICATE and dup_of is not None:
+                        out[cap_id] = dup_of
+        return out
+
+    def caption_vectors_for(self, image_ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        """image id → float32 (n_captions, dim) of its captions and its duplicates' captions."""
+        blobs: dict[int, list[bytes]] = {}
+        with self.engine.connect() as c:
+            for chunk in _chunks([int(i) for i in image_ids]):
+                owner = func.coalesce(ImageRow.duplicate_of, ImageRow.id)
+                stmt = (
+                    select(owner, CaptionRow.vector)
+                    .join(ImageRow, ImageRow.id == CaptionRow.image_id)
+                    .where(or_(ImageRow.id.in_(chunk), ImageRow.duplicate_of.in_(chunk)))
+                )
+                for image_id, blob in c.execute(stmt):
+                    blobs.setdefault(int(image_id), []).append(blob)
+        return {i: from_blobs(b, dim) for i, b in blobs.items()}
+
+    def images(self, ids: Sequence[int]) -> dict[int, ImageRecord]:
+        """Full records (with captions, and duplicates' captions) by id."""
+        ids = [int(i) for i in ids]
+        rows: dict[int, object] = {}
+        caps: dict[int, list[tuple[str, str | None, str]]] = {i: [] for i in ids}
+        dups: dict[int, list[str]] = {i: [] for i in ids}
+        with self.engine.connect() as c:
+            for chunk in _chunks(ids):
+                for row in c.execute(select(ImageRow.__table__).where(ImageRow.id.in_(chunk))):
+                    rows[row.id] = row
+                dup_rows = c.execute(
+                    select(ImageRow.id, ImageRow.path, ImageRow.duplicate_of)
+                    .where(ImageRow.duplicate_of.in_(chunk), ImageRow.status == DUPLICATE)
+                    .order_by(ImageRow.path)
+                ).all()
+                owner = {d.id: d.duplicate_of for d in dup_rows}
+                for d in dup_rows:
+                    dups[d.duplicate_of].append(d.path)
+                cap_stmt = (
+                    select(CaptionRow.image_id, CaptionRow.text, CaptionRow.lang, CaptionRow.source)
+                    .where(CaptionRow.image_id.in_(list(chunk) + list(owner)))
+                    .order_by(CaptionRow.id)
+                )
+                for image_id, text, lang, source in c.execute(cap_stmt):
+                    caps[owner.get(image_id, image_id)].append((text, lang, source))
+        out: dict[int, ImageRecord] = {}
+        for i, row in rows.items():
+            out[i] = ImageRecord(
+                id=row.id,
+                path=row.path,
+                status=row.status,
+                size=row.size,
+                content_hash=row.content_hash,
+                width=row.width,
+                height=row.height,
+                format=row.format,
+                taken_at=row.taken_at,
+                camera=row.camera,
+                lens=row.lens,
+                lat=row.lat,
+                lon=row.lon,
+                labels=[(str(l), float(p)) for l, p in json.loads(row.labels)] if row.labels else [],
+                captions=caps.get(i, []),
+                duplicates=dups.get(i, []),
+                duplicate_of=row.duplicate_of,
+            )
+        return out
+
+    def find_path(self, path: str) -> ImageRecord | None:
+        with self.engine.connect() as c:
+            image_id = c.execute(select(ImageRow.id).where(ImageRow.path == path)).scalar()
+        if image_id is None:
+            return None
+        return self.images([image_id]).get(image_id)
+
+    def failures(self) -> list[FailedFile]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(ImageRow.path, ImageRow.error_reason, ImageRow.error_message, ImageRow.size, ImageRow.updated_at)
+                .where(ImageRow.status == FAILED)
+                .order_by(ImageRow.path)
+            ).all()
+        return [FailedFile(path=p, reason=r or "unknown", message=m or "", size=s, last_tried=t) for p, r, m, s, t in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as c:
+            by_status = dict(c.execute(select(ImageRow.status, func.count()).group_by(ImageRow.status)).all())
+            captions = c.execute(select(func.count()).select_from(CaptionRow)).scalar() or 0
+            with_date = c.execute(
+                select(func.count()).select_from(ImageRow).where(ImageRow.status == INDEXED, ImageRow.taken_at.is_not(None))
+            ).scalar() or 0
+        return {
+            "images": int(by_status.get(INDEXED, 0)),
+            "duplicates": int(by_status.get(DUPLICATE, 0)),
+            "failed": int(by_status.get(FAILED, 0)),
+            "captions": int(captions),
+            "with_date": int(with_date),
+        }
+
+    def cameras(self) -> list[tuple[str, int]]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(ImageRow.camera, func.count())
+                .where(ImageRow.status == INDEXED, ImageRow.camera.is_not(None))
+                .group_by(ImageRow.camera)
+                .order_by(func.count().desc())
+            ).all()
+        return [(str(cam), int(n)) for cam, n in rows]
+
+
+def _bump_generation(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
+    table = Meta.__table__
+    current = conn.execute(select(table.c.value).where(table.c.key == "generation")).scalar()
+    if current is None:
+        conn.execute(table.insert().values(key="generation", value="1"))
+    else:
+        conn.execute(table.update().where(table.c.key == "generation").values(value=str(int(current) + 1)))
+
+
+def _as_start(value: dt.datetime | dt.date) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    return dt.datetime(value.year, value.month, value.day)

@@ -1,0 +1,117 @@
+"""Plain typed values shared by the engine, store and clients.
+
+This module imports nothing heavy: it is safe for thin clients (CLI, REST).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Filters applied in SQL to search results.
+
+    after:  keep photos taken on or after this moment (a ``date`` means its
+            first instant).
+    before: keep photos taken before this moment; a ``date`` is inclusive,
+            i.e. it means "up to the end of that day".
+    camera: case-insensitive substring of "make model" (e.g. ``"canon"``).
+    under:  keep photos whose path is this directory or inside it.
+    min_width / min_height: minimum pixel size of the original photo.
+
+    Photos with no known date never match a date filter.
+    """
+
+    after: dt.datetime | dt.date | None = None
+    before: dt.datetime | dt.date | None = None
+    camera: str | None = None
+    under: str | None = None
+    min_width: int | None = None
+    min_height: int | None = None
+
+    def is_empty(self) -> bool:
+        return all(
+            v is None
+            for v in (self.after, self.before, self.camera, self.under, self.min_width, self.min_height)
+        )
+
+
+@dataclass(frozen=True)
+class CaptionInfo:
+    text: str
+    lang: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result.
+
+    ``score`` is the final ranking score (higher is better); ``image_score``
+    and ``caption_score`` are its parts (``None`` when not computed, e.g. for
+    image→image search or images without captions).
+    """
+
+    id: int
+    path: str
+    score: float
+    image_score: float | None = None
+    caption_score: float | None = None
+    taken_at: dt.datetime | None = None
+    camera: str | None = None
+    lens: str | None = None
+    width: int | None = None
+    height: int | None = None
+    lat: float | None = None
+    lon: float | None = None
+    captions: tuple[CaptionInfo, ...] = ()
+    labels: tuple[tuple[str, float], ...] = ()
+    duplicates: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "score": round(self.score, 6),
+            "image_score": None if self.image_score is None else round(self.image_score, 6),
+            "caption_score": None if self.caption_score is None else round(self.caption_score, 6),
+            "taken_at": self.taken_at.isoformat() if self.taken_at else None,
+            "camera": self.camera,
+            "lens": self.lens,
+            "width": self.width,
+            "height": self.height,
+            "lat": self.lat,
+            "lon": self.lon,
+            "captions": [{"text": c.text, "lang": c.lang, "source": c.source} for c in self.captions],
+            "labels": [{"label": l, "p": round(p, 6)} for l, p in self.labels],
+            "duplicates": list(self.duplicates),
+        }
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    path: str
+    reason: str
+    message: str
+    size: int | None
+    last_tried: dt.datetime | None
+
+
+@dataclass
+class IndexReport:
+    """What one ``Engine.index`` run did (counts of files)."""
+
+    scanned: int = 0
+    new: int = 0
+    changed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    moved: int = 0
+    duplicates: int = 0
+    deleted: int = 0
+    captions_updated: int = 0
+    encoded: int = 0
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0

@@ -1,0 +1,136 @@
+"""SIGKILL a real indexing subprocess at several points, rerun, verify consistency."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frozenlens.engine import Engine
+from frozenlens.retriever import VectorIndex
+
+from ..conftest import write_noise_jpegs
+
+pytestmark = pytest.mark.slow
+
+N_IMAGES = 120
+
+
+def db_counts(db: Path) -> dict[str, int]:
+    if not db.exists():
+        return {"rows": 0}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        q = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
+        return {
+            "rows": q("SELECT count(*) FROM images"),
+            "indexed_without_vectors": q(
+                "SELECT count(*) FROM images WHERE status='indexed' AND id NOT IN (SELECT image_id FROM image_vectors)"
+            ),
+            "orphan_vectors": q("SELECT count(*) FROM image_vectors WHERE image_id NOT IN (SELECT id FROM images)"),
+            "orphan_captions": q("SELECT count(*) FROM captions WHERE image_id NOT IN (SELECT id FROM images)"),
+            "vectors_of_non_indexed": q(
+                "SELECT count(*) FROM image_vectors v JOIN images i ON i.id = v.image_id WHERE i.status != 'indexed'"
+            ),
+        }
+    except sqlite3.OperationalError:  # schema not created yet
+        return {"rows": 0}
+    finally:
+        con.close()
+
+
+def start_indexer(photos: Path, index: Path, manifest: Path) -> subprocess.Popen:
+    cmd = [
+        sys.executable, "-m", "frozenlens", "index", str(photos), "--index", str(index),
+        "--captions", str(manifest), "--batch-size", "4", "--checkpoint-seconds", "0", "--no-progress",
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+
+
+def kill_when(proc: subprocess.Popen, db: Path, *, rows: int | None = None, seconds: float | None = None) -> bool:
+    """SIGKILL once the database holds ``rows`` rows (or after ``seconds``); False if it finished first."""
+    start = time.monotonic()
+    while proc.poll() is None:
+        if seconds is not None and time.monotonic() - start >= seconds:
+            break
+        if rows is not None and db_counts(db)["rows"] >= rows:
+            break
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+def test_sigkill_at_several_points_then_rerun_is_consistent(tmp_path, testdata):
+    photos = tmp_path / "photos"
+    write_noise_jpegs(photos, N_IMAGES)
+    # a few duplicates, captions and a bad file, so every kind of write is exercised
+    for i in range(3):
+        shutil.copy(photos / f"img_{i:04d}.jpg", photos / f"dup_{i}.jpg")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    manifest = tmp_path / "captions.jsonl"
+    manifest.write_text(
+        "\n".join(f'{{"path": "photos/img_{i:04d}.jpg", "text": "noise number {i}", "lang": "en"}}' for i in range(0, N_IMAGES, 7)),
+        encoding="utf-8",
+    )
+    index = tmp_path / "index"
+    db = index / "frozenlens.db"
+
+    kills = 0
+    for point in ({"seconds": 0.5}, {"rows": 6}, {"rows": 40}, {"rows": 90}):
+        before = db_counts(db)["rows"]
+        proc = start_indexer(photos, index, manifest)
+        if kill_when(proc, db, **point):
+            kills += 1
+        c = db_counts(db)
+        assert c["rows"] >= before  # committed work is never lost
+        for key in ("indexed_without_vectors", "orphan_vectors", "orphan_captions", "vectors_of_non_indexed"):
+            assert c.get(key, 0) == 0, (point, c)
+    assert kills >= 3, "the indexer finished before it could be killed: make the data set larger"
+
+    proc = start_indexer(photos, index, manifest)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()
+
+    n_files = N_IMAGES + 3 + 1
+    engine = Engine.open(index)
+    stats = engine.stats()
+    assert (stats["images"], stats["duplicates"], stats["failed"]) == (N_IMAGES, 3, 1)
+    assert stats["captions"] == len(range(0, N_IMAGES, 7))
+    # the saved FAISS files alone (no reconciliation) hold exactly the database's ids
+    db_ids = np.sort(engine.store.vector_ids("semantic"))
+    assert db_ids.size == N_IMAGES
+    for space in ("semantic", "visual"):
+        np.testing.assert_array_equal(np.sort(VectorIndex.load(index / f"{space}.faiss").ids()), db_ids)
+    np.testing.assert_array_equal(
+        np.sort(VectorIndex.load(index / "caption.faiss").ids()), np.sort(engine.store.vector_ids("caption"))
+    )
+    paths = set(engine.store.file_states([str(photos)]))
+    assert len(paths) == n_files
+
+    # vectors equal those of an uninterrupted run
+    clean = tmp_path / "clean"
+    proc = subprocess.run(
+        [sys.executable, "-m", "frozenlens", "index", str(photos), "--index", str(clean), "--captions", str(manifest), "--no-progress"],
+        capture_output=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    ref = Engine.open(clean)
+    for name in ("img_0010.jpg", "img_0057.jpg", f"img_{N_IMAGES - 1:04d}.jpg"):
+        a = engine.get_image(photos / name)
+        b = ref.get_image(photos / name)
+        va = engine.store.vectors("semantic", [a.id], 512)
+        vb = ref.store.vectors("semantic", [b.id], 512)
+        np.testing.assert_allclose(va, vb, atol=2e-3)
+    engine.close()
+    ref.close()

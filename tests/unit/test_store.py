@@ -1,0 +1,171 @@
+"""Store: real SQLite through SQLAlchemy."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+
+import numpy as np
+import pytest
+
+from frozenlens.errors import SchemaVersionError
+from frozenlens.store import CaptionVector, PhotoFields, Store
+from frozenlens.store.migrations import SCHEMA_VERSION
+from frozenlens.types import SearchFilters
+
+
+def unit(seed: int, dim: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    yield s
+    s.close()
+
+
+def add(w, path, h, seed, *, taken=None, make=None, model=None, width=100, height=80, captions=()):
+    return w.add_image(
+        path=path,
+        size=10,
+        mtime_ns=1,
+        content_hash=h,
+        fields=PhotoFields(width=width, height=height, taken_at=taken, camera_make=make, camera_model=model),
+        semantic=unit(seed, 8),
+        visual=unit(seed + 100, 4),
+        labels=[("tabby", 0.6), ("tiger cat", 0.3)],
+        captions=[CaptionVector(t, "en", "manifest", unit(seed + 200 + i, 8)) for i, t in enumerate(captions)],
+        caption_sig="sig",
+    )
+
+
+def test_sqlite_uses_wal_and_records_schema_version(tmp_path, store):
+    con = sqlite3.connect(tmp_path / "db.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+    assert store.get_meta()["schema_version"] == str(SCHEMA_VERSION)
+
+
+def test_newer_schema_is_refused_untouched(tmp_path, store):
+    store.set_meta({"schema_version": str(SCHEMA_VERSION + 1)})
+    store.close()
+    with pytest.raises(SchemaVersionError, match="upgrade FrozenLens"):
+        Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+
+
+def test_rows_vectors_and_delta_commit_together(store):
+    with store.batch() as w:
+        a = add(w, "/p/a.jpg", "h1", 1, captions=["a cat on a sofa"])
+        b = add(w, "/p/b.jpg", "h2", 2)
+    assert w.delta.image_ids == [a, b]
+    assert len(w.delta.caption_ids) == 1
+    got = store.vectors("semantic", [b, a], 8)
+    np.testing.assert_allclose(got, np.stack([unit(2, 8), unit(1, 8)]), atol=1e-3)
+    assert set(store.vector_ids("semantic")) == {a, b}
+    assert store.counts()["captions"] == 1
+
+
+def test_failed_transaction_leaves_nothing(store):
+    with pytest.raises(RuntimeError):
+        with store.batch() as w:
+            add(w, "/p/a.jpg", "h1", 1)
+            raise RuntimeError("crash inside the batch")
+    assert store.counts()["images"] == 0
+    assert store.vector_ids("semantic").size == 0
+
+
+def test_ids_are_never_reused_after_delete(store):
+    with store.batch() as w:
+        a = add(w, "/p/a.jpg", "h1", 1)
+        b = add(w, "/p/b.jpg", "h2", 2)
+    with store.batch() as w:
+        w.delete([b])
+    with store.batch() as w:
+        c = add(w, "/p/c.jpg", "h3", 3)
+    assert c > b > a
+
+
+def test_rewriting_a_path_gives_new_id_and_reports_removal(store):
+    with store.batch() as w:
+        a = add(w, "/p/a.jpg", "h1", 1, captions=["old caption"])
+    with store.batch() as w:
+        a2 = add(w, "/p/a.jpg", "h9", 9)
+    assert a2 != a
+    assert w.delta.removed_image_ids == [a]
+    assert len(w.delta.removed_caption_ids) == 1
+    assert list(store.file_states(["/p"])) == ["/p/a.jpg"]
+
+
+def test_duplicate_promoted_when_primary_deleted(store):
+    with store.batch() as w:
+        a = add(w, "/p/a.jpg", "h1", 1)
+        d1 = w.add_duplicate(path="/p/copy1.jpg", size=10, mtime_ns=1, content_hash="h1", duplicate_of=a, captions=[], caption_sig=None)
+        d2 = w.add_duplicate(path="/p/copy2.jpg", size=10, mtime_ns=1, content_hash="h1", duplicate_of=a, captions=[], caption_sig=None)
+    assert store.images([a])[a].duplicates == ["/p/copy1.jpg", "/p/copy2.jpg"]
+    with store.batch() as w:
+        w.delete([a])
+    assert w.delta.removed_image_ids == [a]
+    assert w.delta.image_ids == [d1]
+    rec = store.images([d1, d2])
+    assert rec[d1].status == "indexed" and rec[d1].duplicates == ["/p/copy2.jpg"]
+    assert rec[d2].duplicate_of == d1
+    np.testing.assert_allclose(store.vectors("visual", [d1], 4)[0], unit(101, 4), atol=1e-3)
+
+
+def test_move_keeps_id_and_vectors(store):
+    with store.batch() as w:
+        a = add(w, "/p/a.jpg", "h1", 1)
+    with store.batch() as w:
+        w.move(a, path="/q/renamed.jpg", size=10, mtime_ns=5)
+    assert w.delta.is_empty()
+    assert store.find_path("/q/renamed.jpg").id == a
+    assert store.find_path("/p/a.jpg") is None
+
+
+def test_filters_in_sql(store):
+    with store.batch() as w:
+        a = add(w, "/p/2003/a.jpg", "h1", 1, taken=dt.datetime(2003, 5, 1, 12), make="Canon", model="Canon PowerShot G2")
+        b = add(w, "/p/2005/b.jpg", "h2", 2, taken=dt.datetime(2005, 12, 31, 23, 59), make="OLYMPUS IMAGING CORP.", model="C5050Z", width=3000)
+        c = add(w, "/p/2005_other/c.jpg", "h3", 3)  # no date, no camera
+        w.add_failure(path="/p/bad.jpg", size=0, mtime_ns=1, content_hash=None, reason="empty", message="0 bytes")
+
+    def ids(**kw):
+        return store.matching_ids(SearchFilters(**kw)).tolist()
+
+    assert ids() == [a, b, c]
+    assert ids(after=dt.date(2004, 1, 1)) == [b]
+    assert ids(before=dt.date(2005, 12, 31)) == [a, b]  # inclusive day
+    assert ids(before=dt.datetime(2005, 12, 31)) == [a]
+    assert ids(camera="canon") == [a]
+    assert ids(camera="olympus") == [b]
+    assert ids(under="/p/2005") == [b]  # not /p/2005_other
+    assert ids(under="/p/2005%") == []  # LIKE wildcards are escaped
+    assert ids(min_width=1000) == [b]
+    assert store.matching_ids(SearchFilters(camera="canon"), among=[b, c]).tolist() == []
+    assert store.count_matching(SearchFilters(after=dt.date(2000, 1, 1))) == 2
+    assert store.images([a])[a].camera == "Canon PowerShot G2"
+    assert store.images([b])[b].camera == "OLYMPUS IMAGING CORP. C5050Z"
+    assert [f.reason for f in store.failures()] == ["empty"]
+
+
+def test_captions_of_duplicates_belong_to_primary(store):
+    with store.batch() as w:
+        a = add(w, "/p/a.jpg", "h1", 1, captions=["primary caption"])
+        d = w.add_duplicate(
+            path="/p/copy.jpg", size=10, mtime_ns=1, content_hash="h1", duplicate_of=a,
+            captions=[CaptionVector("copy caption", "de", "sidecar-txt", unit(7, 8))], caption_sig="s",
+        )
+    owners = store.caption_owners(w.delta.caption_ids)
+    assert set(owners.values()) == {a}
+    assert store.caption_vectors_for([a], 8)[a].shape == (2, 8)
+    assert [c[0] for c in store.images([a])[a].captions] == ["primary caption", "copy caption"]
+    assert d not in store.matching_ids(SearchFilters()).tolist()
+
+
+def test_generation_changes_on_every_write(store):
+    g0 = store.generation()
+    with store.batch() as w:
+        add(w, "/p/a.jpg", "h1", 1)
+    assert store.generation() == g0 + 1
