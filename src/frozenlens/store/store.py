@@ -389,16 +389,7 @@ class Store:
         out: dict[str, FileState] = {}
         if not conds:
             return out
-        stmt = select(
-            ImageRow.id,
-            ImageRow.path,
-            ImageRow.size,
-            ImageRow.mtime_ns,
-            ImageRow.content_hash,
-            ImageRow.status,
-            ImageRow.caption_sig,
-            ImageRow.duplicate_of,
-        ).where(or_(*conds))
+        stmt = _select_states().where(or_(*conds))
         with self.engine.connect() as c:
             for row in c.execute(stmt):
                 out[row.path] = FileState(*row)
@@ -410,16 +401,7 @@ class Store:
         out: dict[str, FileState] = {}
         with self.engine.connect() as c:
             for chunk in _chunks(hashes):
-                stmt = select(
-                    ImageRow.id,
-                    ImageRow.path,
-                    ImageRow.size,
-                    ImageRow.mtime_ns,
-                    ImageRow.content_hash,
-                    ImageRow.status,
-                    ImageRow.caption_sig,
-                    ImageRow.duplicate_of,
-                ).where(ImageRow.content_hash.in_(chunk), ImageRow.status == INDEXED).order_by(ImageRow.id)
+                stmt = _select_states().where(ImageRow.content_hash.in_(chunk), ImageRow.status == INDEXED).order_by(ImageRow.id)
                 for row in c.execute(stmt):
                     out.setdefault(row.content_hash, FileState(*row))
         return out
@@ -608,6 +590,19 @@ class Store:
                 .order_by(func.count().desc())
             ).all()
         return [(str(cam), int(n)) for cam, n in rows]
+
+
+def _select_states():  # noqa: ANN202 - a SQLAlchemy Select of FileState columns
+    return select(
+        ImageRow.id,
+        ImageRow.path,
+        ImageRow.size,
+        ImageRow.mtime_ns,
+        ImageRow.content_hash,
+        ImageRow.status,
+        ImageRow.caption_sig,
+        ImageRow.duplicate_of,
+    )
 
 
 def _bump_generation(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
