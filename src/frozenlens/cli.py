@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", metavar="FILE.jsonl", help='captions manifest: {"path": ..., "text": ..., "lang": ...} per line')
     p.add_argument("--encoder", default=None, help="encoder for a new index (default: lite)")
     p.add_argument("--factory", default=None, help="FAISS factory string for a new index (default: Flat)")
+    p.add_argument(
+        "--database-url", default=None, metavar="URL",
+        help="SQLAlchemy URL of the metadata database for a new index (default: SQLite file in the index directory)",
+    )
     p.add_argument("--batch-size", type=_positive, default=32, help="images per batch (default 32)")
     p.add_argument("--workers", type=_positive, default=None, help="decoder threads (default: CPU cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -148,7 +152,9 @@ def _cmd_index(args: argparse.Namespace, index_dir: str) -> int:
             raise QueryError(f"no such file or directory: {path}")
     if args.captions and not os.path.isfile(args.captions):
         raise QueryError(f"captions manifest not found: {args.captions}")
-    engine = Engine.open(index_dir, encoder=args.encoder, create=True, factory=args.factory)
+    engine = Engine.open(
+        index_dir, encoder=args.encoder, create=True, factory=args.factory, database_url=args.database_url
+    )
     with engine:
         bar = None if args.no_progress or not sys.stderr.isatty() and not os.environ.get("FROZENLENS_PROGRESS") else _Bar()
         report = engine.index(

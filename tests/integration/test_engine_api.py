@@ -1,0 +1,106 @@
+"""Engine API: encoder identity checks, filters via both FAISS paths, query validation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import numpy as np
+import pytest
+
+from frozenlens import engine as engine_mod
+from frozenlens.engine import Engine
+from frozenlens.errors import EncoderMismatchError, IndexNotFoundError, QueryError, UnknownEncoderError
+from frozenlens.models.lite import LiteEncoder
+from frozenlens.types import SearchFilters
+
+
+@pytest.fixture(scope="module")
+def kpa_index(tmp_path_factory, testdata, lite_encoder):
+    root = tmp_path_factory.mktemp("api")
+    shutil.copytree(testdata / "kphotoalbum", root / "photos")
+    eng = Engine.open(root / "index", encoder=lite_encoder, create=True)
+    eng.index([root / "photos"], captions=root / "photos" / "captions.jsonl")
+    eng.close()
+    return root
+
+
+def test_missing_index_is_a_clear_error(tmp_path):
+    with pytest.raises(IndexNotFoundError, match="no FrozenLens index"):
+        Engine.open(tmp_path / "nothing")
+
+
+def test_other_encoder_is_refused_naming_both(kpa_index, model_cache):
+    with pytest.raises(EncoderMismatchError) as exc:
+        Engine.open(kpa_index / "index", encoder="openclip:ViT-B-32")
+    assert "lite v1" in str(exc.value) and "openclip:ViT-B-32" in str(exc.value)
+    other = LiteEncoder(cache_dir=model_cache, top_t=5)  # different ConSE settings → different vectors
+    with pytest.raises(EncoderMismatchError) as exc:
+        Engine.open(kpa_index / "index", encoder=other)
+    assert "lite v1 " in str(exc.value) and other.identity.version in str(exc.value)
+
+
+def test_unknown_encoder_for_new_index(tmp_path):
+    with pytest.raises(UnknownEncoderError, match="known encoders: lite"):
+        Engine.open(tmp_path / "new", encoder="no-such-model", create=True)
+
+
+def test_filters_give_same_results_with_selector_and_over_fetch(kpa_index, lite_encoder, monkeypatch):
+    eng = Engine.open(kpa_index / "index", encoder=lite_encoder)
+    cases = [
+        SearchFilters(camera="olympus"),
+        SearchFilters(after=dt.date(2005, 1, 1), before=dt.date(2005, 12, 31)),
+        SearchFilters(under=str(kpa_index / "photos"), min_width=700),
+    ]
+    selector = [[h.id for h in eng.search("people at the sea", k=5, filters=f)] for f in cases]
+    visual_sel = [[h.id for h in eng.similar(kpa_index / "photos" / "pool.jpg", k=4, filters=f)] for f in cases]
+    monkeypatch.setattr(engine_mod, "SELECTOR_LIMIT", 0)  # force the over-fetch path
+    overfetch = [[h.id for h in eng.search("people at the sea", k=5, filters=f)] for f in cases]
+    visual_of = [[h.id for h in eng.similar(kpa_index / "photos" / "pool.jpg", k=4, filters=f)] for f in cases]
+    assert selector == overfetch and visual_sel == visual_of
+    # and every hit satisfies its filter, with k results whenever k matches exist
+    olympus = eng.search("people", k=20, filters=cases[0])
+    assert len(olympus) == 8 and all("OLYMPUS" in h.camera for h in olympus)
+    eng.close()
+
+
+def test_min_score_and_k_validation(kpa_index, lite_encoder):
+    eng = Engine.open(kpa_index / "index", encoder=lite_encoder)
+    hits = eng.search("a rabbit", k=24)
+    assert len(hits) == 24 and all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    cut = hits[5].score
+    assert [h.id for h in eng.search("a rabbit", k=24, min_score=cut)] == [h.id for h in hits if h.score >= cut]
+    for bad in (0, -1, 100_000, 2.5, True):
+        with pytest.raises(QueryError):
+            eng.search("a rabbit", k=bad)
+    with pytest.raises(QueryError, match="empty"):
+        eng.search("   ")
+    with pytest.raises(QueryError, match="query image"):
+        eng.search(b"definitely not an image")
+    eng.close()
+
+
+def test_stats_and_explain(kpa_index, lite_encoder):
+    eng = Engine.open(kpa_index / "index", encoder=lite_encoder)
+    stats = eng.stats()
+    for key in ("images", "captions", "failed", "duplicates", "encoder", "factory", "vectors", "schema_version"):
+        assert key in stats
+    assert stats["encoder"]["name"] == "lite" and stats["factory"] == "Flat"
+    labels = eng.explain(kpa_index / "photos" / "pool.jpg")
+    assert labels[0][0] == "pool table" and 0 < labels[0][1] <= 1
+    assert all(a[1] >= b[1] for a, b in zip(labels, labels[1:]))
+    eng.close()
+
+
+def test_hnsw_index_answers_like_flat(tmp_path, kpa_index, lite_encoder):
+    engines = {}
+    for factory in ("Flat", "HNSW32"):
+        engines[factory] = Engine.open(tmp_path / factory, encoder=lite_encoder, create=True, factory=factory)
+        engines[factory].index([kpa_index / "photos"])
+        assert engines[factory].stats()["factory"] == factory
+    for q in ("a dog", "une table de billard", "ein Flugzeug", "море"):
+        flat = [(h.path, round(h.score, 4)) for h in engines["Flat"].search(q, k=5)]
+        hnsw = [(h.path, round(h.score, 4)) for h in engines["HNSW32"].search(q, k=5)]
+        assert flat == hnsw  # 24 vectors: the graph search is exhaustive
+    for eng in engines.values():
+        eng.close()
