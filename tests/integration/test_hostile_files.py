@@ -6,7 +6,6 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-import pytest
 
 from frozenlens.engine import Engine
 from frozenlens.indexer import pipeline

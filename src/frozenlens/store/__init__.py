@@ -2,7 +2,8 @@
 
 from .records import CaptionVector, Delta, FileState, ImageRecord, PhotoFields
 from .schema import DUPLICATE, FAILED, INDEXED
-from .store import BatchWriter, Store
+from .store import Store
+from .writer import BatchWriter
 
 __all__ = [
     "DUPLICATE",
