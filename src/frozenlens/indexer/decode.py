@@ -2,7 +2,8 @@
 
 :func:`decode_file` and :func:`decode_bytes` turn anything a photo archive or
 an upload form may contain into a fully loaded ``PIL.Image.Image`` in mode
-``RGB`` with EXIF orientation applied, plus :class:`PhotoMetadata`, or raise
+``RGB`` with EXIF orientation applied, plus :class:`PhotoMetadata` (read by
+:mod:`frozenlens.indexer.exif`, re-exported here), or raise
 :class:`~frozenlens.errors.DecodeError` with one of these ``reason`` tags:
 
 ``"empty"``            zero bytes
@@ -45,20 +46,23 @@ import functools
 import importlib.util
 import io
 import logging
-import math
 import os
-import re
 import stat
 import threading
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from frozenlens.errors import DecodeError
+from frozenlens.indexer.exif import (
+    PhotoMetadata,
+    orientation,
+    photo_metadata,
+    read_exif,
+)
 
 __all__ = [
     "BACKGROUND_RGB",
@@ -78,12 +82,6 @@ BACKGROUND_RGB: tuple[int, int, int] = (255, 255, 255)
 _WANTED_FORMATS: tuple[str, ...] = (
     "JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "HEIF",
 )
-
-# EXIF tags used (numbers from the EXIF 2.3 / TIFF 6 specifications).
-_TAG_MAKE, _TAG_MODEL, _TAG_ORIENTATION, _TAG_DATETIME = 0x010F, 0x0110, 0x0112, 0x0132
-_IFD_EXIF, _IFD_GPS = 0x8769, 0x8825
-_TAG_DATETIME_ORIGINAL, _TAG_DATETIME_DIGITIZED, _TAG_LENS_MODEL = 0x9003, 0x9004, 0xA434
-_GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
 
 #: EXIF orientation -> transpose that makes the image upright (as ImageOps.exif_transpose).
 _ORIENTATION_TRANSPOSE: dict[int, Image.Transpose] = {
@@ -113,28 +111,6 @@ class DecodeLimits:
     max_pixels: int = 178_956_970
     max_file_bytes: int = 1 << 30
 
-
-@dataclass(frozen=True)
-class PhotoMetadata:
-    """Facts about the original file, independent of any draft reduction.
-
-    ``width``/``height`` are of the full-size image after EXIF orientation;
-    ``format`` is Pillow's name (``"JPEG"`` also for camera MPO files).
-    ``taken_at`` is EXIF DateTimeOriginal, else DateTimeDigitized, else
-    DateTime, as naive local time the camera wrote. ``lat``/``lon`` are
-    decimal degrees (south/west negative); both None when absent, malformed,
-    out of range or exactly (0, 0) (what GPS units write without a fix).
-    """
-
-    width: int
-    height: int
-    format: str
-    taken_at: datetime | None = None
-    camera_make: str | None = None
-    camera_model: str | None = None
-    lens: str | None = None
-    lat: float | None = None
-    lon: float | None = None
 
 
 @dataclass
@@ -265,17 +241,17 @@ def _decode_stream(
             raise _pixel_error(exc, name) from exc
         with _header_lock, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            exif = _read_exif(im, name)
+            exif = read_exif(im, name)
         _log_warnings(caught, name)
         icc = im.info.get("icc_profile")
-        metadata = _metadata(exif, width, height, fmt)
+        metadata = photo_metadata(exif, width, height, fmt)
         try:
             rgb = _to_rgb(im, icc if isinstance(icc, bytes) else None)
         except DecodeError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise _pixel_error(exc, name) from exc
-    method = _ORIENTATION_TRANSPOSE.get(_orientation(exif))
+    method = _ORIENTATION_TRANSPOSE.get(orientation(exif))
     if method is not None:
         rgb = rgb.transpose(method)
     if draft_size:
@@ -328,14 +304,6 @@ def _pixel_error(exc: BaseException, name: str) -> DecodeError:
 def _log_warnings(caught: list[warnings.WarningMessage], name: str) -> None:
     for w in caught:
         log.debug("%s: %s: %s", name, w.category.__name__, w.message)
-
-
-def _read_exif(im: Image.Image, name: str) -> Image.Exif | None:
-    try:
-        return im.getexif()
-    except Exception:  # noqa: BLE001 - malformed EXIF: no metadata, still an image
-        log.debug("%s: unreadable EXIF", name, exc_info=True)
-        return None
 
 
 # ---------------------------------------------------------------- conversion
@@ -423,118 +391,3 @@ def _icc_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image | None:
 @functools.cache
 def _srgb_profile() -> ImageCms.ImageCmsProfile:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-
-
-# ------------------------------------------------------------------ metadata
-
-
-def _metadata(exif: Image.Exif | None, width: int, height: int, fmt: str) -> PhotoMetadata:
-    if _orientation(exif) in (5, 6, 7, 8):
-        width, height = height, width
-    if exif is None:
-        return PhotoMetadata(width=width, height=height, format=fmt)
-    sub = _sub_ifd(exif, _IFD_EXIF)
-    gps = _sub_ifd(exif, _IFD_GPS)
-    taken = (
-        _parse_exif_datetime(sub.get(_TAG_DATETIME_ORIGINAL))
-        or _parse_exif_datetime(sub.get(_TAG_DATETIME_DIGITIZED))
-        or _parse_exif_datetime(exif.get(_TAG_DATETIME))
-    )
-    lat = _gps_coordinate(gps.get(_GPS_LAT), gps.get(_GPS_LAT_REF), 90.0, "S")
-    lon = _gps_coordinate(gps.get(_GPS_LON), gps.get(_GPS_LON_REF), 180.0, "W")
-    if lat is None or lon is None or (lat == 0.0 and lon == 0.0):
-        lat = lon = None
-    return PhotoMetadata(
-        width=width,
-        height=height,
-        format=fmt,
-        taken_at=taken,
-        camera_make=_text(exif.get(_TAG_MAKE)),
-        camera_model=_text(exif.get(_TAG_MODEL)),
-        lens=_text(sub.get(_TAG_LENS_MODEL)),
-        lat=lat,
-        lon=lon,
-    )
-
-
-def _sub_ifd(exif: Image.Exif, tag: int) -> dict[int, Any]:
-    try:
-        return dict(exif.get_ifd(tag))
-    except Exception:  # noqa: BLE001
-        log.debug("unreadable EXIF IFD 0x%04x", tag, exc_info=True)
-        return {}
-
-
-def _orientation(exif: Image.Exif | None) -> int:
-    if exif is None:
-        return 1
-    try:
-        value = exif.get(_TAG_ORIENTATION, 1)
-        return int(value[0] if isinstance(value, tuple) else value)
-    except (TypeError, ValueError, IndexError):
-        return 1
-
-
-def _text(value: Any, max_len: int = 200) -> str | None:
-    """A clean EXIF ASCII string, or None for missing/blank values."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if not isinstance(value, str):
-        return None
-    value = value.split("\x00", 1)[0].strip()
-    return value[:max_len] or None
-
-
-_DATETIME_RE = re.compile(
-    r"\s*(\d{4})[:\-/](\d{1,2})[:\-/](\d{1,2})(?:[ T]+(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?)?"
-)
-
-
-def _parse_exif_datetime(value: Any) -> datetime | None:
-    """Parse ``YYYY:MM:DD HH:MM:SS`` (tolerating '-' and missing parts)."""
-    text = _text(value)
-    if text is None:
-        return None
-    m = _DATETIME_RE.match(text)
-    if m is None:
-        return None
-    year, month, day, hour, minute, second = (int(p) if p else 0 for p in m.groups())
-    if year < 1800:  # 0000:00:00 and other placeholders
-        return None
-    try:
-        return datetime(year, month, day, hour, minute, second)
-    except ValueError:  # month 0, day 0, 25:61 ...
-        return None
-
-
-def _rational(value: Any) -> float | None:
-    try:
-        if isinstance(value, tuple) and len(value) == 2:
-            num, den = float(value[0]), float(value[1])
-            result = num / den if den else math.nan
-        else:
-            result = float(value)
-    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
-        return None
-    return result if math.isfinite(result) else None
-
-
-def _gps_coordinate(value: Any, ref: Any, bound: float, negative_ref: str) -> float | None:
-    """Degrees/minutes/seconds rationals + hemisphere ref -> signed degrees."""
-    if value is None:
-        return None
-    parts = list(value) if isinstance(value, (tuple, list)) else [value]
-    if not 1 <= len(parts) <= 3:
-        return None
-    degrees = 0.0
-    for i, part in enumerate(parts):  # degrees, minutes, seconds
-        number = _rational(part)
-        if number is None:
-            return None
-        degrees += number / 60.0**i
-    hemisphere = _text(ref)
-    if hemisphere and hemisphere[:1].upper() == negative_ref:
-        degrees = -abs(degrees)
-    if not -bound <= degrees <= bound:
-        return None
-    return degrees
