@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--min-height", type=_positive, metavar="PX", help="minimum height in pixels")
         p.add_argument("-k", type=_positive, default=10, help="number of results (default 10)")
         p.add_argument("--min-score", type=float, default=None, help="drop results scoring below this")
+        p.add_argument(
+            "--fusion", choices=("max", "weighted", "rrf"), default="max",
+            help="how pixel and caption evidence combine for text queries (default max)",
+        )
         p.add_argument("--json", action="store_true", help="print results as JSON")
         p.add_argument("--explain", action="store_true", help="show the labels the model saw and score parts")
 
@@ -225,7 +229,7 @@ def _cmd_search(args: argparse.Namespace, index_dir: str) -> int:
         raise QueryError(f"query image not found: {args.image}")
     with Engine.open(index_dir) as engine:
         query = Path(args.image) if args.image else args.query
-        hits = engine.search(query, k=args.k, filters=_filters(args), min_score=args.min_score)
+        hits = engine.search(query, k=args.k, filters=_filters(args), min_score=args.min_score, fusion=args.fusion)
     _print_hits(hits, args)
     return 0
 
@@ -257,7 +261,8 @@ def _print_hits(hits: list, args: argparse.Namespace) -> None:
             if h.caption_score is not None:
                 parts.append(f"caption {h.caption_score:.3f}")
             if parts:
-                print(f"       score = max({', '.join(parts)})")
+                how = "max" if getattr(args, "fusion", "max") == "max" else args.fusion
+                print(f"       score = {how}({', '.join(parts)})")
             if h.labels:
                 print("       sees: " + ", ".join(f"{label} {p:.0%}" for label, p in h.labels[:5]))
             for c in h.captions[:3]:

@@ -10,9 +10,11 @@ image gets
 * ``caption_score`` = max over the image's captions (its own and those of
   its byte-identical duplicates) of cos(q, caption vector), or ``None``;
 
-and the final ``score = max(image_score, caption_score)``: a photo is found
-by what it shows *or* by what its caption says, whichever is stronger, and
-the two parts are reported on every hit. Candidates are the union of the top
+and by default the final ``score = max(image_score, caption_score)``: a photo
+is found by what it shows *or* by what its caption says, whichever is
+stronger, and the two parts are reported on every hit. Two other fusions are
+selectable per query (``fusion="weighted"`` for a score-normalised weighted
+sum, ``fusion="rrf"`` for reciprocal-rank fusion); see :func:`fuse_scores`. Candidates are the union of the top
 image vectors and the images of the top caption vectors (each over-fetched,
 ``max(4k, 100)``), both scored exactly. ``min_score`` applies to the final
 score. Image queries and :meth:`Engine.similar` use the visual space only
@@ -238,9 +240,15 @@ class Engine:
         *,
         filters: SearchFilters | None = None,
         min_score: float | None = None,
+        fusion: str = "max",
+        caption_weight: float = 0.5,
     ) -> list[Hit]:
         """Top-``k`` images for a text query (``str``) or an example image
-        (PIL image, image file path as ``Path``, or encoded bytes)."""
+        (PIL image, image file path as ``Path``, or encoded bytes).
+
+        ``fusion`` combines pixel and caption evidence for text queries (see
+        :func:`fuse_scores`); ``caption_weight`` is used by ``"weighted"``.
+        """
         k = _check_k(k)
         filters = filters or SearchFilters()
         if isinstance(query, str):
@@ -249,7 +257,11 @@ class Engine:
                 raise QueryError("empty query")
             if len(text) > MAX_QUERY_CHARS:
                 raise QueryError(f"query is longer than {MAX_QUERY_CHARS} characters")
-            return self._search_text(text, k, filters, min_score)
+            if fusion not in FUSIONS:
+                raise QueryError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+            if not 0.0 <= caption_weight <= 1.0:
+                raise QueryError("caption_weight must be between 0 and 1")
+            return self._search_text(text, k, filters, min_score, fusion, caption_weight)
         vector = self._embed_query_image(query)
         return self._search_visual(vector, k, filters, min_score, exclude=set())
 
@@ -331,7 +343,9 @@ class Engine:
 
         return index.search_filtered(vector, fetch, accept, allowed_ids=allowed)
 
-    def _search_text(self, text: str, k: int, filters: SearchFilters, min_score: float | None) -> list[Hit]:
+    def _search_text(
+        self, text: str, k: int, filters: SearchFilters, min_score: float | None, fusion: str, caption_weight: float
+    ) -> list[Hit]:
         q = self.encoder.encode_texts([text])[0]
         fetch = max(4 * k, 100)
         img_scores, img_ids = self._image_hits("semantic", q, k, filters, fetch)
@@ -351,13 +365,17 @@ class Engine:
             for i, s in zip(extra, vecs @ q):
                 candidates[i] = float(s)
         cap_vecs = self.store.caption_vectors_for(list(candidates), self.identity.dim)
-        scored: list[tuple[float, int, float, float | None]] = []
-        for image_id, s_img in candidates.items():
-            cv = cap_vecs.get(image_id)
-            s_cap = float((cv @ q).max()) if cv is not None and len(cv) else None
-            final = s_img if s_cap is None else max(s_img, s_cap)
-            if min_score is None or final >= min_score:
-                scored.append((final, image_id, s_img, s_cap))
+        ids = list(candidates)
+        s_img = np.asarray([candidates[i] for i in ids], dtype=np.float64)
+        s_cap = np.asarray(
+            [float((cap_vecs[i] @ q).max()) if i in cap_vecs and len(cap_vecs[i]) else np.nan for i in ids]
+        )
+        final = fuse_scores(s_img, s_cap, fusion, caption_weight)
+        scored = [
+            (float(f), i, float(a), None if np.isnan(b) else float(b))
+            for f, i, a, b in zip(final, ids, s_img, s_cap)
+            if min_score is None or f >= min_score
+        ]
         scored.sort(key=lambda t: (-t[0], t[1]))
         scored = scored[:k]
         records = self.store.images([t[1] for t in scored])
@@ -389,6 +407,59 @@ class Engine:
         except DecodeError as exc:
             raise QueryError(f"cannot use this query image: {exc} [{exc.reason}]") from exc
         return self.encoder.embed_images([image]).visual[0]
+
+
+FUSIONS = ("max", "weighted", "rrf")
+RRF_K = 60
+
+
+def fuse_scores(s_img: np.ndarray, s_cap: np.ndarray, fusion: str, caption_weight: float = 0.5) -> np.ndarray:
+    """Final text-search scores of candidates from their two evidence scores.
+
+    s_img: float64 (n,) cosine of the query with each photo's image vector.
+    s_cap: float64 (n,) best cosine with the photo's caption chunks, NaN if
+        the photo has no caption.
+
+    ``"max"`` (default): ``max(s_img, s_cap)`` — found by what it shows or by
+    what its caption says, whichever is stronger; raw cosines, so a
+    ``min_score`` keeps its meaning.
+    ``"weighted"``: each evidence min-max normalised over the candidates,
+    then ``(1 - w) * img + w * cap`` (a photo without caption gets 0 for the
+    caption part).
+    ``"rrf"``: reciprocal-rank fusion, ``Σ 1 / (60 + rank)`` over the two
+    rankings (a photo without caption only gets the image term).
+    """
+    has_cap = ~np.isnan(s_cap)
+    if fusion == "max":
+        return np.where(has_cap, np.fmax(s_img, s_cap), s_img)
+    if fusion == "weighted":
+
+        def minmax(x: np.ndarray) -> np.ndarray:
+            if x.size == 0:
+                return x
+            lo, hi = float(np.min(x)), float(np.max(x))
+            return np.ones_like(x) if hi - lo < 1e-12 else (x - lo) / (hi - lo)
+
+        n_img = minmax(s_img)
+        n_cap = np.zeros_like(s_img)
+        if has_cap.any():
+            n_cap[has_cap] = minmax(s_cap[has_cap])
+        return (1.0 - caption_weight) * n_img + caption_weight * n_cap
+    if fusion == "rrf":
+        out = 1.0 / (RRF_K + _ranks(s_img))
+        if has_cap.any():
+            cap_rank = _ranks(s_cap[has_cap])
+            out[has_cap] += 1.0 / (RRF_K + cap_rank)
+        return out
+    raise QueryError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based rank of each value, highest first (ties share order of index)."""
+    order = np.argsort(-x, kind="stable")
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = np.arange(1, x.size + 1)
+    return ranks
 
 
 def _check_k(k: int) -> int:

@@ -90,3 +90,24 @@ class IndexInputError(FrozenLensError, ValueError):
     the wrong shape or dtype, non-finite values, negative ids, and ids that
     are already present. It is also a :class:`ValueError`.
     """
+
+
+class EvalError(FrozenLensError, ValueError):
+    """An evaluation request is invalid (unknown dataset format, a split the
+    format does not have, a language no caption is written in, nothing left
+    to evaluate ...). It is also a :class:`ValueError`."""
+
+
+class DatasetError(FrozenLensError):
+    """An evaluation dataset cannot be read: a file is missing, or a line or
+    record is malformed.
+
+    ``path`` is the file at fault and ``line`` the 1-based line number
+    (``None`` when the whole file is at fault); both are also in the message.
+    """
+
+    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line

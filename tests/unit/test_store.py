@@ -169,3 +169,47 @@ def test_generation_changes_on_every_write(store):
     with store.batch() as w:
         add(w, "/p/a.jpg", "h1", 1)
     assert store.generation() == g0 + 1
+
+
+def test_migration_v1_to_v2_keeps_caption_space_ids(tmp_path):
+    """A v1 database (captions only) gains chunks with the same ids and vectors."""
+    from sqlalchemy import create_engine
+
+    from frozenlens.store.migrations import MIGRATIONS, _set_version
+    from frozenlens.store.schema import Base
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    eng = create_engine(url)
+    with eng.begin() as conn:
+        MIGRATIONS[0](conn)
+        _set_version(conn, 1)
+        conn.execute(Base.metadata.tables["images"].insert().values(
+            id=7, path="/p/a.jpg", size=1, mtime_ns=1, status="indexed", updated_at=dt.datetime(2020, 1, 1)))
+        conn.execute(Base.metadata.tables["captions"].insert().values(
+            id=42, image_id=7, lang="en", text="a cat", source="manifest", vector=unit(1, 8).astype("<f2").tobytes()))
+    eng.dispose()
+    store = Store.open(url)
+    assert store.get_meta()["schema_version"] == str(SCHEMA_VERSION) == "2"
+    assert store.vector_ids("caption").tolist() == [42]
+    np.testing.assert_allclose(store.vectors("caption", [42], 8)[0], unit(1, 8), atol=1e-3)
+    assert store.caption_owners([42]) == {42: 7}
+    with store.batch() as w:  # new chunks never collide with migrated ids
+        w.replace_captions(7, [CaptionVector("a dog", "en", "manifest", unit(2, 8))], "sig")
+    assert w.delta.removed_caption_ids == [42] and w.delta.caption_ids[0] > 42
+    store.close()
+
+
+def test_long_caption_chunks_are_the_searchable_unit(store):
+    from frozenlens.store import ChunkVector
+
+    chunks = (ChunkVector("first part.", 3, unit(11, 8)), ChunkVector("second part.", 3, unit(12, 8)))
+    with store.batch() as w:
+        a = add(w, "/p/a.jpg", "h1", 1)
+        w.replace_captions(a, [CaptionVector("first part. second part.", "en", "manifest", unit(13, 8), chunks)], "s")
+    assert len(w.delta.caption_ids) == 2
+    assert store.counts()["captions"] == 1
+    assert sorted(store.caption_owners(w.delta.caption_ids).values()) == [a, a]
+    assert store.caption_vectors_for([a], 8)[a].shape == (2, 8)
+    with store.batch() as w:
+        w.delete([a])
+    assert len(w.delta.removed_caption_ids) == 2 and store.vector_ids("caption").size == 0

@@ -55,10 +55,12 @@ from ..errors import DecodeError
 from ..models.base import Encoder
 from ..progress import Progress, ProgressCallback, ignore_progress
 from ..spaces import VectorSpaces
-from ..store import INDEXED, CaptionVector, FileState, PhotoFields, Store
+from ..store import INDEXED, CaptionVector, ChunkVector, FileState, PhotoFields, Store
 from ..types import IndexReport
 from .captions import Caption, captions_signature, load_caption_manifest, read_sidecar_captions
+from .chunking import chunk_text, pool_chunks
 from .decode import DecodeLimits, decode_bytes
+from .language import detect_language
 from .scan import FileEntry, ScanProblem, scan
 
 log = logging.getLogger(__name__)
@@ -382,16 +384,26 @@ class Indexer:
         return list(unique.values())
 
     def _embed_captions(self, works: list[_Work]) -> dict[int, list[CaptionVector]]:
-        texts = [c.text for w in works for c in w.captions]
-        vecs = self.encoder.encode_texts(texts) if texts else np.zeros((0, self.encoder.identity.dim), np.float32)
-        out: dict[int, list[CaptionVector]] = {}
-        k = 0
+        """Chunk and embed every caption of ``works`` in one text-encoder call."""
+        enc = self.encoder
+        plan: list[tuple[_Work, Caption, list[str]]] = []
+        texts: list[str] = []
         for w in works:
-            items = []
             for c in w.captions:
-                items.append(CaptionVector(c.text, c.lang, c.source, vecs[k]))
-                k += 1
-            out[id(w)] = items
+                chunks = chunk_text(c.text, enc.count_tokens, enc.max_text_tokens) or [c.text]
+                plan.append((w, c, chunks))
+                texts.extend(chunks)
+        vecs = enc.encode_texts(texts) if texts else np.zeros((0, enc.identity.dim), np.float32)
+        out: dict[int, list[CaptionVector]] = {id(w): [] for w in works}
+        k = 0
+        for w, c, chunks in plan:
+            chunk_vecs = vecs[k : k + len(chunks)]
+            k += len(chunks)
+            counts = [enc.count_tokens(t) for t in chunks] if len(chunks) > 1 else [None]
+            pooled = pool_chunks(chunk_vecs, counts) if len(chunks) > 1 else chunk_vecs[0]
+            lang = c.lang or detect_language(c.text)
+            parts = tuple(ChunkVector(t, n, v) for t, n, v in zip(chunks, counts, chunk_vecs))
+            out[id(w)].append(CaptionVector(c.text, lang, c.source, pooled, parts if len(chunks) > 1 else ()))
         return out
 
     def _count_new(self, work: _Work) -> None:

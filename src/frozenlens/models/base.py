@@ -75,6 +75,14 @@ class Encoder(ABC):
     #: (``Image.draft`` hint); never smaller than what prepare needs
     draft_size: int
 
+    #: most tokens the text tower reads; the indexer splits longer captions
+    #: into chunks (see :mod:`frozenlens.indexer.chunking`). ``None`` = no limit.
+    max_text_tokens: int | None = None
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the text tower's tokenizer makes of ``text`` (default: words)."""
+        return len(text.split())
+
     @abstractmethod
     def prepare(self, image: Image.Image) -> np.ndarray:
         """Resize/crop one RGB image to uint8 (input_size, input_size, 3)."""

@@ -159,6 +159,9 @@ class LiteEncoder(Encoder):
 
     input_size = _INPUT_SIZE
     draft_size = _RESIZE_SIZE
+    #: USE-m3 has no hard context limit, but it averages over tokens and was
+    #: trained on sentences: longer captions are chunked at this many pieces
+    max_text_tokens = 128
 
     def __init__(
         self,
@@ -276,6 +279,11 @@ class LiteEncoder(Encoder):
         out = np.asarray(self._use().encode(texts), dtype=np.float32)  # (n, 512)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
+
+    def count_tokens(self, text: str) -> int:
+        """SentencePiece pieces USE-m3 reads for ``text`` (with BOS/EOS)."""
+        tokenizer = self._use()._tokenizer  # the package's own tokenizer
+        return len(tokenizer.encode(text, out_type=int, add_bos=True, add_eos=True))
 
     # ---------------------------------------------------------------- internals
 

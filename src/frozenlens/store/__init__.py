@@ -1,6 +1,6 @@
 """Metadata store (SQLAlchemy): images, captions, vectors, index manifest."""
 
-from .records import CaptionVector, Delta, FileState, ImageRecord, PhotoFields
+from .records import CaptionVector, ChunkVector, Delta, FileState, ImageRecord, PhotoFields
 from .schema import DUPLICATE, FAILED, INDEXED
 from .store import Store
 from .writer import BatchWriter
@@ -11,6 +11,7 @@ __all__ = [
     "INDEXED",
     "BatchWriter",
     "CaptionVector",
+    "ChunkVector",
     "Delta",
     "FileState",
     "ImageRecord",

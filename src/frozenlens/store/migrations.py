@@ -10,17 +10,41 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, inspect, select, text
 
 from ..errors import SchemaVersionError
 from .schema import Base, Meta
 
 
+_V1_TABLES = ("meta", "images", "image_vectors", "captions")
+
+
 def _v1_initial(conn: Connection) -> None:
-    Base.metadata.create_all(conn)
+    Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in _V1_TABLES])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial]
+def _v2_caption_chunks(conn: Connection) -> None:
+    """Long captions are stored as chunks; the caption space indexes chunks.
+
+    Existing captions become one chunk each with the SAME id and vector, so
+    FAISS files written under v1 stay valid without a rebuild.
+    """
+    chunks = Base.metadata.tables["caption_chunks"]
+    chunks.create(conn)
+    captions = Base.metadata.tables["captions"]
+    rows = conn.execute(select(captions.c.id, captions.c.text, captions.c.vector)).all()
+    if rows:
+        conn.execute(
+            chunks.insert(),
+            [{"id": i, "caption_id": i, "position": 0, "text": t, "n_tokens": None, "vector": v} for i, t, v in rows],
+        )
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text("SELECT setval(pg_get_serial_sequence('caption_chunks', 'id'), (SELECT max(id) FROM caption_chunks))")
+            )
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_caption_chunks]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

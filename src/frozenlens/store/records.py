@@ -39,11 +39,27 @@ class PhotoFields:
 
 
 @dataclass(frozen=True)
+class ChunkVector:
+    """One chunk of a long caption and its vector float32 (dim,)."""
+
+    text: str
+    n_tokens: int | None
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
 class CaptionVector:
+    """A caption, its pooled vector float32 (dim,) and its chunks.
+
+    ``chunks`` empty means the caption is a single chunk (its own text and
+    vector).
+    """
+
     text: str
     lang: str | None
     source: str
     vector: np.ndarray  # float32 (dim,)
+    chunks: tuple[ChunkVector, ...] = ()
 
 
 @dataclass

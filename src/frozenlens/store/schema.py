@@ -118,3 +118,19 @@ class CaptionRow(Base):
     source: Mapped[str] = mapped_column(String(16))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     image: Mapped[ImageRow] = relationship(back_populates="captions")
+
+
+class CaptionChunkRow(Base):
+    """One chunk of a caption (schema v2). Its id is the FAISS id in the
+    ``caption`` space; a short caption has exactly one chunk, which for
+    captions migrated from v1 reuses the caption's id and vector."""
+
+    __tablename__ = "caption_chunks"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    caption_id: Mapped[int] = mapped_column(IdType, ForeignKey("captions.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    n_tokens: Mapped[int | None] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)

@@ -24,7 +24,7 @@ from ..errors import IndexCorruptError
 from ..types import FailedFile, SearchFilters
 from .migrations import SCHEMA_VERSION, migrate
 from .records import FileState, ImageRecord
-from .schema import DUPLICATE, FAILED, INDEXED, CaptionRow, ImageRow, Meta, VectorRow
+from .schema import DUPLICATE, FAILED, INDEXED, CaptionChunkRow, CaptionRow, ImageRow, Meta, VectorRow
 from .writer import BatchWriter, id_chunks, from_blobs
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class Store:
     # -- vectors -----------------------------------------------------------
     def vector_ids(self, space: str) -> np.ndarray:
         """All ids that have a vector in ``space`` ("semantic", "visual", "caption")."""
-        col = CaptionRow.id if space == "caption" else VectorRow.image_id
+        col = CaptionChunkRow.id if space == "caption" else VectorRow.image_id
         with self.engine.connect() as c:
             ids = c.execute(select(col)).scalars().all()
         return np.asarray(ids, dtype=np.int64)
@@ -135,7 +135,7 @@ class Store:
     def vectors(self, space: str, ids: Sequence[int], dim: int) -> np.ndarray:
         """float32 (len(ids), dim) vectors in the order of ``ids`` (all must exist)."""
         if space == "caption":
-            id_col, vec_col = CaptionRow.id, CaptionRow.vector
+            id_col, vec_col = CaptionChunkRow.id, CaptionChunkRow.vector
         else:
             id_col = VectorRow.image_id
             vec_col = VectorRow.semantic if space == "semantic" else VectorRow.visual
@@ -189,14 +189,15 @@ class Store:
         return np.asarray(sorted(out), dtype=np.int64)
 
     def caption_owners(self, caption_ids: Sequence[int]) -> dict[int, int]:
-        """caption id → id of the indexed image it describes (duplicates resolved)."""
+        """caption chunk id (the caption space id) → id of the indexed image it describes (duplicates resolved)."""
         out: dict[int, int] = {}
         with self.engine.connect() as c:
             for chunk in id_chunks([int(i) for i in caption_ids]):
                 stmt = (
-                    select(CaptionRow.id, ImageRow.id, ImageRow.status, ImageRow.duplicate_of)
+                    select(CaptionChunkRow.id, ImageRow.id, ImageRow.status, ImageRow.duplicate_of)
+                    .join(CaptionRow, CaptionRow.id == CaptionChunkRow.caption_id)
                     .join(ImageRow, ImageRow.id == CaptionRow.image_id)
-                    .where(CaptionRow.id.in_(chunk))
+                    .where(CaptionChunkRow.id.in_(chunk))
                 )
                 for cap_id, img_id, status, dup_of in c.execute(stmt):
                     if status == INDEXED:
@@ -206,13 +207,14 @@ class Store:
         return out
 
     def caption_vectors_for(self, image_ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
-        """image id → float32 (n_captions, dim) of its captions and its duplicates' captions."""
+        """image id → float32 (n_chunks, dim): the caption chunks of the image and of its duplicates."""
         blobs: dict[int, list[bytes]] = {}
         with self.engine.connect() as c:
             for chunk in id_chunks([int(i) for i in image_ids]):
                 owner = func.coalesce(ImageRow.duplicate_of, ImageRow.id)
                 stmt = (
-                    select(owner, CaptionRow.vector)
+                    select(owner, CaptionChunkRow.vector)
+                    .join(CaptionRow, CaptionRow.id == CaptionChunkRow.caption_id)
                     .join(ImageRow, ImageRow.id == CaptionRow.image_id)
                     .where(or_(ImageRow.id.in_(chunk), ImageRow.duplicate_of.in_(chunk)))
                 )

@@ -14,8 +14,8 @@ import numpy as np
 from sqlalchemy import delete, select, update
 
 from ..errors import IndexCorruptError
-from .records import CaptionVector, Delta, PhotoFields
-from .schema import DUPLICATE, FAILED, INDEXED, CaptionRow, ImageRow, VectorRow
+from .records import CaptionVector, ChunkVector, Delta, PhotoFields
+from .schema import DUPLICATE, FAILED, INDEXED, CaptionChunkRow, CaptionRow, ImageRow, VectorRow
 
 _CHUNK = 500  # ids per IN (...) clause: stays under every backend's limit
 
@@ -183,10 +183,7 @@ class BatchWriter:
     def replace_captions(
         self, image_id: int, captions: Sequence[CaptionVector], caption_sig: str | None
     ) -> None:
-        old = self._c.execute(select(CaptionRow.id).where(CaptionRow.image_id == image_id)).scalars().all()
-        if old:
-            self._c.execute(delete(CaptionRow).where(CaptionRow.image_id == image_id))
-            self.delta.removed_caption_ids.extend(old)
+        self._delete_captions_of([image_id])
         self._insert_captions(image_id, captions)
         self._c.execute(
             update(ImageRow).where(ImageRow.id == image_id).values(caption_sig=caption_sig, updated_at=_now())
@@ -202,19 +199,15 @@ class BatchWriter:
         ids = sorted(set(image_ids))
         for chunk in id_chunks(ids):
             self._promote_duplicates(chunk, set(ids))
-            cap_ids = (
-                self._c.execute(select(CaptionRow.id).where(CaptionRow.image_id.in_(chunk))).scalars().all()
-            )
             vec_ids = (
                 self._c.execute(select(VectorRow.image_id).where(VectorRow.image_id.in_(chunk))).scalars().all()
             )
-            self._c.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(chunk)))
+            self._delete_captions_of(chunk)
             self._c.execute(delete(VectorRow).where(VectorRow.image_id.in_(chunk)))
             self._c.execute(
                 update(ImageRow).where(ImageRow.duplicate_of.in_(chunk)).values(duplicate_of=None)
             )
             self._c.execute(delete(ImageRow).where(ImageRow.id.in_(chunk)))
-            self.delta.removed_caption_ids.extend(cap_ids)
             self.delta.removed_image_ids.extend(vec_ids)
 
     # -- internals -------------------------------------------------------
@@ -291,12 +284,33 @@ class BatchWriter:
         )
         return int(result.inserted_primary_key[0])
 
+    def _delete_captions_of(self, image_ids: Sequence[int]) -> None:
+        """Delete the captions (and chunks) of these images; record removed chunk ids."""
+        cap_ids = select(CaptionRow.id).where(CaptionRow.image_id.in_(image_ids))
+        chunk_ids = (
+            self._c.execute(select(CaptionChunkRow.id).where(CaptionChunkRow.caption_id.in_(cap_ids))).scalars().all()
+        )
+        if chunk_ids:
+            self._c.execute(delete(CaptionChunkRow).where(CaptionChunkRow.caption_id.in_(cap_ids)))
+            self.delta.removed_caption_ids.extend(chunk_ids)
+        self._c.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(image_ids)))
+
     def _insert_captions(self, image_id: int, captions: Sequence[CaptionVector]) -> None:
+        """Insert captions with their pooled vector, and their chunks (the searchable unit)."""
         for cap in captions:
             result = self._c.execute(
                 CaptionRow.__table__.insert().values(
                     image_id=image_id, lang=cap.lang, text=cap.text, source=cap.source, vector=to_blob(cap.vector)
                 )
             )
-            self.delta.caption_ids.append(int(result.inserted_primary_key[0]))
-            self.delta.caption_vectors.append(_rounded(cap.vector))
+            caption_id = int(result.inserted_primary_key[0])
+            chunks = cap.chunks or (ChunkVector(cap.text, None, cap.vector),)
+            for position, ch in enumerate(chunks):
+                res = self._c.execute(
+                    CaptionChunkRow.__table__.insert().values(
+                        caption_id=caption_id, position=position, text=ch.text, n_tokens=ch.n_tokens,
+                        vector=to_blob(ch.vector),
+                    )
+                )
+                self.delta.caption_ids.append(int(res.inserted_primary_key[0]))
+                self.delta.caption_vectors.append(_rounded(ch.vector))
