@@ -43,6 +43,7 @@ from .indexer.lock import IndexLock
 from .models.base import Encoder, EncoderIdentity
 from .models.registry import create_encoder
 from .progress import ProgressCallback
+from .reindex import ReindexReport
 from .spaces import VectorSpaces
 from .store import INDEXED, DUPLICATE, ImageRecord, Store
 from .types import CaptionInfo, FailedFile, Hit, IndexReport, SearchFilters
@@ -181,20 +182,40 @@ class Engine:
     def spaces(self) -> VectorSpaces:
         """FAISS indexes, loaded on first use and kept in sync with the database."""
         if self._spaces is None:
-            ident = self.identity
-            dims = {"semantic": ident.dim, "visual": ident.visual_dim, "caption": ident.dim}
-            self._spaces = VectorSpaces.open(self.index_dir, dims, self._meta.get("factory", DEFAULT_FACTORY))
+            self._spaces = self._open_spaces()
         self.refresh()
         return self._spaces
 
+    def _open_spaces(self) -> VectorSpaces:
+        ident = self.identity
+        dims = {"semantic": ident.dim, "visual": ident.visual_dim, "caption": ident.dim}
+        epoch = int(self._meta.get("vectors_epoch", "0"))
+        return VectorSpaces.open(self.index_dir, dims, self._meta.get("factory", DEFAULT_FACTORY), epoch)
+
     def refresh(self) -> None:
-        """Pick up rows committed by another process (e.g. a running indexer)."""
+        """Pick up rows committed by another process (e.g. a running indexer).
+
+        If the index was meanwhile re-indexed with another encoder, an engine
+        holding the old encoder raises :class:`EncoderMismatchError`; one
+        that has not loaded an encoder yet switches to the new vectors.
+        """
         if self._spaces is None:
             return
         gen = self.store.generation()
-        if gen != self._generation:
-            self._spaces.reconcile(self.store)
-            self._generation = gen
+        if gen == self._generation:
+            return
+        meta = self.store.get_meta()
+        if meta.get("vectors_epoch", "0") != self._meta.get("vectors_epoch", "0"):
+            old = self.identity
+            self._meta = meta
+            if self._encoder is not None and self._encoder.identity != self.identity:
+                raise EncoderMismatchError(
+                    f"index at {self.index_dir} was re-indexed with {self.identity.describe()} "
+                    f"(was {old.describe()}); open it again"
+                )
+            self._spaces = self._open_spaces()
+        self._spaces.reconcile(self.store)
+        self._generation = gen
 
     # -- indexing ------------------------------------------------------------
     def index(
@@ -229,6 +250,37 @@ class Engine:
         with IndexLock(self.index_dir):
             spaces = self.spaces  # reconciles: repairs whatever a crash left
             report = Indexer(self.store, spaces, self.encoder, options, progress).run([str(p) for p in paths])
+            self._generation = self.store.generation()
+        return report
+
+    def reindex(
+        self,
+        encoder: str | Encoder,
+        *,
+        progress: ProgressCallback | None = None,
+        batch_size: int = 32,
+        workers: int | None = None,
+        encoder_options: dict[str, object] | None = None,
+    ) -> ReindexReport:
+        """Recompute all vectors with another encoder; see :mod:`frozenlens.reindex`.
+
+        Resumable: a killed run continues from what it staged. Afterwards this
+        engine uses the new encoder; the old FAISS files are deleted.
+        """
+        from .reindex import ReindexReport, run_reindex
+
+        enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, **(encoder_options or {}))
+        if enc.identity == self.identity:
+            return ReindexReport()
+        with IndexLock(self.index_dir):
+            epoch = int(self._meta.get("vectors_epoch", "0"))
+            report = run_reindex(self.store, enc, epoch=epoch, batch_size=batch_size, workers=workers, progress=progress)
+            self._meta = self.store.get_meta()
+            self._encoder = enc
+            self._spaces = self._open_spaces()
+            self._spaces.reconcile(self.store)
+            self._spaces.save()
+            self._spaces.remove_stale_files()
             self._generation = self.store.generation()
         return report
 

@@ -31,23 +31,35 @@ _RECONCILE_CHUNK = 4096
 class VectorSpaces:
     """Owns one :class:`VectorIndex` per space and its file in ``index_dir``."""
 
-    def __init__(self, index_dir: Path, indexes: dict[str, VectorIndex], dims: dict[str, int]) -> None:
+    def __init__(
+        self, index_dir: Path, indexes: dict[str, VectorIndex], dims: dict[str, int], epoch: int = 0
+    ) -> None:
         self.index_dir = index_dir
         self.indexes = indexes
         self.dims = dims
+        self.epoch = epoch
+
+    @staticmethod
+    def file_name(space: str, epoch: int) -> str:
+        """``semantic.faiss`` for epoch 0, ``semantic.e2.faiss`` after two re-indexes."""
+        return f"{space}.faiss" if epoch == 0 else f"{space}.e{epoch}.faiss"
 
     @classmethod
-    def open(cls, index_dir: Path, dims: dict[str, int], factory: str) -> VectorSpaces:
-        """Load each space's file if present (else create it empty)."""
+    def open(cls, index_dir: Path, dims: dict[str, int], factory: str, epoch: int = 0) -> VectorSpaces:
+        """Load each space's file of this vector epoch if present (else create it empty).
+
+        The epoch changes when the index is re-indexed with another encoder,
+        so files holding the previous encoder's vectors are never loaded.
+        """
         indexes: dict[str, VectorIndex] = {}
         for space in SPACES:
-            path = index_dir / f"{space}.faiss"
+            path = index_dir / cls.file_name(space, epoch)
             if path.exists():
                 indexes[space] = VectorIndex.load(path)
             else:
                 # captions are few per image: exact search is always affordable
                 indexes[space] = VectorIndex.create(dims[space], factory if space != "caption" else "Flat")
-        return cls(index_dir, indexes, dims)
+        return cls(index_dir, indexes, dims, epoch)
 
     def __getitem__(self, space: str) -> VectorIndex:
         return self.indexes[space]
@@ -90,7 +102,17 @@ class VectorSpaces:
         """Write every space atomically (temp file + ``os.replace``)."""
         os.makedirs(self.index_dir, exist_ok=True)
         for space in SPACES:
-            self.indexes[space].save(self.index_dir / f"{space}.faiss")
+            self.indexes[space].save(self.index_dir / self.file_name(space, self.epoch))
+
+    def remove_stale_files(self) -> list[str]:
+        """Delete FAISS files of other epochs (call with the writer lock held)."""
+        keep = {self.file_name(space, self.epoch) for space in SPACES}
+        removed = []
+        for path in self.index_dir.glob("*.faiss"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return removed
 
     def sizes(self) -> dict[str, int]:
         return {space: len(self.indexes[space]) for space in SPACES}

@@ -16,9 +16,16 @@ the reranker's text tokens).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..models.base import Encoder
+
+#: (pooled caption vector float32 (d,), [(chunk text, n_tokens or None, chunk vector float32 (d,)), ...])
+EmbeddedCaption = tuple[np.ndarray, list[tuple[str, int | None, np.ndarray]]]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 _WORD = re.compile(r"\S+\s*")
@@ -91,3 +98,28 @@ def pool_chunks(vectors: np.ndarray, token_counts: list[int]) -> np.ndarray:
     pooled = (vectors * weights).sum(axis=0)
     norm = float(np.linalg.norm(pooled))
     return (pooled / norm if norm > 0 else vectors[0]).astype(np.float32)
+
+
+def embed_captions(encoder: Encoder, texts: Sequence[str]) -> list[EmbeddedCaption]:
+    """Chunk each caption for ``encoder`` and embed all chunks in one call.
+
+    A caption that fits is one chunk (``n_tokens`` None, vector = caption
+    vector); a longer one gets its chunks and their pooled vector.
+    """
+    plans = [chunk_text(t, encoder.count_tokens, encoder.max_text_tokens) or [t] for t in texts]
+    flat = [c for chunks in plans for c in chunks]
+    if flat:
+        vecs = encoder.encode_texts(flat)
+    else:
+        vecs = np.zeros((0, encoder.identity.dim), np.float32)
+    out: list[EmbeddedCaption] = []
+    k = 0
+    for chunks in plans:
+        v = vecs[k : k + len(chunks)]
+        k += len(chunks)
+        if len(chunks) == 1:
+            out.append((v[0], [(chunks[0], None, v[0])]))
+        else:
+            counts = [encoder.count_tokens(c) for c in chunks]
+            out.append((pool_chunks(v, counts), list(zip(chunks, counts, v))))
+    return out

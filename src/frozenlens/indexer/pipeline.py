@@ -58,7 +58,7 @@ from ..spaces import VectorSpaces
 from ..store import INDEXED, CaptionVector, ChunkVector, FileState, PhotoFields, Store
 from ..types import IndexReport
 from .captions import Caption, captions_signature, load_caption_manifest, read_sidecar_captions
-from .chunking import chunk_text, pool_chunks
+from .chunking import embed_captions
 from .decode import DecodeLimits, decode_bytes
 from .language import detect_language
 from .scan import FileEntry, ScanProblem, scan
@@ -385,25 +385,12 @@ class Indexer:
 
     def _embed_captions(self, works: list[_Work]) -> dict[int, list[CaptionVector]]:
         """Chunk and embed every caption of ``works`` in one text-encoder call."""
-        enc = self.encoder
-        plan: list[tuple[_Work, Caption, list[str]]] = []
-        texts: list[str] = []
-        for w in works:
-            for c in w.captions:
-                chunks = chunk_text(c.text, enc.count_tokens, enc.max_text_tokens) or [c.text]
-                plan.append((w, c, chunks))
-                texts.extend(chunks)
-        vecs = enc.encode_texts(texts) if texts else np.zeros((0, enc.identity.dim), np.float32)
+        caps = [(w, c) for w in works for c in w.captions]
+        embedded = embed_captions(self.encoder, [c.text for _, c in caps])
         out: dict[int, list[CaptionVector]] = {id(w): [] for w in works}
-        k = 0
-        for w, c, chunks in plan:
-            chunk_vecs = vecs[k : k + len(chunks)]
-            k += len(chunks)
-            counts = [enc.count_tokens(t) for t in chunks] if len(chunks) > 1 else [None]
-            pooled = pool_chunks(chunk_vecs, counts) if len(chunks) > 1 else chunk_vecs[0]
-            lang = c.lang or detect_language(c.text)
-            parts = tuple(ChunkVector(t, n, v) for t, n, v in zip(chunks, counts, chunk_vecs))
-            out[id(w)].append(CaptionVector(c.text, lang, c.source, pooled, parts if len(chunks) > 1 else ()))
+        for (w, c), (pooled, chunks) in zip(caps, embedded):
+            parts = tuple(ChunkVector(t, n, v) for t, n, v in chunks) if len(chunks) > 1 else ()
+            out[id(w)].append(CaptionVector(c.text, c.lang or detect_language(c.text), c.source, pooled, parts))
         return out
 
     def _count_new(self, work: _Work) -> None:

@@ -31,8 +31,15 @@ def _create_lite(**options: object) -> Encoder:
     return LiteEncoder(**options)  # type: ignore[arg-type]
 
 
+def _create_openclip(model: str, **options: object) -> Encoder:
+    """Factory of ``openclip:<model>`` (imports torch and open_clip on call)."""
+    from frozenlens.models.openclip import OpenClipEncoder
+
+    return OpenClipEncoder(model, **options)  # type: ignore[arg-type]
+
+
 _NAMED: dict[str, EncoderFactory] = {"lite": _create_lite}
-_PREFIXED: dict[str, EncoderFactory] = {}
+_PREFIXED: dict[str, EncoderFactory] = {"openclip:": _create_openclip}
 
 
 def register_encoder(name: str, factory: EncoderFactory, *, replace: bool = False) -> None:

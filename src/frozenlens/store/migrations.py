@@ -44,7 +44,13 @@ def _v2_caption_chunks(conn: Connection) -> None:
             )
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_caption_chunks]
+def _v3_reindex_staging(conn: Connection) -> None:
+    """Staging tables for resumable re-indexing with another encoder."""
+    for name in ("staged_image_vectors", "staged_failures", "staged_captions"):
+        Base.metadata.tables[name].create(conn)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_caption_chunks, _v3_reindex_staging]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

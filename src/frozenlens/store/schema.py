@@ -134,3 +134,41 @@ class CaptionChunkRow(Base):
     text: Mapped[str] = mapped_column(Text)
     n_tokens: Mapped[int | None] = mapped_column(Integer)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# -- schema v3: staging area of `frozenlens reindex` ------------------------------
+# New vectors computed by a re-index with another encoder wait here until every
+# image has them; one transaction then swaps them in (see frozenlens.reindex).
+
+
+class StagedImageRow(Base):
+    __tablename__ = "staged_image_vectors"
+    image_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    semantic: Mapped[bytes] = mapped_column(LargeBinary)
+    visual: Mapped[bytes] = mapped_column(LargeBinary)
+    labels: Mapped[str | None] = mapped_column(Text)
+
+
+class StagedFailureRow(Base):
+    """Images whose file could not be re-read during a re-index."""
+
+    __tablename__ = "staged_failures"
+    image_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    reason: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class StagedCaptionRow(Base):
+    """A caption's pooled vector and its chunks (JSON texts + float16 blob) under the new encoder."""
+
+    __tablename__ = "staged_captions"
+    caption_id: Mapped[int] = mapped_column(
+        IdType, ForeignKey("captions.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    chunk_texts: Mapped[str] = mapped_column(Text)  # JSON [[text, n_tokens], ...]
+    chunk_vectors: Mapped[bytes] = mapped_column(LargeBinary)  # (n_chunks, dim) float16
