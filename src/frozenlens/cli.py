@@ -119,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_arg(p)
     add_filters(p)
 
+    p = sub.add_parser(
+        "reindex", help="recompute all vectors with another encoder",
+        description="Rebuild the vectors of an existing index with another encoder, keeping its metadata. "
+        "Resumable: rerun the same command after an interruption.",
+    )
+    add_index_arg(p)
+    p.add_argument("--encoder", required=True, help="encoder name, e.g. lite or openclip:xlm-roberta-base-ViT-B-32")
+    p.add_argument("--batch-size", type=_positive, default=32, help="images per batch (default 32)")
+    p.add_argument("--workers", type=_positive, default=None, help="decoder threads (default: CPU cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     p = sub.add_parser("info", help="show what an index contains", description="Counts, encoder and index details; --errors lists files that failed.")
     add_index_arg(p)
     p.add_argument("--errors", action="store_true", help="list files that could not be indexed, with reasons")
@@ -272,6 +283,27 @@ def _print_hits(hits: list, args: argparse.Namespace) -> None:
                 print(f"       camera: {h.camera}")
 
 
+def _cmd_reindex(args: argparse.Namespace, index_dir: str) -> int:
+    from .engine import Engine
+
+    with Engine.open(index_dir) as engine:
+        old = engine.identity.describe()
+        bar = None if args.no_progress or not sys.stderr.isatty() else _Bar()
+        report = engine.reindex(args.encoder, progress=bar, batch_size=args.batch_size, workers=args.workers)
+        if bar:
+            bar.close()
+        new = engine.identity.describe()
+    if not report.swapped:
+        print(f"index already uses {new}: nothing to do")
+        return 0
+    resumed = " (resumed)" if report.resumed else ""
+    print(
+        f"re-indexed{resumed}: {old} -> {new}; {report.images} images and {report.captions} captions embedded, "
+        f"{report.failed} images could not be read"
+    )
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace, index_dir: str) -> int:
     from .engine import Engine
 
@@ -306,7 +338,13 @@ def _cmd_info(args: argparse.Namespace, index_dir: str) -> int:
     return 0
 
 
-_COMMANDS = {"index": _cmd_index, "search": _cmd_search, "similar": _cmd_similar, "info": _cmd_info}
+_COMMANDS = {
+    "index": _cmd_index,
+    "search": _cmd_search,
+    "similar": _cmd_similar,
+    "reindex": _cmd_reindex,
+    "info": _cmd_info,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover
