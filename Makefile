@@ -3,14 +3,17 @@
 #
 #   make setup   create .venv and install FrozenLens (+ the CPU torch wheel)
 #   make demo    setup, then index a real photo archive and search it in several languages
-#   make test    setup with dev extras, fetch the test photos, run the whole test suite
+#   make test    setup with dev + clip extras, fetch the test photos, run the whole test suite
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-# The CPU build of torch; on the project's build machines pip finds this exact
-# wheel on local disk. Override, e.g. TORCH_SPEC="torch==2.14.1", if needed.
+# The light default: the CPU build of torch, which pip finds on local disk on
+# the project's build machines. Override, e.g. TORCH_SPEC="torch==2.14.1".
 TORCH_SPEC ?= torch==2.13.0
+# The test set-up also exercises the `clip` extra (open_clip needs torchvision),
+# and PyPI's torchvision only works here with exactly this pair.
+TEST_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DATA   ?= .cache/testdata
 DEMO_INDEX ?= .cache/demo-index
 
@@ -25,9 +28,10 @@ $(VENV)/.setup-done: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.dev-done: $(VENV)/.setup-done pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev]"
-	touch $@
+$(VENV)/.dev-done: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet $(TEST_TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[dev,clip]"
+	touch $@ $(VENV)/.setup-done
 
 setup: $(VENV)/.setup-done
 
@@ -44,6 +48,7 @@ demo: setup
 
 test: setup-dev
 	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
+	$(BIN)/python scripts/fetch_tuxpaint.py --dest $(DATA)/tuxpaint
 	FROZENLENS_TESTDATA=$(abspath $(DATA)) $(BIN)/python -m pytest -q
 
 bench: setup-dev

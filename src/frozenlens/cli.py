@@ -130,6 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive, default=None, help="decoder threads (default: CPU cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    p = sub.add_parser(
+        "eval", help="measure retrieval quality of an encoder on a captioned dataset",
+        description="Text→image and image→text recall@1/5/10 and mean rank, per language and averaged. "
+        "Formats: manifest (FrozenLens JSONL), karpathy (Flickr30k/COCO), xm3600, urban1k, docci.",
+    )
+    p.add_argument("dataset", metavar="PATH", help="manifest / annotation file or dataset folder")
+    p.add_argument("--format", dest="fmt", default="manifest", help="dataset format (default manifest)")
+    p.add_argument("--encoder", default="lite", help="encoder name (default lite)")
+    p.add_argument("--image-root", metavar="DIR", help="folder holding the images (Karpathy, XM3600)")
+    p.add_argument("--split", help="split to evaluate (default: the format's test split, or all)")
+    p.add_argument("--languages", help="comma-separated language tags (default: all present)")
+    p.add_argument("--min-coverage", type=float, default=0.0, metavar="F",
+                   help="only languages captioning at least this fraction of images")
+    p.add_argument("--limit", type=_positive, help="evaluate only the first N images")
+    p.add_argument("--out", metavar="DIR", help="write results.md and results.json here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+
+    p = sub.add_parser("models", help="list the encoders and presets", description="Encoders FrozenLens can use, with dimensions, languages and download sizes.")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
     p = sub.add_parser("info", help="show what an index contains", description="Counts, encoder and index details; --errors lists files that failed.")
     add_index_arg(p)
     p.add_argument("--errors", action="store_true", help="list files that could not be indexed, with reasons")
@@ -144,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, usage errors: already printed
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    index_dir = args.index or default_index_dir()
+    index_dir = getattr(args, "index", None) or default_index_dir()
     try:
         return _COMMANDS[args.command](args, index_dir)
     except IndexLockedError as exc:
@@ -304,6 +324,47 @@ def _cmd_reindex(args: argparse.Namespace, index_dir: str) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace, index_dir: str) -> int:
+    from .eval import eval_command
+    from .eval.report import to_markdown
+
+    langs = [x.strip() for x in args.languages.split(",") if x.strip()] if args.languages else None
+    result = eval_command(
+        args.dataset,
+        args.fmt,
+        encoder_name=args.encoder,
+        image_root=args.image_root,
+        split=args.split,
+        languages=langs,
+        out_dir=args.out,
+        limit=args.limit,
+        min_coverage=args.min_coverage,
+    )
+    print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else to_markdown(result))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace, index_dir: str) -> int:
+    from .models.openclip import list_presets
+
+    rows = [
+        {"name": "lite", "dim": 512, "image_size": 224, "languages": "16 (USE-m3)", "download_mb": 0,
+         "source": "packaged: EfficientNet-Lite0 + USE-m3 (ConSE)", "license": "Apache-2.0 / MIT"},
+    ]
+    for r in list_presets():
+        rows.append({"name": r.name, "dim": r.dim, "image_size": r.image_size,
+                     "languages": r.languages, "download_mb": r.download_mb, "source": r.source, "license": r.license})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'encoder':40s} {'dim':>4s} {'px':>4s} {'download':>9s}  languages")
+    for r in rows:
+        size = "packaged" if not r["download_mb"] else f"{r['download_mb'] / 1000:.1f} GB"
+        print(f"{r['name']:40s} {r['dim']:4d} {r['image_size']:4d} {size:>9s}  {r['languages']}")
+    print("\nAlso: openclip:<arch>/<pretrained>, openclip:hf-hub:<org>/<repo>, openclip:<local checkpoint>")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace, index_dir: str) -> int:
     from .engine import Engine
 
@@ -344,6 +405,8 @@ _COMMANDS = {
     "similar": _cmd_similar,
     "reindex": _cmd_reindex,
     "info": _cmd_info,
+    "eval": _cmd_eval,
+    "models": _cmd_models,
 }
 
 

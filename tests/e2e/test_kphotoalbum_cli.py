@@ -60,7 +60,7 @@ def test_every_command_has_help(capsys):
     for cmd in ([], *([c] for c in cli._COMMANDS)):
         assert cli.main([*cmd, "--help"]) == 0
         out = capsys.readouterr().out
-        assert "usage: frozenlens" in out and len(out) > 200
+        assert "usage: frozenlens" in out and len(out) > 150
     assert {"index", "search", "similar", "reindex", "info"} <= set(cli._COMMANDS)
 
 
@@ -186,3 +186,21 @@ def test_second_indexer_refused_while_search_works(archive, capsys):
         assert rc == 3 and "another indexing run" in err
         rc, out, _ = run(capsys, "search", "a dog", "-k", "1", "--json", "--index", str(index))
         assert rc == 0 and len(names(out)) == 1
+
+
+def test_models_and_eval_commands(capsys, testdata, shared_lite, tmp_path):
+    rc, out, _ = run(capsys, "models", "--json")
+    assert rc == 0
+    names_ = [r["name"] for r in json.loads(out)]
+    assert names_[0] == "lite" and "openclip:xlm-roberta-base-ViT-B-32" in names_
+    manifest = testdata / "tuxpaint" / "dataset" / "manifest.jsonl"
+    if not manifest.exists():
+        pytest.fail("Tux Paint test set missing: run scripts/fetch_tuxpaint.py (make test does)")
+    rc, out, _ = run(capsys, "eval", str(manifest), "--split", "test", "--languages", "en,fr",
+                     "--limit", "30", "--out", str(tmp_path / "ev"), "--json")
+    assert rc == 0
+    result = json.loads(out)
+    assert result["n_images"] == 30 and [r["language"] for r in result["languages"]] == ["en", "fr"]
+    assert (tmp_path / "ev" / "results.md").exists()
+    rc, _, err = run(capsys, "eval", str(tmp_path / "nothing.jsonl"))
+    assert rc == 1 and len(err.strip().splitlines()) == 1

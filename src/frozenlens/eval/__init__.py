@@ -26,7 +26,7 @@ from frozenlens.eval.datasets import (
 )
 from frozenlens.eval.metrics import RetrievalMetrics, retrieval_metrics
 from frozenlens.eval.report import to_json, to_markdown, write_report
-from frozenlens.eval.runner import RerankInput, Reranker, evaluate
+from frozenlens.eval.runner import Reranker, RerankInput, evaluate
 from frozenlens.eval.tuxpaint import convert_tuxpaint
 from frozenlens.eval.types import EvalDataset, EvalImage, EvalResult, LanguageResult
 

@@ -35,6 +35,7 @@ def eval_command(
     limit: int | None = None,
     progress: ProgressCallback | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    min_coverage: float = 0.0,
     rerank: Reranker | None = None,
 ) -> EvalResult:
     """Evaluate the encoder ``encoder_name`` on a dataset file.
@@ -44,10 +45,12 @@ def eval_command(
     :mod:`frozenlens.eval.datasets`). ``split=None`` takes the format's default
     (``test`` for Karpathy and DOCCI, everything for a manifest). ``limit``
     keeps the first N images (after the split). ``languages=None`` evaluates
-    every language with captions. With ``out_dir``, ``results.md`` and
-    ``results.json`` are written there. The result's ``extra`` records the
-    format, the split tags of the evaluated images, the limit and the dataset
-    path.
+    every language with captions on at least ``min_coverage`` (a fraction,
+    default 0: any) of the images — Tux Paint has a few languages on a
+    handful of stamps only, whose image→text numbers mean little. With
+    ``out_dir``, ``results.md`` and ``results.json`` are written there. The
+    result's ``extra`` records the format, the split tags of the evaluated
+    images, the limit and the dataset path.
 
     Raises :class:`~frozenlens.errors.EvalError`,
     :class:`~frozenlens.errors.DatasetError` or
@@ -60,7 +63,8 @@ def eval_command(
         dataset = dataset.head(limit)
     encoder = create_encoder(encoder_name)
     result = evaluate(
-        dataset, encoder, languages=languages, batch_size=batch_size, progress=progress, rerank=rerank
+        dataset, encoder, languages=languages, batch_size=batch_size, progress=progress,
+        rerank=rerank, min_coverage=min_coverage,
     )
     result = replace(result, extra={
         "format": fmt,

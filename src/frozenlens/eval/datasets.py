@@ -80,19 +80,15 @@ def _file(path: str | os.PathLike[str], what: str) -> Path:
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) per non-blank line; DatasetError on bad lines."""
     try:
-        f = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        f = open(path, "rb")  # noqa: SIM115 - closed below; bytes, so errors get their line
     except OSError as exc:
         raise DatasetError(f"cannot open: {exc.strerror or exc}", path=str(path)) from exc
     with f:
-        lineno = 0
-        while True:
-            lineno += 1
+        for lineno, raw in enumerate(f, 1):
             try:
-                line = f.readline()
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 raise DatasetError(f"not UTF-8 ({exc.reason})", path=str(path), line=lineno) from exc
-            if not line:
-                return
             if not line.strip():
                 continue
             try:

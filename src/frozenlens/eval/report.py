@@ -1,7 +1,8 @@
 """Render an :class:`~frozenlens.eval.types.EvalResult` as Markdown and JSON.
 
 Markdown: a short header (dataset, size, encoder, reranked, date) and one
-table, rows = languages then the macro mean, columns = T2I R@1/5/10,
+table, rows = languages then the macro mean, columns = images with captions
+in the language, captions, T2I R@1/5/10,
 I2T R@1/5/10 (percent, one decimal) and the mean rank both ways.
 JSON: :meth:`EvalResult.to_dict` (recalls as fractions in [0, 1]).
 :func:`write_report` writes both files atomically (temp file + ``os.replace``).
@@ -17,21 +18,21 @@ from pathlib import Path
 from frozenlens.eval.metrics import RetrievalMetrics
 from frozenlens.eval.types import EvalResult
 
-__all__ = ["MARKDOWN_NAME", "JSON_NAME", "to_json", "to_markdown", "write_report"]
+__all__ = ["JSON_NAME", "MARKDOWN_NAME", "to_json", "to_markdown", "write_report"]
 
 MARKDOWN_NAME = "results.md"
 JSON_NAME = "results.json"
 
 _HEADER = (
-    "| language | texts | T2I R@1 | T2I R@5 | T2I R@10 | I2T R@1 | I2T R@5 | I2T R@10 "
+    "| language | images | texts | T2I R@1 | T2I R@5 | T2I R@10 | I2T R@1 | I2T R@5 | I2T R@10 "
     "| T2I mean rank | I2T mean rank |"
 )
-_RULE = "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+_RULE = "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 
 
-def _row(label: str, texts: str, m: RetrievalMetrics) -> str:
+def _row(label: str, images: str, texts: str, m: RetrievalMetrics) -> str:
     pct = [f"{100 * v:.1f}" for v in (m.t2i_r1, m.t2i_r5, m.t2i_r10, m.i2t_r1, m.i2t_r5, m.i2t_r10)]
-    return f"| {label} | {texts} | {' | '.join(pct)} | {m.t2i_mean_rank:.1f} | {m.i2t_mean_rank:.1f} |"
+    return f"| {label} | {images} | {texts} | {' | '.join(pct)} | {m.t2i_mean_rank:.1f} | {m.i2t_mean_rank:.1f} |"
 
 
 def to_markdown(result: EvalResult) -> str:
@@ -44,15 +45,18 @@ def to_markdown(result: EvalResult) -> str:
         f"- encoder: {enc.get('name')} v{enc.get('version')} (dim {enc.get('dim')})",
         f"- reranked: {'yes' if result.reranked else 'no'}",
         f"- date: {result.created} ({result.seconds:.1f} s)",
-        "- recalls in percent; text→image gallery = all images; ties count against (pessimistic)",
+        (
+            "- recalls in percent; text→image gallery = all images; \"images\" = images with captions"
+            " in that language (the image→text queries); ties count against (pessimistic)"
+        ),
         "",
         _HEADER,
         _RULE,
     ]
-    lines += [_row(r.language, str(r.n_texts), r.metrics) for r in result.per_language]
+    lines += [_row(r.language, str(r.n_query_images), str(r.n_texts), r.metrics) for r in result.per_language]
     if len(result.per_language) > 1:
         total = sum(r.n_texts for r in result.per_language)
-        lines.append(_row(f"**mean ({len(result.per_language)})**", str(total), result.mean))
+        lines.append(_row(f"**mean ({len(result.per_language)})**", "", str(total), result.mean))
     return "\n".join(lines) + "\n"
 
 

@@ -153,11 +153,13 @@ def evaluate(
     workers: int = DEFAULT_WORKERS,
     progress: ProgressCallback | None = None,
     rerank: Reranker | None = None,
+    min_coverage: float = 0.0,
 ) -> EvalResult:
     """Evaluate ``encoder`` on ``dataset`` (see module doc).
 
-    ``languages`` defaults to every language of the dataset (sorted); asking
-    for one no caption is written in raises :class:`EvalError`. Progress
+    ``languages`` defaults to every language of the dataset (sorted) that
+    has captions on at least ``min_coverage`` (fraction) of the images;
+    asking for one no caption is written in raises :class:`EvalError`. Progress
     stages: ``"images"`` (done/total images), then ``"texts"`` (done/total
     captions over all languages).
     """
@@ -168,7 +170,7 @@ def evaluate(
     if batch_size < 1 or text_batch_size < 1 or workers < 1:
         raise EvalError("batch sizes and workers must be at least 1")
     available = dataset.languages()
-    chosen = list(dict.fromkeys(languages)) if languages is not None else available
+    chosen = list(dict.fromkeys(languages)) if languages is not None else dataset.languages(min_coverage)
     unknown = [lang for lang in chosen if lang not in available]
     if unknown:
         raise EvalError(
@@ -212,6 +214,6 @@ def evaluate(
         per_language=tuple(per_language),
         mean=RetrievalMetrics.macro_average([r.metrics for r in per_language]),
         reranked=rerank is not None,
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         seconds=time.perf_counter() - started,
     )

@@ -78,7 +78,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: bump when the output (images, manifest layout, splits) changes
-FORMAT = 1
+FORMAT = 2
 STAMPS_SUBDIR = Path("usr/share/tuxpaint/stamps")
 MANIFEST_NAME = "manifest.jsonl"
 INFO_NAME = "tuxpaint.json"
@@ -179,7 +179,7 @@ def find_stamps(root: Path) -> tuple[list[Stamp], dict[str, int]]:
         else:
             skipped["no_image"] += 1
     skipped["png_without_caption"] = sum(1 for p in root.rglob("*.png") if not p.with_suffix(".txt").is_file())
-    return stamps, skipped
+    return sorted(stamps, key=lambda s: s.id), skipped
 
 
 def render_stamp(png: Path) -> Image.Image:
@@ -198,10 +198,10 @@ def render_stamp(png: Path) -> Image.Image:
 
 
 def _fingerprint(root: Path) -> str:
-    """Hash of the settings and of every PNG/caption file's path, size and mtime."""
+    """Hash of the settings and of every PNG/SVG/caption file's path, size and mtime."""
     h = hashlib.sha256(json.dumps([FORMAT, BACKGROUND, CANVAS, MARGIN, JPEG_QUALITY, SPLITS]).encode())
     for p in sorted(root.rglob("*")):
-        if p.suffix in (".png", ".txt") and p.is_file():
+        if p.suffix in (".png", ".svg", ".txt") and p.is_file():
             st = p.stat()
             h.update(f"{p.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
@@ -271,8 +271,7 @@ def convert_tuxpaint(
     try:
         lines = _convert_into(stage, stamps, workers, progress or ignore_progress)
         with open(stage / MANIFEST_NAME, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
         splits = {name: sum(1 for ln in lines if ln["split"] == name) for name, _ in SPLITS}
         summary = {
             "format": FORMAT, "fingerprint": fingerprint, "source": str(root),

@@ -52,9 +52,14 @@ class EvalDataset:
     def __len__(self) -> int:
         return len(self.images)
 
-    def languages(self) -> list[str]:
-        """Every language tag that at least one image has captions in, sorted."""
-        return sorted({lang for im in self.images for lang in im.captions})
+    def languages(self, min_coverage: float = 0.0) -> list[str]:
+        """Language tags with captions on at least ``min_coverage`` (a fraction
+        in [0, 1]) of the images — by default every language any image has
+        captions in — sorted."""
+        if not 0.0 <= min_coverage <= 1.0:
+            raise EvalError(f"min_coverage must be a fraction in [0, 1], not {min_coverage}")
+        need = min_coverage * len(self.images)
+        return [lang for lang, n in self.coverage().items() if n > 0 and n >= need]
 
     def coverage(self) -> dict[str, int]:
         """Language tag → number of images with at least one caption in it."""

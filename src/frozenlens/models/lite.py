@@ -309,7 +309,9 @@ class LiteEncoder(Encoder):
                 # trace records as constants: right, since the input is always 224
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 # torch >= 2.10 marks TorchScript deprecated; it is still the fastest here
+                # (DeprecationWarning in 2.13, FutureWarning in 2.14)
                 warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", FutureWarning)
                 traced = torch.jit.freeze(torch.jit.trace(model, example))
             with torch.inference_mode():
                 for _ in range(2):  # let the profiling executor specialise now, not on the first batch

@@ -30,11 +30,12 @@ This module imports torch and open_clip only when an encoder is built.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -169,8 +170,7 @@ def _parse(spec: str, arch: str | None) -> _Source:
         return _Source("tag", arch=p.arch, tag=p.pretrained)
     if spec.startswith("hf-hub:"):
         return _Source("hub", hub_id=spec[len("hf-hub:") :].strip("/"))
-    if spec.startswith("local-dir:"):
-        spec = spec[len("local-dir:") :]
+    spec = spec.removeprefix("local-dir:")
     path = Path(spec).expanduser()
     if path.is_dir():
         return _Source("dir", path=path)
@@ -262,13 +262,13 @@ def prepare_image(
             canvas.paste(image, (max(size - nw, 0) // 2, max(size - nh, 0) // 2))
             image = canvas
             w, h = image.size
-            top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+            top, left = round((h - size) / 2.0), round((w - size) / 2.0)
             image = image.crop((left, top, left + size, top + size))
     elif resize_mode == "shortest":
         # torchvision Resize(int): shorter side → size, longer side truncated
         nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
         image = image.resize((nw, nh), resample)
-        top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+        top, left = round((nh - size) / 2.0), round((nw - size) / 2.0)
         image = image.crop((left, top, left + size, top + size))
     else:
         raise ValueError(f"unknown resize_mode {resize_mode!r}")
@@ -318,7 +318,7 @@ class OpenClipEncoder(Encoder):
     ) -> None:
         import torch
 
-        spec = model[len(PREFIX) :] if model.startswith(PREFIX) else model
+        spec = model.removeprefix(PREFIX)
         if not spec:
             raise UnknownEncoderError("empty open_clip model name")
         if threads is not None:
@@ -329,6 +329,7 @@ class OpenClipEncoder(Encoder):
         if bad:
             raise ValueError(f"unknown preprocess keys {sorted(bad)}; allowed: {', '.join(_PP_KEYS)}")
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        _check_precision(precision, dev)  # before a long load
         source = _parse(spec, arch)
         if weights is not None and source.kind != "tag":
             raise ValueError("weights= replaces the download of a preset or '<arch>/<tag>'; name the checkpoint directly")
@@ -337,8 +338,11 @@ class OpenClipEncoder(Encoder):
         cache = str(cache_dir) if cache_dir is not None else None
         net, tokenizer, embed_dim, version = _load(
             source, spec, dev, Path(weights).expanduser() if weights is not None else None, cache, preprocess or {},
-            {"language": language} if language else {},
         )
+        if language:
+            if not hasattr(tokenizer, "set_lang_fn"):  # only NLLB-style HF tokenizers take a source language
+                raise ValueError(f"language= does not apply: the tokenizer of {spec!r} has no source languages")
+            tokenizer.set_language(language)
         self._setup(
             net, tokenizer,
             identity=EncoderIdentity(PREFIX + spec, version, embed_dim, embed_dim),
@@ -366,8 +370,7 @@ class OpenClipEncoder(Encoder):
 
         dev = torch.device(device or next(model.parameters()).device.type)
         model = model.to(dev)
-        with torch.inference_mode():
-            dim = int(model.encode_text(tokenizer(["a"]).to(dev)).shape[-1])
+        dim = _probe_dim(model, tokenizer)
         self = cls.__new__(cls)
         self._setup(
             model, tokenizer, identity=EncoderIdentity(name, version, dim, dim), device=dev,
@@ -391,10 +394,7 @@ class OpenClipEncoder(Encoder):
 
         if batch_size < 1 or image_batch_size < 1:
             raise ValueError("batch sizes must be >= 1")
-        if precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ValueError(f"unknown precision {precision!r}")
-        if precision == "fp16" and device.type != "cuda":
-            raise ValueError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+        _check_precision(precision, device)
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.identity = identity
@@ -487,8 +487,6 @@ class OpenClipEncoder(Encoder):
         return ImageEmbeddings(semantic=vecs, visual=vecs.copy(), labels=None)
 
     def _autocast_ctx(self) -> Any:
-        import contextlib
-
         import torch
 
         if self._autocast is None:
@@ -504,7 +502,6 @@ def _load(
     weights: Path | None,
     cache_dir: str | None,
     preprocess: dict[str, Any],
-    tok_kwargs: dict[str, Any],
 ) -> tuple[torch.nn.Module, Any, int, str]:
     """Build (model, tokenizer, embed_dim, version) for ``source``."""
     import open_clip
@@ -538,7 +535,7 @@ def _load(
                 arch, pretrained=str(ckpt), device=device, force_quick_gelu=quick_gelu,
                 force_preprocess_cfg={**pp, **preprocess}, cache_dir=cache_dir,
             )  # fmt: skip
-            tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir, **tok_kwargs)
+            tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
         return model, tokenizer, int(model_cfg.get("embed_dim") or _probe_dim(model, tokenizer)), version
 
     if source.kind == "dir":
@@ -563,7 +560,7 @@ def _load(
         model = open_clip.create_model(
             name, device=device, force_preprocess_cfg=preprocess or None, cache_dir=cache_dir
         )
-        tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir, **tok_kwargs)
+        tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
     return model, tokenizer, int(model_cfg.get("embed_dim") or _probe_dim(model, tokenizer)), version
 
 
@@ -578,7 +575,7 @@ def _download_tag(what: str, arch: str, tag: str, tag_cfg: dict[str, Any], cache
         where = tag_cfg.get("url") or "?"
     try:
         path = download_pretrained(tag_cfg, cache_dir=cache_dir)
-    except Exception as exc:  # noqa: BLE001 - hub, HTTP and file errors all mean "not available"
+    except Exception as exc:
         raise WeightsNotFoundError(_missing(what, f"weights {arch}/{tag} (from {where})", exc)) from exc
     if not path or not Path(path).is_file():
         raise WeightsNotFoundError(_missing(what, f"weights {arch}/{tag} (from {where})", None))
@@ -590,35 +587,37 @@ def _download_hub(what: str, hub_id: str, cache_dir: str | None) -> tuple[str, s
 
     try:
         config = download_pretrained_from_hf(hub_id, filename="open_clip_config.json", cache_dir=cache_dir)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WeightsNotFoundError(_missing(what, f"open_clip_config.json of hf-hub:{hub_id}", exc)) from exc
     try:
         weights = download_pretrained_from_hf(hub_id, cache_dir=cache_dir)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         thing = f"weights of hf-hub:{hub_id} ({' or '.join(_HUB_WEIGHTS)})"
         raise WeightsNotFoundError(_missing(what, thing, exc)) from exc
     return config, weights
 
 
-class _hub_errors:  # noqa: N801 - used as a context manager
-    """Turn "cannot fetch the HF text tower config / tokenizer" into WeightsNotFoundError."""
-
-    def __init__(self, what: str, model_cfg: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def _hub_errors(what: str, model_cfg: dict[str, Any]) -> Iterator[None]:
+    """Turn "cannot fetch the HF text tower's config / tokenizer" (OSError) into WeightsNotFoundError."""
+    try:
+        yield
+    except WeightsNotFoundError:
+        raise
+    except OSError as exc:
         text = model_cfg.get("text_cfg", {})
-        names = {text.get("hf_model_name"), text.get("hf_tokenizer_name")} - {None, ""}
-        self.what = what
-        self.names = ", ".join(sorted(str(n) for n in names)) or "tokenizer/text tower files"
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc is not None and isinstance(exc, OSError) and not isinstance(exc, WeightsNotFoundError):
-            raise WeightsNotFoundError(_missing(self.what, f"Hugging Face files {self.names}", exc)) from exc
+        names = sorted({str(text[k]) for k in ("hf_model_name", "hf_tokenizer_name") if text.get(k)})
+        thing = f"Hugging Face files {', '.join(names)}" if names else "tokenizer files"
+        raise WeightsNotFoundError(_missing(what, thing, exc)) from exc
 
 
 def _missing(what: str, thing: str, exc: BaseException | None) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        from huggingface_hub import constants
+
+        offline = bool(constants.is_offline_mode())
+    except (ImportError, AttributeError):
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     reason = "offline (HF_HUB_OFFLINE set) and not cached" if offline else "not cached and could not be downloaded"
     detail = f" [{type(exc).__name__}]" if exc is not None else ""
     return f"{what}: {thing} {reason}{detail}; {_HINT}"
@@ -635,6 +634,13 @@ def _arch_preprocess(arch: str) -> dict[str, Any]:
     return {}
 
 
+def _check_precision(precision: str, device: torch.device) -> None:
+    if precision not in ("auto", "fp32", "fp16", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+
+
 def _probe_dim(model: torch.nn.Module, tokenizer: Any) -> int:
     import torch
 
@@ -643,7 +649,13 @@ def _probe_dim(model: torch.nn.Module, tokenizer: Any) -> int:
 
 
 def _count_tokens(tokenizer: Any, text: str) -> int:
-    from open_clip.tokenizer import HFTokenizer, SigLipTokenizer, SimpleTokenizer, basic_clean, canonicalize_text
+    from open_clip.tokenizer import (
+        HFTokenizer,
+        SigLipTokenizer,
+        SimpleTokenizer,
+        basic_clean,
+        canonicalize_text,
+    )
 
     if isinstance(tokenizer, SimpleTokenizer):
         return len(tokenizer.encode(text)) + 2  # <start_of_text> ... <end_of_text>
