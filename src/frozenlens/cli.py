@@ -94,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files to index")
     add_index_arg(p)
     p.add_argument("--captions", metavar="FILE.jsonl", help='captions manifest: {"path": ..., "text": ..., "lang": ...} per line')
-    p.add_argument("--encoder", default=None, help="encoder for a new index (default: lite)")
+    p.add_argument("--encoder", default=None, help="encoder for a new index (default: lite; see `frozenlens models`)")
+    p.add_argument(
+        "--weights", metavar="PATH", default=None,
+        help="local weights file for the encoder (offline use); recorded in the index",
+    )
     p.add_argument("--factory", default=None, help="FAISS factory string for a new index (default: Flat)")
     p.add_argument(
         "--database-url", default=None, metavar="URL",
@@ -126,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_index_arg(p)
     p.add_argument("--encoder", required=True, help="encoder name, e.g. lite or openclip:xlm-roberta-base-ViT-B-32")
+    p.add_argument("--weights", metavar="PATH", default=None, help="local weights file for the new encoder")
     p.add_argument("--batch-size", type=_positive, default=32, help="images per batch (default 32)")
     p.add_argument("--workers", type=_positive, default=None, help="decoder threads (default: CPU cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -138,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", metavar="PATH", help="manifest / annotation file or dataset folder")
     p.add_argument("--format", dest="fmt", default="manifest", help="dataset format (default manifest)")
     p.add_argument("--encoder", default="lite", help="encoder name (default lite)")
+    p.add_argument("--weights", metavar="PATH", default=None, help="local weights file for the encoder")
     p.add_argument("--image-root", metavar="DIR", help="folder holding the images (Karpathy, XM3600)")
     p.add_argument("--split", help="split to evaluate (default: the format's test split, or all)")
     p.add_argument("--languages", help="comma-separated language tags (default: all present)")
@@ -188,7 +194,8 @@ def _cmd_index(args: argparse.Namespace, index_dir: str) -> int:
     if args.captions and not os.path.isfile(args.captions):
         raise QueryError(f"captions manifest not found: {args.captions}")
     engine = Engine.open(
-        index_dir, encoder=args.encoder, create=True, factory=args.factory, database_url=args.database_url
+        index_dir, encoder=args.encoder, create=True, factory=args.factory, database_url=args.database_url,
+        encoder_options={"weights": os.path.abspath(args.weights)} if args.weights else None,
     )
     with engine:
         bar = None if args.no_progress or not sys.stderr.isatty() and not os.environ.get("FROZENLENS_PROGRESS") else _Bar()
@@ -309,7 +316,10 @@ def _cmd_reindex(args: argparse.Namespace, index_dir: str) -> int:
     with Engine.open(index_dir) as engine:
         old = engine.identity.describe()
         bar = None if args.no_progress or not sys.stderr.isatty() else _Bar()
-        report = engine.reindex(args.encoder, progress=bar, batch_size=args.batch_size, workers=args.workers)
+        options = {"weights": os.path.abspath(args.weights)} if args.weights else None
+        report = engine.reindex(
+            args.encoder, progress=bar, batch_size=args.batch_size, workers=args.workers, encoder_options=options
+        )
         if bar:
             bar.close()
         new = engine.identity.describe()
@@ -339,6 +349,7 @@ def _cmd_eval(args: argparse.Namespace, index_dir: str) -> int:
         out_dir=args.out,
         limit=args.limit,
         min_coverage=args.min_coverage,
+        encoder_options={"weights": os.path.abspath(args.weights)} if args.weights else None,
     )
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else to_markdown(result))
     return 0

@@ -24,6 +24,7 @@ score. Image queries and :meth:`Engine.similar` use the visual space only
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -125,6 +126,7 @@ class Engine:
             ident = enc_obj.identity
             store.set_meta(
                 {
+                    "encoder_options": _options_json(encoder_options),
                     "encoder_name": ident.name,
                     "encoder_version": ident.version,
                     "dim": str(ident.dim),
@@ -149,6 +151,8 @@ class Engine:
                 f"but {requested.name if requested.version == '?' else requested.describe()} was requested; "
                 "use the index's encoder or build a new index"
             )
+        if encoder_options is None:  # reuse what the index was built with (e.g. --weights PATH)
+            encoder_options = json.loads(meta.get("encoder_options") or "{}")
         return cls(root, store, meta, enc_obj, encoder_options)
 
     def close(self) -> None:
@@ -270,13 +274,18 @@ class Engine:
         from .reindex import ReindexReport, run_reindex
 
         enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, **(encoder_options or {}))
+        options = _options_json(encoder_options if not isinstance(encoder, Encoder) else None)
         if enc.identity == self.identity:
             return ReindexReport()
         with IndexLock(self.index_dir):
             epoch = int(self._meta.get("vectors_epoch", "0"))
-            report = run_reindex(self.store, enc, epoch=epoch, batch_size=batch_size, workers=workers, progress=progress)
+            report = run_reindex(
+                self.store, enc, epoch=epoch, batch_size=batch_size, workers=workers, progress=progress,
+                extra_meta={"encoder_options": options},
+            )
             self._meta = self.store.get_meta()
             self._encoder = enc
+            self._encoder_options = json.loads(options)
             self._spaces = self._open_spaces()
             self._spaces.reconcile(self.store)
             self._spaces.save()
@@ -512,6 +521,18 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     ranks = np.empty(x.size, dtype=np.float64)
     ranks[order] = np.arange(1, x.size + 1)
     return ranks
+
+
+def _options_json(options: dict[str, object] | None) -> str:
+    """Encoder options recorded in the index so later opens rebuild the same encoder.
+
+    Only JSON-representable values are kept (paths become strings).
+    """
+    clean = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in (options or {}).items()}
+    try:
+        return json.dumps(clean, sort_keys=True)
+    except TypeError:
+        return "{}"
 
 
 def _check_k(k: int) -> int:

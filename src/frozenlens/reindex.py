@@ -61,6 +61,7 @@ def run_reindex(
     workers: int | None = None,
     limits: DecodeLimits | None = None,
     progress: ProgressCallback | None = None,
+    extra_meta: dict[str, str] | None = None,
 ) -> ReindexReport:
     """Stage new vectors for every image and caption, then swap them in.
 
@@ -119,7 +120,7 @@ def run_reindex(
         report.captions += len(caps)
         progress(Progress(stage="reindex-captions", done=report.captions, total=None))
 
-    staging.swap({**target, "vectors_epoch": str(epoch + 1)})
+    staging.swap({**target, "vectors_epoch": str(epoch + 1), **(extra_meta or {})})
     report.swapped = True
     return report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 
 import pytest
@@ -103,3 +104,25 @@ def test_hnsw_index_answers_like_flat(tmp_path, kpa_index, lite_encoder):
         assert flat == hnsw  # 24 vectors: the graph search is exhaustive
     for eng in engines.values():
         eng.close()
+
+
+def test_weights_option_is_recorded_and_reused(tmp_path, testdata, capsys):
+    from frozenlens import cli
+    from frozenlens.models.efficientnet_lite import default_weights_path
+
+    weights = tmp_path / "my-lite.pth"
+    shutil.copyfile(default_weights_path(), weights)
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    shutil.copy(testdata / "photos" / "coffee.png", lib / "coffee.png")
+    index = str(tmp_path / "index")
+    assert cli.main(["index", str(lib), "--index", index, "--weights", str(weights), "--no-progress"]) == 0
+    with Engine.open(index) as eng:
+        assert json.loads(eng.store.get_meta()["encoder_options"]) == {"weights": str(weights)}
+    capsys.readouterr()
+    assert cli.main(["search", "une tasse de café", "-k", "1", "--index", index]) == 0
+    assert "coffee.png" in capsys.readouterr().out
+    weights.unlink()  # the recorded file is what later commands load
+    assert cli.main(["search", "une tasse de café", "-k", "1", "--index", index]) == 1
+    err = capsys.readouterr().err
+    assert str(weights) in err and len(err.strip().splitlines()) == 1

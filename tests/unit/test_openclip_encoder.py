@@ -445,3 +445,23 @@ def test_reindex_round_trip_lite_to_openclip_and_back(tmp_path, testdata, tiny, 
         assert eng.identity == lite_encoder.identity
         assert Path(eng.search("un chat", k=1)[0].path).name == "chelsea.png"
     assert sorted(p.name for p in index.glob("*.faiss")) == ["caption.e2.faiss", "semantic.e2.faiss", "visual.e2.faiss"]
+
+
+def test_cli_with_a_local_checkpoint_encoder(tmp_path, testdata, tiny, capsys):
+    """`index --encoder openclip:<arch>/<file>` then `search` reopens the same encoder by name."""
+    from frozenlens import cli
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in PHOTOS[:3]:
+        shutil.copy(testdata / "photos" / name, folder / name)
+    weights = tmp_path / "vitb32-local.pt"
+    shutil.copyfile(tiny["a"], weights)
+    index = str(tmp_path / "index")
+    argv = ["index", str(folder), "--index", index, "--encoder", f"openclip:{VIT_ARCH}/{weights}", "--no-progress"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    assert cli.main(["search", "--image", str(folder / PHOTOS[0]), "-k", "1", "--json", "--index", index]) == 0
+    import json
+
+    assert Path(json.loads(capsys.readouterr().out)[0]["path"]).name == PHOTOS[0]

@@ -37,6 +37,7 @@ def eval_command(
     batch_size: int = DEFAULT_BATCH_SIZE,
     min_coverage: float = 0.0,
     rerank: Reranker | None = None,
+    encoder_options: dict[str, object] | None = None,
 ) -> EvalResult:
     """Evaluate the encoder ``encoder_name`` on a dataset file.
 
@@ -61,7 +62,7 @@ def eval_command(
     dataset = load_dataset(dataset_path, fmt, image_root=image_root, split=split)
     if limit is not None:
         dataset = dataset.head(limit)
-    encoder = create_encoder(encoder_name)
+    encoder = create_encoder(encoder_name, **(encoder_options or {}))
     result = evaluate(
         dataset, encoder, languages=languages, batch_size=batch_size, progress=progress,
         rerank=rerank, min_coverage=min_coverage,
