@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Decoder threads and torch's OpenMP pool share the cores while indexing;
+    # spinning OpenMP workers starve the decoders (measured: +31 % images/s
+    # with PASSIVE on 2 cores). Must be set before torch loads; users may override.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -45,6 +45,7 @@ from .models.base import Encoder, EncoderIdentity
 from .models.registry import create_encoder
 from .progress import ProgressCallback
 from .reindex import ReindexReport
+from .retriever import threads as faiss_threads
 from .spaces import VectorSpaces
 from .store import INDEXED, DUPLICATE, ImageRecord, Store
 from .types import CaptionInfo, FailedFile, Hit, IndexReport, SearchFilters
@@ -378,13 +379,12 @@ class Engine:
 
     # -- internals -------------------------------------------------------------
     def _allowed(self, filters: SearchFilters) -> tuple[np.ndarray | None, bool]:
-        """(allowed ids or None, filtering needed)."""
+        """(allowed ids or None, filtering needed): the full allowed set when it
+        is small (FAISS then searches only those ids), else None (over-fetch)."""
         if filters.is_empty():
             return None, False
-        n = self.store.count_matching(filters)
-        if n <= SELECTOR_LIMIT:
-            return self.store.matching_ids(filters), True
-        return None, True
+        ids = self.store.matching_ids(filters, limit=SELECTOR_LIMIT + 1)
+        return (ids, True) if ids.size <= SELECTOR_LIMIT else (None, True)
 
     def _image_hits(
         self, space: str, vector: np.ndarray, k: int, filters: SearchFilters, fetch: int
@@ -392,7 +392,8 @@ class Engine:
         allowed, needed = self._allowed(filters)
         index = self.spaces[space]
         if not needed:
-            scores, ids = index.search(vector[None, :], fetch)
+            with faiss_threads(1):
+                scores, ids = index.search(vector[None, :], fetch)
             keep = ids[0] >= 0
             return scores[0][keep], ids[0][keep]
         if allowed is not None and allowed.size == 0:
@@ -402,7 +403,8 @@ class Engine:
             ok = self.store.matching_ids(filters, among=ids.tolist())
             return np.isin(ids, ok)
 
-        return index.search_filtered(vector, fetch, accept, allowed_ids=allowed)
+        with faiss_threads(1):
+            return index.search_filtered(vector, fetch, accept, allowed_ids=allowed)
 
     def _search_text(
         self, text: str, k: int, filters: SearchFilters, min_score: float | None, fusion: str, caption_weight: float
@@ -415,7 +417,8 @@ class Engine:
         caption_index = self.spaces["caption"]
         cap_ids: list[int] = []
         if len(caption_index):
-            _, cids = caption_index.search(q[None, :], fetch)
+            with faiss_threads(1):
+                _, cids = caption_index.search(q[None, :], fetch)
             owners = self.store.caption_owners([int(c) for c in cids[0] if c >= 0])
             cap_ids = sorted(set(owners.values()))
             if not filters.is_empty() and cap_ids:

@@ -189,7 +189,7 @@ def test_migration_v1_to_v2_keeps_caption_space_ids(tmp_path):
             id=42, image_id=7, lang="en", text="a cat", source="manifest", vector=unit(1, 8).astype("<f2").tobytes()))
     eng.dispose()
     store = Store.open(url)
-    assert store.get_meta()["schema_version"] == str(SCHEMA_VERSION) == "3"
+    assert store.get_meta()["schema_version"] == str(SCHEMA_VERSION) == "4"
     assert store.vector_ids("caption").tolist() == [42]
     np.testing.assert_allclose(store.vectors("caption", [42], 8)[0], unit(1, 8), atol=1e-3)
     assert store.caption_owners([42]) == {42: 7}

@@ -216,6 +216,8 @@ class Indexer:
             self.spaces.apply(w.delta)
             self.report.deleted += len(gone)
         self.spaces.save()
+        if self.report.encoded or self.report.deleted or self.report.moved:
+            self.store.analyze()  # keep the planner's choice of index right for filters
         self.report.seconds = time.monotonic() - started
         self._emit("finish", len(todo), len(todo))
         return self.report

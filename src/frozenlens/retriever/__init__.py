@@ -7,6 +7,6 @@ choosing a FAISS factory string by collection size.
 
 from __future__ import annotations
 
-from frozenlens.retriever.vector_index import VectorIndex, recommend_factory, set_threads
+from frozenlens.retriever.vector_index import VectorIndex, recommend_factory, set_threads, threads
 
-__all__ = ["VectorIndex", "recommend_factory", "set_threads"]
+__all__ = ["VectorIndex", "recommend_factory", "set_threads", "threads"]

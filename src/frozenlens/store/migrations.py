@@ -50,7 +50,19 @@ def _v3_reindex_staging(conn: Connection) -> None:
         Base.metadata.tables[name].create(conn)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_initial, _v2_caption_chunks, _v3_reindex_staging]
+def _v4_camera_index(conn: Connection) -> None:
+    """Index on the camera label (camera filters look labels up, then use it)."""
+    for index in Base.metadata.tables["images"].indexes:
+        if index.name == "ix_images_camera":
+            index.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [
+    _v1_initial,
+    _v2_caption_chunks,
+    _v3_reindex_staging,
+    _v4_camera_index,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

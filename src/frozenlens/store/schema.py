@@ -56,6 +56,7 @@ class ImageRow(Base):
         Index("ix_images_hash", "content_hash"),
         Index("ix_images_status", "status"),
         Index("ix_images_taken_at", "taken_at"),
+        Index("ix_images_camera", "camera"),
         {"sqlite_autoincrement": True},
     )
 

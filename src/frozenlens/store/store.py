@@ -161,7 +161,9 @@ class Store:
             else:
                 conds.append(ImageRow.taken_at < _as_start(f.before) + dt.timedelta(days=1))
         if f.camera:
-            conds.append(func.lower(ImageRow.camera).contains(f.camera.lower(), autoescape=True))
+            # match the substring against the few distinct camera labels, then
+            # use the indexed column (a LIKE '%x%' over every row cannot)
+            conds.append(ImageRow.camera.in_(self._cameras_matching(f.camera)))
         if f.under:
             root = f.under.rstrip("/") or "/"
             prefix = root if root.endswith("/") else root + "/"
@@ -172,17 +174,31 @@ class Store:
             conds.append(ImageRow.height >= f.min_height)
         return conds
 
+    def _cameras_matching(self, text: str) -> list[str]:
+        needle = text.lower()
+        with self.engine.connect() as c:
+            labels = c.execute(select(ImageRow.camera).where(ImageRow.camera.is_not(None)).distinct()).scalars()
+            return [label for label in labels if needle in label.lower()]
+
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics (after bulk changes)."""
+        with self.engine.begin() as c:
+            c.exec_driver_sql("ANALYZE")
+
     def count_matching(self, filters: SearchFilters) -> int:
         with self.engine.connect() as c:
             return int(c.execute(select(func.count()).select_from(ImageRow).where(*self._filter_conditions(filters))).scalar() or 0)
 
-    def matching_ids(self, filters: SearchFilters, among: Sequence[int] | None = None) -> np.ndarray:
-        """Ids of indexed images matching ``filters`` (restricted to ``among``)."""
+    def matching_ids(
+        self, filters: SearchFilters, among: Sequence[int] | None = None, limit: int | None = None
+    ) -> np.ndarray:
+        """Ids of indexed images matching ``filters`` (restricted to ``among``;
+        at most ``limit`` of them when ``among`` is None)."""
         conds = self._filter_conditions(filters)
         out: list[int] = []
         with self.engine.connect() as c:
             if among is None:
-                out = list(c.execute(select(ImageRow.id).where(*conds)).scalars())
+                out = list(c.execute(select(ImageRow.id).where(*conds).limit(limit)).scalars())
             else:
                 for chunk in id_chunks([int(i) for i in among]):
                     out.extend(c.execute(select(ImageRow.id).where(and_(*conds, ImageRow.id.in_(chunk)))).scalars())
