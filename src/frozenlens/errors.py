@@ -69,11 +69,11 @@ class ScanRootNotFoundError(FrozenLensError, FileNotFoundError):
     """
 
 
-class ManifestError(FrozenLensError):
-    """A caption manifest cannot be read or has a malformed line.
+class FileFormatError(FrozenLensError):
+    """An input file cannot be read or has a malformed line.
 
-    ``path`` is the manifest file and ``line`` the 1-based line number
-    (``None`` when the whole file is at fault); both are also in the message.
+    ``path`` is the file and ``line`` the 1-based line number (``None`` when
+    the whole file is at fault); both are also in the message.
     """
 
     def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
@@ -81,6 +81,10 @@ class ManifestError(FrozenLensError):
         super().__init__(f"{where}: {message}")
         self.path = path
         self.line = line
+
+
+class ManifestError(FileFormatError):
+    """A caption manifest cannot be read or has a malformed line."""
 
 
 class IndexInputError(FrozenLensError, ValueError):
@@ -98,16 +102,6 @@ class EvalError(FrozenLensError, ValueError):
     to evaluate ...). It is also a :class:`ValueError`."""
 
 
-class DatasetError(FrozenLensError):
+class DatasetError(FileFormatError):
     """An evaluation dataset cannot be read: a file is missing, or a line or
-    record is malformed.
-
-    ``path`` is the file at fault and ``line`` the 1-based line number
-    (``None`` when the whole file is at fault); both are also in the message.
-    """
-
-    def __init__(self, message: str, *, path: str, line: int | None = None) -> None:
-        where = f"{path}:{line}" if line is not None else path
-        super().__init__(f"{where}: {message}")
-        self.path = path
-        self.line = line
+    record is malformed (``path``/``line`` as in :class:`FileFormatError`)."""
