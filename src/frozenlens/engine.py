@@ -40,6 +40,7 @@ from .errors import (
     IndexNotFoundError,
     QueryError,
 )
+from .indexer.language import detect_language
 from .indexer.lock import IndexLock
 from .models.base import Encoder, EncoderIdentity
 from .models.registry import create_encoder
@@ -409,7 +410,7 @@ class Engine:
     def _search_text(
         self, text: str, k: int, filters: SearchFilters, min_score: float | None, fusion: str, caption_weight: float
     ) -> list[Hit]:
-        q = self.encoder.encode_texts([text])[0]
+        q = self.encoder.encode_texts_in([text], detect_language(text))[0]
         fetch = max(4 * k, 100)
         img_scores, img_ids = self._image_hits("semantic", q, k, filters, fetch)
         candidates = {int(i): float(s) for i, s in zip(img_ids, img_scores)}

@@ -115,8 +115,8 @@ def run_reindex(
         caps = staging.pending_captions(256)
         if not caps:
             break
-        embedded = embed_captions(encoder, [t for _, t in caps])
-        staging.stage_captions([(cid, pooled, chunks) for (cid, _), (pooled, chunks) in zip(caps, embedded)])
+        embedded = embed_captions(encoder, [t for _, t, _ in caps], [lang for _, _, lang in caps])
+        staging.stage_captions([(cid, pooled, chunks) for (cid, _, _), (pooled, chunks) in zip(caps, embedded)])
         report.captions += len(caps)
         progress(Progress(stage="reindex-captions", done=report.captions, total=None))
 

@@ -465,3 +465,52 @@ def test_cli_with_a_local_checkpoint_encoder(tmp_path, testdata, tiny, capsys):
     import json
 
     assert Path(json.loads(capsys.readouterr().out)[0]["path"]).name == PHOTOS[0]
+
+
+class _RecordingNllbTokenizer:
+    """Stands in for the NLLB tokenizer (hub-only, not available offline): it
+    records the source language set for each call and delegates tokenising."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.current = "eng_Latn"
+        self.seen: list[tuple[str, int]] = []
+
+    def set_lang_fn(self, code):  # presence marks an NLLB-style tokenizer
+        self.current = code
+
+    def set_language(self, code):
+        self.set_lang_fn(code)
+
+    def __call__(self, texts, *args, **kwargs):
+        self.seen.append((self.current, len(texts)))
+        return self.inner(texts, *args, **kwargs)
+
+
+def test_caption_language_reaches_nllb_style_tokenizers(tmp_path, testdata, tiny):
+    from frozenlens.models.openclip import NLLB_CODES
+
+    enc = OpenClipEncoder(str(tiny["a"]), arch=VIT_ARCH, device="cpu")
+    enc.tokenizer = _RecordingNllbTokenizer(enc.tokenizer)
+    base = enc.encode_texts(["ein Hund"])
+    np.testing.assert_allclose(enc.encode_texts_in(["ein Hund"], "de"), base, atol=1e-6)
+    assert enc.tokenizer.seen[-1] == ("deu_Latn", 1) and enc.tokenizer.current == "eng_Latn"  # restored
+    enc.encode_texts_in(["x"], "zh-Hant")
+    assert enc.tokenizer.seen[-1][0] == NLLB_CODES["zh-Hant"] == "zho_Hant"
+    enc.encode_texts_in(["x"], None)
+    assert enc.tokenizer.seen[-1][0] == "eng_Latn"
+    # indexing: captions are embedded per language
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(testdata / "photos" / "chelsea.png", folder / "cat.png")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        '{"path": "photos/cat.png", "text": "Eine Katze auf dem Sofa", "lang": "de"}\n'
+        '{"path": "photos/cat.png", "text": "猫がソファで寝ています"}\n', encoding="utf-8")
+    enc.tokenizer.seen.clear()
+    with Engine.open(tmp_path / "index", encoder=enc, create=True) as eng:
+        eng.index([folder], captions=manifest, workers=1)
+        langs = {code for code, _ in enc.tokenizer.seen}
+        assert {"deu_Latn", "jpn_Jpan"} <= langs  # the Japanese one by detection
+        eng.search("Le chat dort sur le canapé", k=1)
+        assert enc.tokenizer.seen[-1][0] == "fra_Latn"

@@ -131,8 +131,9 @@ def _texts_of(dataset: EvalDataset, language: str) -> tuple[list[str], np.ndarra
     return texts, np.asarray(owners, np.int64)
 
 
-def _encode_texts(encoder: Encoder, texts: Sequence[str], batch_size: int) -> np.ndarray:
-    parts = [encoder.encode_texts(texts[s : s + batch_size]) for s in range(0, len(texts), batch_size)]
+def _encode_texts(encoder: Encoder, texts: Sequence[str], batch_size: int, lang: str | None) -> np.ndarray:
+    """Embed one language's captions; the language reaches tokenizers that need it (NLLB)."""
+    parts = [encoder.encode_texts_in(texts[s : s + batch_size], lang) for s in range(0, len(texts), batch_size)]
     return np.concatenate([np.asarray(p, np.float32) for p in parts])  # (T, dim)
 
 
@@ -191,7 +192,7 @@ def evaluate(
     report(Progress(stage="texts", done=0, total=total_texts))
     for lang in chosen:
         texts, owners = grouped[lang]
-        text_emb = _encode_texts(encoder, texts, text_batch_size)  # (T, dim)
+        text_emb = _encode_texts(encoder, texts, text_batch_size, lang)  # (T, dim)
         scores = text_emb @ images.semantic.T  # (T, I) cosine: both sides L2-normalised
         if rerank is not None:
             scores = _checked_rerank(rerank, RerankInput(

@@ -100,18 +100,23 @@ def pool_chunks(vectors: np.ndarray, token_counts: list[int]) -> np.ndarray:
     return (pooled / norm if norm > 0 else vectors[0]).astype(np.float32)
 
 
-def embed_captions(encoder: Encoder, texts: Sequence[str]) -> list[EmbeddedCaption]:
-    """Chunk each caption for ``encoder`` and embed all chunks in one call.
+def embed_captions(
+    encoder: Encoder, texts: Sequence[str], langs: Sequence[str | None] | None = None
+) -> list[EmbeddedCaption]:
+    """Chunk each caption for ``encoder`` and embed all chunks, one call per language.
 
     A caption that fits is one chunk (``n_tokens`` None, vector = caption
-    vector); a longer one gets its chunks and their pooled vector.
+    vector); a longer one gets its chunks and their pooled vector. ``langs``
+    (one per caption, ``None`` = unknown) reaches text towers whose tokenizer
+    needs the source language.
     """
     plans = [chunk_text(t, encoder.count_tokens, encoder.max_text_tokens) or [t] for t in texts]
     flat = [c for chunks in plans for c in chunks]
-    if flat:
-        vecs = encoder.encode_texts(flat)
-    else:
-        vecs = np.zeros((0, encoder.identity.dim), np.float32)
+    flat_langs = [lang for chunks, lang in zip(plans, langs or [None] * len(plans)) for _ in chunks]
+    vecs = np.zeros((len(flat), encoder.identity.dim), np.float32)
+    for lang in dict.fromkeys(flat_langs):
+        rows = [i for i, x in enumerate(flat_langs) if x == lang]
+        vecs[rows] = encoder.encode_texts_in([flat[i] for i in rows], lang)
     out: list[EmbeddedCaption] = []
     k = 0
     for chunks in plans:

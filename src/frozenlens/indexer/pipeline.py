@@ -387,12 +387,12 @@ class Indexer:
 
     def _embed_captions(self, works: list[_Work]) -> dict[int, list[CaptionVector]]:
         """Chunk and embed every caption of ``works`` in one text-encoder call."""
-        caps = [(w, c) for w in works for c in w.captions]
-        embedded = embed_captions(self.encoder, [c.text for _, c in caps])
+        caps = [(w, c, c.lang or detect_language(c.text)) for w in works for c in w.captions]
+        embedded = embed_captions(self.encoder, [c.text for _, c, _ in caps], [lang for _, _, lang in caps])
         out: dict[int, list[CaptionVector]] = {id(w): [] for w in works}
-        for (w, c), (pooled, chunks) in zip(caps, embedded):
+        for (w, c, lang), (pooled, chunks) in zip(caps, embedded):
             parts = tuple(ChunkVector(t, n, v) for t, n, v in chunks) if len(chunks) > 1 else ()
-            out[id(w)].append(CaptionVector(c.text, c.lang or detect_language(c.text), c.source, pooled, parts))
+            out[id(w)].append(CaptionVector(c.text, lang, c.source, pooled, parts))
         return out
 
     def _count_new(self, work: _Work) -> None:

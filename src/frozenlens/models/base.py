@@ -95,6 +95,14 @@ class Encoder(ABC):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts → float32 (n, dim), L2-normalised."""
 
+    def encode_texts_in(self, texts: Sequence[str], lang: str | None) -> np.ndarray:
+        """Embed texts known to be written in ``lang`` (ISO 639-1, e.g. ``"de"``).
+
+        Text towers whose tokenizer needs the source language (NLLB-CLIP) use
+        it; the others ignore it. ``None`` = unknown. → float32 (n, dim).
+        """
+        return self.encode_texts(texts)
+
     def embed_images(self, images: Sequence[Image.Image]) -> ImageEmbeddings:
         """Prepare and embed RGB PIL images (convenience for small batches)."""
         if len(images) == 0:

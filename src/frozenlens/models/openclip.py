@@ -77,6 +77,21 @@ class OpenClipPreset:
     license: str
 
 
+#: ISO 639-1 (and Crossmodal-3600) language tags → NLLB-200 source-language codes
+NLLB_CODES: dict[str, str] = {
+    "ar": "arb_Arab", "bn": "ben_Beng", "cs": "ces_Latn", "da": "dan_Latn", "de": "deu_Latn",
+    "el": "ell_Grek", "en": "eng_Latn", "es": "spa_Latn", "fa": "pes_Arab", "fi": "fin_Latn",
+    "fil": "tgl_Latn", "fr": "fra_Latn", "he": "heb_Hebr", "hi": "hin_Deva", "hr": "hrv_Latn",
+    "hu": "hun_Latn", "id": "ind_Latn", "it": "ita_Latn", "ja": "jpn_Jpan", "ko": "kor_Hang",
+    "mi": "mri_Latn", "nl": "nld_Latn", "no": "nob_Latn", "nb": "nob_Latn", "pl": "pol_Latn",
+    "pt": "por_Latn", "quz": "quy_Latn", "ro": "ron_Latn", "ru": "rus_Cyrl", "sv": "swe_Latn",
+    "sw": "swh_Latn", "te": "tel_Telu", "th": "tha_Thai", "tr": "tur_Latn", "uk": "ukr_Cyrl",
+    "vi": "vie_Latn", "zh": "zho_Hans", "zh-Hant": "zho_Hant", "ca": "cat_Latn", "gl": "glg_Latn",
+    "eu": "eus_Latn", "af": "afr_Latn", "bg": "bul_Cyrl", "sk": "slk_Latn", "sl": "slv_Latn",
+    "sr": "srp_Cyrl", "lt": "lit_Latn", "lv": "lvs_Latn", "et": "est_Latn", "ka": "kat_Geor",
+    "hy": "hye_Armn", "ur": "urd_Arab", "ta": "tam_Taml", "mr": "mar_Deva", "ms": "zsm_Latn",
+}
+
 PRESETS: dict[str, OpenClipPreset] = {
     p.name: p
     for p in (
@@ -87,6 +102,10 @@ PRESETS: dict[str, OpenClipPreset] = {
         OpenClipPreset(
             "nllb-clip-base-siglip", "nllb-clip-base-siglip", "v1",
             768, 384, 77, "201 (NLLB-200)", 2030, "CC-BY-NC-4.0 (non-commercial, NLLB text tower)",
+        ),
+        OpenClipPreset(
+            "nllb-clip-large-siglip", "nllb-clip-large-siglip", "v1",
+            1152, 384, 77, "201 (NLLB-200)", 5200, "CC-BY-NC-4.0 (non-commercial, NLLB text tower)",
         ),
         OpenClipPreset(
             "ViT-B-16-SigLIP-i18n-256", "ViT-B-16-SigLIP-i18n-256", "webli",
@@ -343,6 +362,7 @@ class OpenClipEncoder(Encoder):
             if not hasattr(tokenizer, "set_lang_fn"):  # only NLLB-style HF tokenizers take a source language
                 raise ValueError(f"language= does not apply: the tokenizer of {spec!r} has no source languages")
             tokenizer.set_language(language)
+        self._language = language
         self._setup(
             net, tokenizer,
             identity=EncoderIdentity(PREFIX + spec, version, embed_dim, embed_dim),
@@ -440,6 +460,22 @@ class OpenClipEncoder(Encoder):
     def count_tokens(self, text: str) -> int:
         """Tokens the model's tokenizer makes of ``text`` before truncation, special tokens included."""
         return _count_tokens(self.tokenizer, text)
+
+    def encode_texts_in(self, texts: Sequence[str], lang: str | None) -> np.ndarray:
+        """Like :meth:`encode_texts`; NLLB tokenizers get ``lang`` as source language.
+
+        ``lang`` is an ISO 639-1 tag (``"de"``, ``"zh-Hant"`` ...), mapped with
+        :data:`NLLB_CODES`; unknown or ``None`` keeps the encoder's default.
+        """
+        code = NLLB_CODES.get(lang or "") or NLLB_CODES.get((lang or "").split("-")[0])
+        if code is None or not hasattr(self.tokenizer, "set_lang_fn"):
+            return self.encode_texts(texts)
+        default = getattr(self, "_language", None) or NLLB_CODES["en"]
+        self.tokenizer.set_language(code)
+        try:
+            return self.encode_texts(texts)
+        finally:
+            self.tokenizer.set_language(default)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts → float32 (n, dim), L2-normalised (truncated to :attr:`context_length`)."""

@@ -113,11 +113,17 @@ class Staging:
                 )
 
     # -- captions --------------------------------------------------------------
-    def pending_captions(self, limit: int) -> list[tuple[int, str]]:
+    def pending_captions(self, limit: int) -> list[tuple[int, str, str | None]]:
+        """(caption id, text, language) of captions with nothing staged yet."""
         staged = select(StagedCaptionRow.caption_id)
-        stmt = select(CaptionRow.id, CaptionRow.text).where(CaptionRow.id.not_in(staged)).order_by(CaptionRow.id).limit(limit)
+        stmt = (
+            select(CaptionRow.id, CaptionRow.text, CaptionRow.lang)
+            .where(CaptionRow.id.not_in(staged))
+            .order_by(CaptionRow.id)
+            .limit(limit)
+        )
         with self.store.engine.connect() as c:
-            return [(int(i), t) for i, t in c.execute(stmt)]
+            return [(int(i), t, lang) for i, t, lang in c.execute(stmt)]
 
     def stage_captions(self, rows: Sequence[tuple[int, np.ndarray, list[tuple[str, int | None, np.ndarray]]]]) -> None:
         """Stage (caption_id, pooled vector, [(chunk text, n_tokens, chunk vector), ...])."""
