@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     load_after = os.getloadavg()
 
     m = {k: median(v) for k, v in res.items() if v}
-    pipe, enc, naive = m["pipeline"], m["encoder"], m["naive"]
+    enc, naive = m["encoder"], m["naive"]
     # Per-repeat ratios (numerator and denominator measured back to back), then the median.
     r_enc = median(p / e for p, e in zip(res["pipeline"], res["encoder"]))
     r_naive = median(p / q for p, q in zip(res["pipeline"], res["naive"]))
