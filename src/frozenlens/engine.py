@@ -35,6 +35,7 @@ from PIL import Image
 
 from .errors import (
     DecodeError,
+    ScanRootNotFoundError,
     EncoderMismatchError,
     ImageNotFoundError,
     IndexNotFoundError,
@@ -246,7 +247,7 @@ class Engine:
             raise QueryError("no paths to index")
         for p in paths:
             if not os.path.exists(p):
-                raise IndexNotFoundError(f"path does not exist: {p}")
+                raise ScanRootNotFoundError(f"path does not exist: {p}")
         options = IndexOptions(
             batch_size=batch_size,
             workers=workers,
@@ -314,6 +315,7 @@ class Engine:
         """
         k = _check_k(k)
         filters = filters or SearchFilters()
+        _ = self.spaces  # load or pick up other writers' changes, once per query
         if isinstance(query, str):
             text = query.strip()
             if not text:
@@ -341,6 +343,7 @@ class Engine:
         record = self.get_image(image)
         primary = record.duplicate_of if record.status == DUPLICATE and record.duplicate_of else record.id
         vector = self.store.vectors("visual", [primary], self.identity.visual_dim)[0]
+        _ = self.spaces  # load or pick up other writers' changes, once per query
         return self._search_visual(vector, k, filters or SearchFilters(), min_score, exclude={primary})
 
     def get_image(self, image: int | str | os.PathLike[str]) -> ImageRecord:
@@ -391,7 +394,7 @@ class Engine:
         self, space: str, vector: np.ndarray, k: int, filters: SearchFilters, fetch: int
     ) -> tuple[np.ndarray, np.ndarray]:
         allowed, needed = self._allowed(filters)
-        index = self.spaces[space]
+        index = self._spaces[space]  # refreshed once per query by search()/similar()
         if not needed:
             with faiss_threads(1):
                 scores, ids = index.search(vector[None, :], fetch)
@@ -415,7 +418,7 @@ class Engine:
         img_scores, img_ids = self._image_hits("semantic", q, k, filters, fetch)
         candidates = {int(i): float(s) for i, s in zip(img_ids, img_scores)}
 
-        caption_index = self.spaces["caption"]
+        caption_index = self._spaces["caption"]
         cap_ids: list[int] = []
         if len(caption_index):
             with faiss_threads(1):

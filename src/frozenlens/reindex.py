@@ -24,7 +24,7 @@ import numpy as np
 from .errors import DecodeError
 from .indexer.chunking import embed_captions
 from .indexer.decode import DecodeLimits, decode_bytes
-from .indexer.pipeline import _read_regular_file, hash_bytes, usable_cores
+from .indexer.pipeline import hash_bytes, read_regular_file, usable_cores
 from .models.base import Encoder
 from .progress import Progress, ProgressCallback, ignore_progress
 from .store import Store
@@ -79,7 +79,7 @@ def run_reindex(
     def work(row: tuple[int, str, str | None]) -> tuple[int, np.ndarray | None, str, str]:
         image_id, path, content_hash = row
         try:
-            data = _read_regular_file(path)
+            data = read_regular_file(path)
             if content_hash and hash_bytes(data) != content_hash:
                 return image_id, None, "changed", "file content changed since it was indexed"
             decoded = decode_bytes(data, draft_size=encoder.draft_size, limits=limits)

@@ -25,6 +25,8 @@ _STOPWORDS: dict[str, frozenset[str]] = {
     "pl": frozenset("i w na z jest się do to nie że o jak po ze przy mój moja".split()),
     "tr": frozenset("ve bir bu da de ile için çok ne gibi olan benim ama".split()),
 }
+#: scripts that (for our purposes) name their language
+_SCRIPT_LANGUAGE = {"hangul": "ko", "han": "zh", "thai": "th", "arabic": "ar", "greek": "el", "hebrew": "he"}
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
@@ -57,18 +59,8 @@ def detect_language(text: str) -> str | None:
     script, n = max(counts.items(), key=lambda kv: kv[1])
     if n < total / 2:
         return None
-    if script == "hangul":
-        return "ko"
-    if script == "han":
-        return "zh"
-    if script == "thai":
-        return "th"
-    if script == "arabic":
-        return "ar"
-    if script == "greek":
-        return "el"
-    if script == "hebrew":
-        return "he"
+    if script in _SCRIPT_LANGUAGE:
+        return _SCRIPT_LANGUAGE[script]
     if script == "cyrillic":
         return "uk" if re.search(r"[іїєґІЇЄҐ]", text) else "ru"
     if script != "latin":

@@ -267,7 +267,7 @@ class Indexer:
         try:
             if entry.size > self.options.limits.max_file_bytes:
                 raise DecodeError("too-large", f"file is {entry.size} bytes, over the limit")
-            data = _read_regular_file(entry.path)
+            data = read_regular_file(entry.path)
         except DecodeError as exc:
             return _Result(work, "failed", reason=exc.reason, message=str(exc))
         except FileNotFoundError:
@@ -294,18 +294,7 @@ class Indexer:
         taken_at, source = md.taken_at, "exif"
         if taken_at is None:
             taken_at, source = dt.datetime.fromtimestamp(entry.mtime_ns / 1e9), "mtime"
-        fields = PhotoFields(
-            format=md.format,
-            width=md.width,
-            height=md.height,
-            taken_at=taken_at,
-            taken_at_source=source,
-            camera_make=md.camera_make,
-            camera_model=md.camera_model,
-            lens=md.lens,
-            lat=md.lat,
-            lon=md.lon,
-        )
+        fields = PhotoFields.copy_from(md, taken_at=taken_at, taken_at_source=source)
         return _Result(work, "encode", content_hash, pixels=pixels, fields=fields)
 
     def _commit(
@@ -416,7 +405,7 @@ class Indexer:
         )
 
 
-def _read_regular_file(path: str) -> bytes:
+def read_regular_file(path: str) -> bytes:
     """Read a whole file; refuses anything that is not a regular file (a FIFO
     swapped in after the scan must not block the run)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

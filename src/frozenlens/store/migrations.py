@@ -87,10 +87,13 @@ def migrate(conn: Connection) -> int:
     return found
 
 
-def _set_version(conn: Connection, version: int) -> None:
+def upsert_meta(conn: Connection, values: dict[str, str]) -> None:
+    """Set ``meta`` keys inside the caller's transaction (portable upsert)."""
     table = Meta.__table__
-    updated = conn.execute(
-        table.update().where(table.c.key == "schema_version").values(value=str(version))
-    ).rowcount
-    if not updated:
-        conn.execute(table.insert().values(key="schema_version", value=str(version)))
+    for key, value in values.items():
+        if not conn.execute(table.update().where(table.c.key == key).values(value=value)).rowcount:
+            conn.execute(table.insert().values(key=key, value=value))
+
+
+def _set_version(conn: Connection, version: int) -> None:
+    upsert_meta(conn, {"schema_version": str(version)})

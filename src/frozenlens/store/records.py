@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -36,6 +36,16 @@ class PhotoFields:
     lens: str | None = None
     lat: float | None = None
     lon: float | None = None
+
+    @classmethod
+    def copy_from(cls, source: object, **overrides: object) -> PhotoFields:
+        """Fields read from any object with same-named attributes (an image
+        row, decoder metadata), then ``overrides``."""
+        values = {f.name: getattr(source, f.name, None) for f in fields(cls)}
+        return cls(**{**values, **overrides})  # type: ignore[arg-type]
+
+    def as_columns(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from .schema import (
     StagedImageRow,
     VectorRow,
 )
-from .store import Store, _bump_generation
+from .migrations import upsert_meta
+from .store import Store, bump_generation
 from .writer import _now, to_blob
 
 TARGET_KEY = "reindex_target"
@@ -182,12 +183,9 @@ class Staging:
                         for k, (t, n) in enumerate(parts)
                     ],
                 )
-            table = Meta.__table__
-            for key, value in meta.items():
-                if not c.execute(table.update().where(table.c.key == key).values(value=value)).rowcount:
-                    c.execute(table.insert().values(key=key, value=value))
+            upsert_meta(c, meta)
             for t in (StagedImageRow, StagedFailureRow, StagedCaptionRow):
                 c.execute(delete(t))
             c.execute(delete(Meta).where(Meta.key == TARGET_KEY))
-            _bump_generation(c)
+            bump_generation(c)
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from ..errors import IndexCorruptError
 from ..types import FailedFile, SearchFilters
-from .migrations import SCHEMA_VERSION, migrate
+from .migrations import SCHEMA_VERSION, migrate, upsert_meta
 from .records import FileState, ImageRecord
 from .schema import DUPLICATE, FAILED, INDEXED, CaptionChunkRow, CaptionRow, ImageRow, Meta, VectorRow
 from .writer import BatchWriter, id_chunks, from_blobs
@@ -74,11 +74,8 @@ class Store:
             return {k: v for k, v in c.execute(select(Meta.key, Meta.value))}
 
     def set_meta(self, values: dict[str, str]) -> None:
-        table = Meta.__table__
         with self.engine.begin() as c:
-            for key, value in values.items():
-                if not c.execute(table.update().where(table.c.key == key).values(value=value)).rowcount:
-                    c.execute(table.insert().values(key=key, value=value))
+            upsert_meta(c, values)
 
     # -- writes ----------------------------------------------------------
     @contextmanager
@@ -87,7 +84,7 @@ class Store:
         with self.engine.begin() as conn:
             writer = BatchWriter(conn)
             yield writer
-            _bump_generation(conn)
+            bump_generation(conn)
 
     def generation(self) -> int:
         """A counter bumped by every write transaction (cheap change detection)."""
@@ -341,13 +338,10 @@ def _select_states():  # noqa: ANN202 - a SQLAlchemy Select of FileState columns
     )
 
 
-def _bump_generation(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
-    table = Meta.__table__
-    current = conn.execute(select(table.c.value).where(table.c.key == "generation")).scalar()
-    if current is None:
-        conn.execute(table.insert().values(key="generation", value="1"))
-    else:
-        conn.execute(table.update().where(table.c.key == "generation").values(value=str(int(current) + 1)))
+def bump_generation(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
+    """Count one more write transaction (see :meth:`Store.generation`)."""
+    current = conn.execute(select(Meta.value).where(Meta.key == "generation")).scalar()
+    upsert_meta(conn, {"generation": str(int(current or 0) + 1)})
 
 
 def _as_start(value: dt.datetime | dt.date) -> dt.datetime:

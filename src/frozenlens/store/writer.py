@@ -121,18 +121,7 @@ class BatchWriter:
         """Record a byte-identical copy of indexed image ``duplicate_of``."""
         self._delete_path(path)
         primary = self._c.execute(select(ImageRow.__table__).where(ImageRow.id == duplicate_of)).one()
-        fields = PhotoFields(
-            format=primary.format,
-            width=primary.width,
-            height=primary.height,
-            taken_at=primary.taken_at,
-            taken_at_source=primary.taken_at_source,
-            camera_make=primary.camera_make,
-            camera_model=primary.camera_model,
-            lens=primary.lens,
-            lat=primary.lat,
-            lon=primary.lon,
-        )
+        fields = PhotoFields.copy_from(primary)
         image_id = self._insert_image(
             path=path,
             size=size,
@@ -266,17 +255,8 @@ class BatchWriter:
                 error_reason=error_reason,
                 error_message=error_message,
                 duplicate_of=duplicate_of,
-                format=fields.format,
-                width=fields.width,
-                height=fields.height,
-                taken_at=fields.taken_at,
-                taken_at_source=fields.taken_at_source,
-                camera_make=fields.camera_make,
-                camera_model=fields.camera_model,
+                **fields.as_columns(),
                 camera=_camera_label(fields.camera_make, fields.camera_model),
-                lens=fields.lens,
-                lat=fields.lat,
-                lon=fields.lon,
                 labels=labels,
                 caption_sig=caption_sig,
                 updated_at=_now(),
