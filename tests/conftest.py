@@ -38,6 +38,17 @@ def lite_encoder(model_cache):
     return create_encoder("lite", cache_dir=model_cache)
 
 
+@pytest.fixture(scope="module")
+def shared_lite(lite_encoder):
+    """CLI commands and engines in this process reuse the one loaded real encoder."""
+    from frozenlens.models import registry
+
+    original = registry._NAMED["lite"]
+    registry.register_encoder("lite", lambda **_: lite_encoder, replace=True)
+    yield lite_encoder
+    registry.register_encoder("lite", original, replace=True)
+
+
 def write_noise_jpegs(folder: Path, n: int, *, seed: int = 0, size: tuple[int, int] = (320, 240)) -> list[Path]:
     """``n`` distinct small JPEGs (content irrelevant: crash/incremental tests)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print results as JSON")
         p.add_argument("--explain", action="store_true", help="show the labels the model saw and score parts")
 
+    def add_rerank(p: argparse.ArgumentParser) -> None:
+        g = p.add_argument_group("reranking (text queries; on by default when the index has a trained head)")
+        g.add_argument("--no-rerank", action="store_true", help="first-stage ranking only, skip the reranker head")
+        g.add_argument("--rerank-candidates", type=_positive, default=100, metavar="N",
+                       help="first-stage candidates the head rescores (default 100)")
+
     p = sub.add_parser("index", help="index or update photo folders", description="Index photos under PATHs (recursive, incremental, resumable).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files to index")
     add_index_arg(p)
@@ -117,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", metavar="FILE", help="query by an example image file instead of text")
     add_index_arg(p)
     add_filters(p)
+    add_rerank(p)
 
     p = sub.add_parser("similar", help="photos that look like an indexed photo", description="Find photos visually similar to an indexed photo (by path or id).")
     p.add_argument("image", metavar="PATH_OR_ID", help="path of an indexed photo, or its id")
@@ -152,6 +159,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive, help="evaluate only the first N images")
     p.add_argument("--out", metavar="DIR", help="write results.md and results.json here")
     p.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    p.add_argument("--rerank", metavar="DIR",
+                   help="also rerank each text's top candidates with the head in DIR (an index or --out directory)")
+    p.add_argument("--rerank-candidates", type=_positive, default=100, metavar="N",
+                   help="first-stage candidates the head rescores (default 100)")
+
+    p = sub.add_parser(
+        "train-reranker", help="train the FrEVL reranker head on captions",
+        description="Train the reranking head on image-caption pairs: the index's own captions (default) or a "
+        "dataset's train/val splits (--dataset). Hard negatives come from the first-stage retriever. "
+        "The head is saved into the index directory (or --out) and used by every later text search. "
+        "Resumable: rerun the same command after an interruption.",
+    )
+    add_index_arg(p)
+    p.add_argument("--dataset", metavar="PATH", help="train on this dataset instead of the index's captions")
+    p.add_argument("--format", dest="fmt", default="manifest", help="dataset format (default manifest)")
+    p.add_argument("--image-root", metavar="DIR", help="folder holding the dataset's images (Karpathy, XM3600)")
+    p.add_argument("--train-split", default="train", help="dataset split to train on (default train)")
+    p.add_argument("--val-split", default="val", help="dataset split for early stopping (default val)")
+    p.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+                   help="index captions: fraction of images held out for validation (default 0.1)")
+    p.add_argument("--languages", help="comma-separated language tags (default: all with enough captions)")
+    p.add_argument("--min-coverage", type=float, default=0.0, metavar="F",
+                   help="dataset: only languages captioning at least this fraction of the training images")
+    p.add_argument("--encoder", default=None,
+                   help="encoder when there is no index (with --out; default lite); otherwise the index's")
+    p.add_argument("--out", metavar="DIR", help="save the head here instead of the index directory")
+    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu", help="head size (default cpu)")
+    p.add_argument("--epochs", type=_positive, default=12, help="most epochs (early stopping may end sooner)")
+    p.add_argument("--batch-size", type=_positive, default=32, help="texts per step (default 32)")
+    p.add_argument("--hard-negatives", type=_positive, default=7, help="mined hard negatives per text (default 7)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: by preset)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--restart", action="store_true", help="ignore a checkpoint of an interrupted run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("reranker", help="show the reranker head of an index",
+                       description="Parameter counts, encoder and training summary of a reranker head "
+                       "(and of every preset for the index's encoder dimensions).")
+    p.add_argument("action", choices=("info",), help="info: describe the head and the presets")
+    add_index_arg(p)
+    p.add_argument("--head", metavar="DIR", help="a head directory other than the index")
+    p.add_argument("--json", action="store_true", help="print as JSON")
 
     p = sub.add_parser("models", help="list the encoders and presets", description="Encoders FrozenLens can use, with dimensions, languages and download sizes.")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -271,7 +321,10 @@ def _cmd_search(args: argparse.Namespace, index_dir: str) -> int:
         raise QueryError(f"query image not found: {args.image}")
     with Engine.open(index_dir) as engine:
         query = Path(args.image) if args.image else args.query
-        hits = engine.search(query, k=args.k, filters=_filters(args), min_score=args.min_score, fusion=args.fusion)
+        hits = engine.search(
+            query, k=args.k, filters=_filters(args), min_score=args.min_score, fusion=args.fusion,
+            rerank=False if args.no_rerank else None, rerank_candidates=args.rerank_candidates,
+        )
     _print_hits(hits, args)
     return 0
 
@@ -305,6 +358,8 @@ def _print_hits(hits: list, args: argparse.Namespace) -> None:
             if parts:
                 how = "max" if getattr(args, "fusion", "max") == "max" else args.fusion
                 print(f"       score = {how}({', '.join(parts)})")
+            if h.reranked and h.first_stage_image_score is not None and h.image_score is not None:
+                print(f"       reranked: image {h.first_stage_image_score:.3f} -> {h.image_score:.3f}")
             if h.labels:
                 print("       sees: " + ", ".join(f"{label} {p:.0%}" for label, p in h.labels[:5]))
             for c in h.captions[:3]:
@@ -343,6 +398,15 @@ def _cmd_eval(args: argparse.Namespace, index_dir: str) -> int:
     from .eval.report import to_markdown
 
     langs = [x.strip() for x in args.languages.split(",") if x.strip()] if args.languages else None
+    rerank = None
+    encoder_options = {"weights": os.path.abspath(args.weights)} if args.weights else None
+    if args.rerank:
+        from .models import create_encoder
+        from .reranker.data import eval_hook
+        from .reranker.head import Reranker
+
+        head = Reranker.load(args.rerank)
+        rerank = eval_hook(head, create_encoder(args.encoder, **(encoder_options or {})), args.rerank_candidates)
     result = eval_command(
         args.dataset,
         args.fmt,
@@ -353,7 +417,8 @@ def _cmd_eval(args: argparse.Namespace, index_dir: str) -> int:
         out_dir=args.out,
         limit=args.limit,
         min_coverage=args.min_coverage,
-        encoder_options={"weights": os.path.abspath(args.weights)} if args.weights else None,
+        encoder_options=encoder_options,
+        rerank=rerank,
     )
     print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if args.json else to_markdown(result))
     return 0
@@ -414,6 +479,120 @@ def _cmd_info(args: argparse.Namespace, index_dir: str) -> int:
     return 0
 
 
+def _cmd_train_reranker(args: argparse.Namespace, index_dir: str) -> int:
+    from .engine import Engine
+    from .models import create_encoder
+    from .reranker.command import train_command
+    from .reranker.train import TrainOptions
+
+    langs = [x.strip() for x in args.languages.split(",") if x.strip()] if args.languages else None
+    options = TrainOptions(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
+                           hard_negatives=args.hard_negatives, lr=args.lr, seed=args.seed, device=args.device)
+    engine = None
+    if args.dataset is None or not args.out or args.index:
+        engine = Engine.open(index_dir)
+    try:
+        if engine is not None:
+            if args.encoder and args.encoder != engine.identity.name:
+                raise QueryError(f"the index uses encoder {engine.identity.name}; a head for it must use it too")
+            encoder = engine.encoder
+        else:
+            encoder = create_encoder(args.encoder or "lite")
+        out = args.out or str(engine.index_dir if engine is not None else index_dir)
+        data = {"dataset": args.dataset, "fmt": args.fmt, "image_root": args.image_root,
+                "train_split": args.train_split, "val_split": args.val_split, "languages": langs,
+                "min_coverage": args.min_coverage, "val_fraction": args.val_fraction,
+                "store": engine.store if engine is not None and args.dataset is None else None}
+        bar = None if args.no_progress or not sys.stderr.isatty() else _StageBar()
+        try:
+            result = train_command(encoder, out, options, progress=bar, resume=not args.restart, **data)
+        finally:
+            if bar:
+                bar.close()
+    finally:
+        if engine is not None:
+            engine.close()
+    rep = result.report
+    first, best = rep.val_first_stage, rep.val_reranked
+    print(f"trained on {result.train_texts} captions ({result.val_texts} for validation) in {rep.seconds:.0f}s, "
+          f"{rep.epochs_run} epochs (best {rep.best_epoch}); validation R@1 {first['r1']:.3f} -> {best['r1']:.3f}, "
+          f"MRR {first['mrr']:.3f} -> {best['mrr']:.3f}")
+    print(f"saved {result.path}")
+    return 0
+
+
+class _StageBar:
+    """tqdm bar that restarts for every progress stage (e.g. each epoch)."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, p) -> None:  # noqa: ANN001 - frozenlens.progress.Progress
+        if p.stage != self.stage:
+            self.close()
+            self.stage = p.stage
+            self.bar = self._tqdm(total=p.total, desc=p.stage, dynamic_ncols=True, leave=False)
+        self.bar.n = p.done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _cmd_reranker(args: argparse.Namespace, index_dir: str) -> int:
+    from .models.base import EncoderIdentity
+    from .reranker import CONFIG_NAME
+    from .reranker.head import Reranker
+    from .reranker.model import PRESETS, FusionHead, count_parameters, preset_config
+
+    where = Path(args.head or index_dir)
+    head = Reranker.load(where) if (where / CONFIG_NAME).is_file() else None
+    if head is not None:
+        enc = head.config.encoder
+        ident = EncoderIdentity(enc.get("name", "?"), enc.get("version", "?"), head.config.dim, head.config.visual_dim)
+    else:
+        from .engine import Engine
+
+        try:
+            with Engine.open(where) as engine:
+                ident = engine.identity
+        except FrozenLensError:
+            ident = EncoderIdentity("lite", "1", 512, 1280)
+    presets = {
+        name: count_parameters(FusionHead(preset_config(name, dim=ident.dim, visual_dim=ident.visual_dim,
+                                                        encoder=ident.as_dict())))
+        for name in PRESETS
+    }
+    doc = {"head": None if head is None else {
+        "path": str(where / CONFIG_NAME), "config": head.config.as_dict(), "parameters": head.parameters(),
+        "summary": head.summary}, "encoder": ident.as_dict(), "presets": presets}
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+        return 0
+    if head is None:
+        print(f"no reranker head in {where}")
+    else:
+        c = head.config
+        print(f"head:       {where / CONFIG_NAME}")
+        print(f"encoder:    {ident.describe()}")
+        print(f"preset:     {c.preset} (d_model {c.d_model}, {c.layers} layers, {c.heads} heads)")
+        print(f"parameters: {head.parameters()['total']:,}")
+        rep = head.summary.get("report") or {}
+        if rep:
+            print(f"validation: R@1 {rep['val_first_stage'].get('r1', 0):.3f} (first stage) -> "
+                  f"{rep['val_reranked'].get('r1', 0):.3f} (reranked)")
+    print(f"presets for {ident.describe()}:")
+    for name, counts in presets.items():
+        print(f"  {name:6s} {counts['total']:>12,} parameters ({counts['cross_attention_blocks']:,} in cross-attention blocks)")
+    return 0
+
+
 _COMMANDS = {
     "index": _cmd_index,
     "search": _cmd_search,
@@ -422,6 +601,8 @@ _COMMANDS = {
     "info": _cmd_info,
     "eval": _cmd_eval,
     "models": _cmd_models,
+    "train-reranker": _cmd_train_reranker,
+    "reranker": _cmd_reranker,
 }
 
 

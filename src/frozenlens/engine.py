@@ -19,6 +19,18 @@ image vectors and the images of the top caption vectors (each over-fetched,
 ``max(4k, 100)``), both scored exactly. ``min_score`` applies to the final
 score. Image queries and :meth:`Engine.similar` use the visual space only
 (``score`` = cosine of visual vectors).
+
+Reranking (text queries, on by default once a head exists)
+-----------------------------------------------------------
+When the index directory holds a trained FrEVL head (``frozenlens
+train-reranker``), the top ``rerank_candidates`` (default 100, at least
+``k``) candidates by the first-stage score above are rescored in one batched
+pass: each one's ``image_score`` becomes the head's score — the first-stage
+cosine plus the head's learned correction, still on the cosine scale (see
+:mod:`frozenlens.reranker.model`) — and the final score is fused with the
+unchanged ``caption_score`` exactly as above. Candidates beyond the top
+``rerank_candidates`` are dropped. ``rerank=False`` skips the head;
+``rerank=True`` requires one (:class:`RerankerError` if absent).
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -40,6 +53,7 @@ from .errors import (
     ImageNotFoundError,
     IndexNotFoundError,
     QueryError,
+    RerankerError,
 )
 from .indexer.language import detect_language
 from .indexer.lock import IndexLock
@@ -47,10 +61,14 @@ from .models.base import Encoder, EncoderIdentity
 from .models.registry import create_encoder
 from .progress import ProgressCallback
 from .reindex import ReindexReport
+from .reranker import CONFIG_NAME as RERANKER_CONFIG
 from .retriever import threads as faiss_threads
 from .spaces import VectorSpaces
 from .store import INDEXED, DUPLICATE, ImageRecord, Store
 from .types import CaptionInfo, FailedFile, Hit, IndexReport, SearchFilters
+
+if TYPE_CHECKING:
+    from .reranker.head import Reranker
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +78,7 @@ DEFAULT_ENCODER = "lite"
 DEFAULT_FACTORY = "Flat"
 MAX_K = 1000
 MAX_QUERY_CHARS = 2000
+DEFAULT_RERANK_CANDIDATES = 100
 #: above this many filter matches, filters are applied by over-fetching
 #: instead of handing FAISS the full list of allowed ids
 SELECTOR_LIMIT = 50_000
@@ -83,6 +102,8 @@ class Engine:
         self._encoder = encoder
         self._spaces: VectorSpaces | None = None
         self._generation = -1
+        self._reranker: Reranker | None = None
+        self._reranker_stamp: tuple[int, int] | None = None
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -294,7 +315,20 @@ class Engine:
             self._spaces.save()
             self._spaces.remove_stale_files()
             self._generation = self.store.generation()
+            self._retire_reranker()
         return report
+
+    def _retire_reranker(self) -> None:
+        """A head trained on the old encoder's embeddings is useless after a
+        re-index: its files are renamed ``*.stale`` (kept, never used)."""
+        from .reranker import WEIGHTS_NAME
+
+        for name in (RERANKER_CONFIG, WEIGHTS_NAME):
+            path = self.index_dir / name
+            if path.exists():
+                os.replace(path, path.with_name(path.name + ".stale"))
+                log.warning("reranker head %s was trained for the old encoder; renamed to %s.stale", name, name)
+        self._reranker, self._reranker_stamp = None, None
 
     # -- search ----------------------------------------------------------------
     def search(
@@ -306,12 +340,17 @@ class Engine:
         min_score: float | None = None,
         fusion: str = "max",
         caption_weight: float = 0.5,
+        rerank: bool | None = None,
+        rerank_candidates: int = DEFAULT_RERANK_CANDIDATES,
     ) -> list[Hit]:
         """Top-``k`` images for a text query (``str``) or an example image
         (PIL image, image file path as ``Path``, or encoded bytes).
 
         ``fusion`` combines pixel and caption evidence for text queries (see
         :func:`fuse_scores`); ``caption_weight`` is used by ``"weighted"``.
+        ``rerank``: ``None`` (default) reranks text queries when the index has
+        a trained head, ``False`` never, ``True`` requires a head. Image
+        queries are never reranked (the head scores text-image pairs).
         """
         k = _check_k(k)
         filters = filters or SearchFilters()
@@ -326,7 +365,11 @@ class Engine:
                 raise QueryError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
             if not 0.0 <= caption_weight <= 1.0:
                 raise QueryError("caption_weight must be between 0 and 1")
-            return self._search_text(text, k, filters, min_score, fusion, caption_weight)
+            if not isinstance(rerank_candidates, int) or not 1 <= rerank_candidates <= MAX_K:
+                raise QueryError(f"rerank_candidates must be an integer between 1 and {MAX_K}")
+            head = self._head_for_query(rerank)
+            return self._search_text(text, k, filters, min_score, fusion, caption_weight, head,
+                                     max(k, rerank_candidates))
         vector = self._embed_query_image(query)
         return self._search_visual(vector, k, filters, min_score, exclude=set())
 
@@ -411,9 +454,11 @@ class Engine:
             return index.search_filtered(vector, fetch, accept, allowed_ids=allowed)
 
     def _search_text(
-        self, text: str, k: int, filters: SearchFilters, min_score: float | None, fusion: str, caption_weight: float
+        self, text: str, k: int, filters: SearchFilters, min_score: float | None, fusion: str, caption_weight: float,
+        head: Reranker | None = None, rerank_candidates: int = DEFAULT_RERANK_CANDIDATES,
     ) -> list[Hit]:
-        q = self.encoder.encode_texts_in([text], detect_language(text))[0]
+        lang = detect_language(text)
+        q = self.encoder.encode_texts_in([text], lang)[0]
         fetch = max(4 * k, 100)
         img_scores, img_ids = self._image_hits("semantic", q, k, filters, fetch)
         candidates = {int(i): float(s) for i, s in zip(img_ids, img_scores)}
@@ -439,15 +484,75 @@ class Engine:
             [float((cap_vecs[i] @ q).max()) if i in cap_vecs and len(cap_vecs[i]) else np.nan for i in ids]
         )
         final = fuse_scores(s_img, s_cap, fusion, caption_weight)
+        first_img: np.ndarray | None = None
+        if head is not None and ids:
+            keep = np.lexsort((np.asarray(ids), -final))[:rerank_candidates]  # first-stage top K'
+            ids = [ids[j] for j in keep]
+            first_img, s_cap = s_img[keep], s_cap[keep]
+            s_img = self._rerank_scores(head, text, lang, q, ids).astype(np.float64)
+            final = fuse_scores(s_img, s_cap, fusion, caption_weight)
         scored = [
-            (float(f), i, float(a), None if np.isnan(b) else float(b))
-            for f, i, a, b in zip(final, ids, s_img, s_cap)
+            (float(f), i, float(a), None if np.isnan(b) else float(b), None if first_img is None else float(first_img[j]))
+            for j, (f, i, a, b) in enumerate(zip(final, ids, s_img, s_cap))
             if min_score is None or f >= min_score
         ]
         scored.sort(key=lambda t: (-t[0], t[1]))
         scored = scored[:k]
         records = self.store.images([t[1] for t in scored])
-        return [_hit(records[i], final, s_img, s_cap) for final, i, s_img, s_cap in scored if i in records]
+        return [_hit(records[i], final, s_img, s_cap, first) for final, i, s_img, s_cap, first in scored if i in records]
+
+    def _rerank_scores(self, head: Reranker, text: str, lang: str | None, q: np.ndarray, ids: list[int]) -> np.ndarray:
+        """The head's scores of the candidate images ``ids`` for the query → float32 (n,)."""
+        from .reranker.features import ImageTokens, encode_texts_with_units
+
+        ident = self.identity
+        semantic = self.store.vectors("semantic", ids, ident.dim)
+        visual = self.store.vectors("visual", ids, ident.visual_dim)
+        toks = self.store.tokens(ids, ident.dim)
+        n_tok = self.encoder.image_tokens
+        regions = np.zeros((len(ids), n_tok, ident.dim), np.float32)
+        has = np.zeros(len(ids), bool)
+        for j, i in enumerate(ids):
+            t = toks.get(i)
+            if t is not None and t.shape[0] == n_tok:
+                regions[j], has[j] = t, True
+        query = encode_texts_with_units(self.encoder, [text], [lang])
+        with faiss_threads(1):
+            return head.score(query, ImageTokens.build(semantic, visual, regions, has))
+
+    # -- reranker ----------------------------------------------------------------
+    @property
+    def reranker_path(self) -> Path:
+        return self.index_dir / RERANKER_CONFIG
+
+    def reranker(self) -> Reranker | None:
+        """The index's trained head (loaded once, reloaded when retrained), or ``None``.
+
+        Raises :class:`RerankerError` for a damaged head and
+        :class:`RerankerMismatchError` for one trained for another encoder.
+        """
+        try:
+            st = self.reranker_path.stat()
+        except FileNotFoundError:
+            self._reranker, self._reranker_stamp = None, None
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        if self._reranker is None or stamp != self._reranker_stamp:
+            from .reranker.head import Reranker
+
+            self._reranker = Reranker.load(self.index_dir, self.identity)
+            self._reranker_stamp = stamp
+        return self._reranker
+
+    def _head_for_query(self, rerank: bool | None) -> Reranker | None:
+        if rerank is False:
+            return None
+        head = self.reranker()
+        if head is None and rerank is True:
+            raise RerankerError(
+                f"no reranker head in {self.index_dir}; train one with `frozenlens train-reranker` or search without reranking"
+            )
+        return head
 
     def _search_visual(
         self, vector: np.ndarray, k: int, filters: SearchFilters, min_score: float | None, exclude: set[int]
@@ -548,13 +653,15 @@ def _check_k(k: int) -> int:
     return k
 
 
-def _hit(r: ImageRecord, score: float, s_img: float | None, s_cap: float | None) -> Hit:
+def _hit(r: ImageRecord, score: float, s_img: float | None, s_cap: float | None, first: float | None = None) -> Hit:
     return Hit(
         id=r.id,
         path=r.path,
         score=score,
         image_score=s_img,
         caption_score=s_cap,
+        first_stage_image_score=first,
+        reranked=first is not None,
         taken_at=r.taken_at,
         camera=r.camera,
         lens=r.lens,

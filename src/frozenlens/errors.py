@@ -105,3 +105,12 @@ class EvalError(FrozenLensError, ValueError):
 class DatasetError(FileFormatError):
     """An evaluation dataset cannot be read: a file is missing, or a line or
     record is malformed (``path``/``line`` as in :class:`FileFormatError`)."""
+
+
+class RerankerError(FrozenLensError):
+    """A reranker head cannot be loaded, trained or applied: missing or damaged
+    files, a head trained for another encoder, or training data too small."""
+
+
+class RerankerMismatchError(RerankerError, EncoderMismatchError):
+    """The reranker head was trained on another encoder's embeddings."""

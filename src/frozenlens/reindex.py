@@ -104,7 +104,8 @@ def run_reindex(
                     emb = encoder.embed_prepared(np.stack([px for _, px in ok]))
                     for j, (image_id, _) in enumerate(ok):
                         labels = emb.labels[j] if emb.labels is not None else None
-                        staged.append((image_id, emb.semantic[j], emb.visual[j], labels))
+                        toks = emb.tokens[j] if emb.tokens is not None else None
+                        staged.append((image_id, emb.semantic[j], emb.visual[j], labels, toks))
                 staging.stage_images(staged, failures)
                 report.images += len(staged)
                 report.failed += len(failures)

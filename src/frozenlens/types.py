@@ -51,7 +51,9 @@ class Hit:
 
     ``score`` is the final ranking score (higher is better); ``image_score``
     and ``caption_score`` are its parts (``None`` when not computed, e.g. for
-    image→image search or images without captions).
+    image→image search or images without captions). When the reranker ran,
+    ``image_score`` is the head's score (first-stage cosine + learned
+    correction) and ``first_stage_image_score`` the cosine it started from.
     """
 
     id: int
@@ -69,6 +71,8 @@ class Hit:
     captions: tuple[CaptionInfo, ...] = ()
     labels: tuple[tuple[str, float], ...] = ()
     duplicates: tuple[str, ...] = ()
+    first_stage_image_score: float | None = None
+    reranked: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -87,6 +91,10 @@ class Hit:
             "captions": [{"text": c.text, "lang": c.lang, "source": c.source} for c in self.captions],
             "labels": [{"label": l, "p": round(p, 6)} for l, p in self.labels],
             "duplicates": list(self.duplicates),
+            "reranked": self.reranked,
+            "first_stage_image_score": None
+            if self.first_stage_image_score is None
+            else round(self.first_stage_image_score, 6),
         }
 
 

@@ -14,7 +14,6 @@ import pytest
 
 from frozenlens import cli
 from frozenlens.indexer.lock import IndexLock
-from frozenlens.models import registry
 
 CANON = {"anne_helene.jpg", "cold_water.jpg", "skagen.jpg", "donna.jpg", "jesper.jpg", "jesper_2.jpg", "sunset.jpg"}
 OLYMPUS = {"bar55.jpg", "bar55_2.jpg", "donna_2.jpg", "pool.jpg", "pool_2.jpg", "skagen_2.jpg", "snow.jpg", "wayne.jpg"}
@@ -23,15 +22,6 @@ NO_EXIF = {"blackie.jpg", "grand_canyon_1.jpg", "new_wave_1.jpg", "new_wave_2.jp
 # EXIF DateTimeOriginal in the second half of 2005
 H2_2005 = {"anne_helene.jpg", "cold_water.jpg", "skagen.jpg", "donna.jpg", "jesper.jpg", "jesper_2.jpg", "sunset.jpg"}
 BEFORE_2004 = {"donna_2.jpg", "grand_canyon_2.jpg", "grand_canyon_3.jpg", "wayne.jpg"}
-
-
-@pytest.fixture(scope="module")
-def shared_lite(lite_encoder):
-    """CLI commands in this process reuse the one loaded real encoder."""
-    original = registry._NAMED["lite"]
-    registry.register_encoder("lite", lambda **_: lite_encoder, replace=True)
-    yield lite_encoder
-    registry.register_encoder("lite", original, replace=True)
 
 
 @pytest.fixture(scope="module")

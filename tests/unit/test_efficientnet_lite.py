@@ -81,7 +81,7 @@ def test_conv_same_padding_matches_tensorflow(size: int, kernel: int, pads: tupl
 )
 def test_known_predictions(model, names, photo: str, allowed_top1: set[str], min_prob: float) -> None:
     with torch.inference_mode():
-        feats, logits = model(_to_input([_photo(photo)]))
+        feats, logits, _ = model(_to_input([_photo(photo)]))
     assert feats.shape == (1, 1280) and logits.shape == (1, 1000)
     probs = logits.softmax(dim=1)[0]
     top_p, top_i = probs.topk(3)
@@ -95,9 +95,9 @@ def test_batch_matches_single_images(model) -> None:
     images = [_photo(n) for n in ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")]
     x = _to_input(images)
     with torch.inference_mode():
-        batch_feats, batch_logits = model(x)
+        batch_feats, batch_logits, _ = model(x)
         for i in range(len(images)):
-            f, lg = model(x[i : i + 1])
+            f, lg, _ = model(x[i : i + 1])
             torch.testing.assert_close(f[0], batch_feats[i], atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(lg[0], batch_logits[i], atol=1e-3, rtol=1e-4)
 
@@ -106,8 +106,14 @@ def test_batch_matches_single_images(model) -> None:
 def test_variable_batch_sizes(model, n: int) -> None:
     x = _to_input([_photo("coffee")] * n)
     with torch.inference_mode():
-        feats, logits = model(x)
+        feats, logits, cells = model(x)
     assert feats.shape == (n, 1280) and feats.dtype == torch.float32
     assert logits.shape == (n, 1000)
+    # region logits: the classifier applied to the four (overlapping, 4x4 of 7x7) quadrants of the map
+    assert cells.shape == (n, 4, 1000)
+    with torch.inference_mode():
+        fmap = model.forward_map(x)
+    bottom_right = fmap[:, :, 3:, 3:].mean(dim=(2, 3))
+    torch.testing.assert_close(cells[:, 3], model._fc(bottom_right), atol=1e-3, rtol=1e-4)
     assert torch.all(logits.argmax(dim=1) == 967)  # espresso, for every copy
     assert torch.all(feats >= 0)  # pooled ReLU6 activations

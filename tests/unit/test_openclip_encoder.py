@@ -192,6 +192,29 @@ def test_outputs_are_unit_norm_float32(encoder, photos):
         encoder.encode_texts("one string")
 
 
+def test_vit_region_tokens_are_projected_patch_quadrants(tiny, photos):
+    """Reranker tokens: the ViT's patch tokens, projected like the pooled
+    embedding and averaged per quadrant of the patch grid, unit length."""
+    enc = OpenClipEncoder(str(tiny["a"]), arch=VIT_ARCH, device="cpu")
+    assert enc.image_tokens == 4
+    emb = enc.embed_images(photos)
+    assert emb.tokens is not None and emb.tokens.shape == (len(photos), 4, 32)
+    np.testing.assert_allclose(np.linalg.norm(emb.tokens, axis=2), 1.0, atol=1e-5)
+    visual = enc.model.visual
+    x = torch.from_numpy(np.stack([enc.prepare(p) for p in photos])).permute(0, 3, 1, 2).float() / 255
+    x = (x - enc._mean) / enc._std
+    with torch.inference_mode():
+        visual.output_tokens = True
+        _, patches = visual(x)
+        visual.output_tokens = False
+    gh, gw = visual.grid_size  # 4 x 4 patches at 64 px / 16
+    grid = (patches @ visual.proj).reshape(len(photos), gh, gw, -1).numpy()
+    top_left = grid[:, : gh // 2, : gw // 2].mean(axis=(1, 2))
+    bottom_right = grid[:, gh // 2 :, gw // 2 :].mean(axis=(1, 2))
+    for ref, got in ((top_left, emb.tokens[:, 0]), (bottom_right, emb.tokens[:, 3])):
+        np.testing.assert_allclose(got, ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-5)
+
+
 def test_batch_and_single_agree(encoder, photos):
     prepared = np.stack([encoder.prepare(p) for p in photos])
     batch = encoder.embed_prepared(prepared).semantic

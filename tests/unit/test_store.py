@@ -26,7 +26,7 @@ def store(tmp_path):
     s.close()
 
 
-def add(w, path, h, seed, *, taken=None, make=None, model=None, width=100, height=80, captions=()):
+def add(w, path, h, seed, *, taken=None, make=None, model=None, width=100, height=80, captions=(), tokens=None):
     return w.add_image(
         path=path,
         size=10,
@@ -38,6 +38,7 @@ def add(w, path, h, seed, *, taken=None, make=None, model=None, width=100, heigh
         labels=[("tabby", 0.6), ("tiger cat", 0.3)],
         captions=[CaptionVector(t, "en", "manifest", unit(seed + 200 + i, 8)) for i, t in enumerate(captions)],
         caption_sig="sig",
+        tokens=tokens,
     )
 
 
@@ -100,7 +101,7 @@ def test_rewriting_a_path_gives_new_id_and_reports_removal(store):
 
 def test_duplicate_promoted_when_primary_deleted(store):
     with store.batch() as w:
-        a = add(w, "/p/a.jpg", "h1", 1)
+        a = add(w, "/p/a.jpg", "h1", 1, tokens=np.stack([unit(7, 8)] * 4))
         d1 = w.add_duplicate(path="/p/copy1.jpg", size=10, mtime_ns=1, content_hash="h1", duplicate_of=a, captions=[], caption_sig=None)
         d2 = w.add_duplicate(path="/p/copy2.jpg", size=10, mtime_ns=1, content_hash="h1", duplicate_of=a, captions=[], caption_sig=None)
     assert store.images([a])[a].duplicates == ["/p/copy1.jpg", "/p/copy2.jpg"]
@@ -112,6 +113,7 @@ def test_duplicate_promoted_when_primary_deleted(store):
     assert rec[d1].status == "indexed" and rec[d1].duplicates == ["/p/copy2.jpg"]
     assert rec[d2].duplicate_of == d1
     np.testing.assert_allclose(store.vectors("visual", [d1], 4)[0], unit(101, 4), atol=1e-3)
+    np.testing.assert_allclose(store.tokens([d1], 8)[d1], np.stack([unit(7, 8)] * 4), atol=1e-3)  # heir keeps tokens
 
 
 def test_move_keeps_id_and_vectors(store):
@@ -189,7 +191,7 @@ def test_migration_v1_to_v2_keeps_caption_space_ids(tmp_path):
             id=42, image_id=7, lang="en", text="a cat", source="manifest", vector=unit(1, 8).astype("<f2").tobytes()))
     eng.dispose()
     store = Store.open(url)
-    assert store.get_meta()["schema_version"] == str(SCHEMA_VERSION) == "4"
+    assert store.get_meta()["schema_version"] == str(SCHEMA_VERSION) == "5"
     assert store.vector_ids("caption").tolist() == [42]
     np.testing.assert_allclose(store.vectors("caption", [42], 8)[0], unit(1, 8), atol=1e-3)
     assert store.caption_owners([42]) == {42: 7}
@@ -213,3 +215,34 @@ def test_long_caption_chunks_are_the_searchable_unit(store):
     with store.batch() as w:
         w.delete([a])
     assert len(w.delta.removed_caption_ids) == 2 and store.vector_ids("caption").size == 0
+
+
+def test_migration_v4_to_v5_adds_nullable_tokens(tmp_path):
+    """A v4 database (no tokens column) gains one; old rows read as "no tokens"."""
+    from sqlalchemy import create_engine, text
+
+    from frozenlens.store.migrations import MIGRATIONS, _set_version
+    from frozenlens.store.schema import Base
+
+    url = f"sqlite:///{tmp_path / 'v4.db'}"
+    eng = create_engine(url)
+    with eng.begin() as conn:
+        for step in MIGRATIONS[:4]:
+            step(conn)
+        conn.execute(text("ALTER TABLE image_vectors DROP COLUMN tokens"))  # as v4 created it
+        conn.execute(text("ALTER TABLE staged_image_vectors DROP COLUMN tokens"))
+        _set_version(conn, 4)
+        conn.execute(Base.metadata.tables["images"].insert().values(
+            id=3, path="/p/a.jpg", size=1, mtime_ns=1, status="indexed", updated_at=dt.datetime(2020, 1, 1)))
+        conn.execute(text("INSERT INTO image_vectors (image_id, semantic, visual) VALUES (3, :s, :v)"),
+                     {"s": unit(1, 8).astype("<f2").tobytes(), "v": unit(2, 4).astype("<f2").tobytes()})
+    eng.dispose()
+    store = Store.open(url)
+    assert store.get_meta()["schema_version"] == "5"
+    assert store.tokens([3], 8) == {}
+    with store.batch() as w:
+        new = add(w, "/p/b.jpg", "h2", 1, tokens=np.stack([unit(5, 8), unit(6, 8)]))
+    got = store.tokens([3, new], 8)
+    assert list(got) == [new] and got[new].shape == (2, 8)
+    np.testing.assert_allclose(got[new][1], unit(6, 8), atol=1e-3)
+    store.close()

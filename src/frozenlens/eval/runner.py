@@ -58,7 +58,9 @@ class RerankInput:
     texts:            T captions (the T2I queries, in order)
     text_embeddings:  float32 (T, dim), L2-normalised
     image_paths:      I image files (the gallery, in order)
-    image_embeddings: semantic float32 (I, dim) and visual (I, visual_dim)
+    image_embeddings: semantic float32 (I, dim), visual (I, visual_dim), tokens (I, T, dim) or None
+    language / texts: the captions' language tag and texts (a reranker embeds
+                      their sentences or words itself)
     scores:           float32 (T, I) first-stage cosine similarities
     """
 
@@ -103,21 +105,28 @@ def embed_image_files(
     encoder: Encoder, paths: Sequence[Path], *, batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int = DEFAULT_WORKERS, progress: ProgressCallback = ignore_progress,
 ) -> ImageEmbeddings:
-    """Embed image files → semantic float32 (n, dim), visual float32 (n, visual_dim).
+    """Embed image files → semantic float32 (n, dim), visual float32 (n, visual_dim)
+    and, when the encoder has them, region tokens float32 (n, T, dim).
 
     Raises :class:`DatasetError` when a file cannot be decoded.
     """
     semantic: list[np.ndarray] = []
     visual: list[np.ndarray] = []
+    tokens: list[np.ndarray] = []
     done = 0
     progress(Progress(stage="images", done=0, total=len(paths)))
     for batch in _prepared_batches(encoder, paths, batch_size, workers):
         emb = encoder.embed_prepared(batch)
         semantic.append(np.asarray(emb.semantic, np.float32))
         visual.append(np.asarray(emb.visual, np.float32))
+        if emb.tokens is not None:
+            tokens.append(np.asarray(emb.tokens, np.float32))
         done += len(batch)
         progress(Progress(stage="images", done=done, total=len(paths)))
-    return ImageEmbeddings(semantic=np.concatenate(semantic), visual=np.concatenate(visual))
+    return ImageEmbeddings(
+        semantic=np.concatenate(semantic), visual=np.concatenate(visual),
+        tokens=np.concatenate(tokens) if tokens and len(tokens) == len(semantic) else None,
+    )
 
 
 def _texts_of(dataset: EvalDataset, language: str) -> tuple[list[str], np.ndarray]:
@@ -155,6 +164,7 @@ def evaluate(
     progress: ProgressCallback | None = None,
     rerank: Reranker | None = None,
     min_coverage: float = 0.0,
+    images: ImageEmbeddings | None = None,
 ) -> EvalResult:
     """Evaluate ``encoder`` on ``dataset`` (see module doc).
 
@@ -162,7 +172,8 @@ def evaluate(
     has captions on at least ``min_coverage`` (fraction) of the images;
     asking for one no caption is written in raises :class:`EvalError`. Progress
     stages: ``"images"`` (done/total images), then ``"texts"`` (done/total
-    captions over all languages).
+    captions over all languages). ``images``: the dataset's embeddings from an
+    earlier :func:`embed_image_files` call with the same encoder (skips embedding).
     """
     started = time.perf_counter()
     report = progress or ignore_progress
@@ -183,7 +194,10 @@ def evaluate(
 
     paths = [im.path for im in dataset.images]
     log.info("embedding %d images of %s with %s", len(paths), dataset.name, encoder.identity.describe())
-    images = embed_image_files(encoder, paths, batch_size=batch_size, workers=workers, progress=report)
+    if images is None:
+        images = embed_image_files(encoder, paths, batch_size=batch_size, workers=workers, progress=report)
+    elif images.semantic.shape[0] != len(paths):
+        raise EvalError(f"{images.semantic.shape[0]} precomputed image embeddings for {len(paths)} images")
 
     per_language: list[LanguageResult] = []
     grouped = {lang: _texts_of(dataset, lang) for lang in chosen}

@@ -322,6 +322,7 @@ class Indexer:
                     semantic=emb.semantic[j],
                     visual=emb.visual[j],
                     labels=emb.labels[j] if emb.labels is not None else None,
+                    tokens=emb.tokens[j] if emb.tokens is not None else None,
                     captions=cap_vectors[id(r.work)],
                     caption_sig=r.work.caption_sig,
                 )

@@ -52,11 +52,16 @@ class ImageEmbeddings:
     visual:   float32 (n, visual_dim), L2-normalised, for image→image search.
     labels:   per image, the top class labels with probabilities (descending),
               or ``None`` when the encoder has no classifier to explain with.
+    tokens:   float32 (n, n_tokens, dim), L2-normalised rows in the semantic
+              space: a few region tokens (e.g. a 2x2 grid pooled from the
+              image tower's feature map) for the reranker, or ``None`` when
+              the encoder has none.
     """
 
     semantic: np.ndarray
     visual: np.ndarray
     labels: list[list[Label]] | None = None
+    tokens: np.ndarray | None = None
 
 
 class Encoder(ABC):
@@ -74,6 +79,10 @@ class Encoder(ABC):
     #: shorter-side size a decoder may reduce to before calling :meth:`prepare`
     #: (``Image.draft`` hint); never smaller than what prepare needs
     draft_size: int
+
+    #: image tokens per image :meth:`embed_prepared` returns in
+    #: ``ImageEmbeddings.tokens`` (0 = none); stored beside the vectors for the reranker
+    image_tokens: int = 0
 
     #: most tokens the text tower reads; the indexer splits longer captions
     #: into chunks (see :mod:`frozenlens.indexer.chunking`). ``None`` = no limit.

@@ -152,19 +152,29 @@ class EfficientNetLite(nn.Module):
         self._conv_head = _conv(last, cfg.head_channels, 1)
         self._bn1 = nn.BatchNorm2d(cfg.head_channels, **bn)
         self._fc = nn.Linear(cfg.head_channels, cfg.num_classes)
+        #: side of the region grid :meth:`forward` pools the feature map to
+        self.grid = 2
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """float32 (B, 3, H, W) normalised image → float32 (B, 1280) pooled features."""
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 (B, 3, H, W) normalised image → float32 (B, 1280, H/32, W/32) feature map."""
         x = F.relu6(self._bn0(self._conv_stem(x)))  # (B, 32, H/2, W/2)
         for block in self._blocks:
             x = block(x)  # ... → (B, 320, H/32, W/32)
-        x = F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
-        return x.mean(dim=(2, 3))  # (B, 1280)
+        return F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 (B, 3, H, W) → (features float32 (B, 1280), logits float32 (B, 1000))."""
-        feats = self.forward_features(x)
-        return feats, self._fc(feats)  # dropout is a no-op at inference
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 (B, 3, H, W) normalised image → float32 (B, 1280) pooled features."""
+        return self.forward_map(x).mean(dim=(2, 3))  # (B, 1280)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """float32 (B, 3, H, W) → (features float32 (B, 1280), logits float32 (B, 1000),
+        region logits float32 (B, G*G, 1000)) where the regions are the cells of a
+        G x G grid (G = :attr:`grid`) adaptive-average-pooled from the feature map
+        (at 224 px, 2 x 2 cells of 4 x 4 of the 7 x 7 map, overlapping in the middle)."""
+        fmap = self.forward_map(x)  # (B, 1280, h, w)
+        feats = fmap.mean(dim=(2, 3))  # (B, 1280)
+        cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B, G*G, 1280)
+        return feats, self._fc(feats), self._fc(cells)  # dropout is a no-op at inference
 
 
 def default_weights_path() -> Path:

@@ -165,6 +165,9 @@ class LiteEncoder(Encoder):
     #: USE-m3 has no hard context limit, but it averages over tokens and was
     #: trained on sentences: longer captions are chunked at this many pieces
     max_text_tokens = 128
+    #: region tokens for the reranker: ConSE of each cell of a 2x2 grid
+    #: average-pooled from the 7x7 feature map (4 x 512, 4 KiB per image as fp16)
+    image_tokens = 4
 
     def __init__(
         self,
@@ -228,7 +231,8 @@ class LiteEncoder(Encoder):
         return resize_center_crop(image, _RESIZE_SIZE, _INPUT_SIZE)
 
     def embed_prepared(self, batch: np.ndarray) -> ImageEmbeddings:
-        """uint8 (n, 224, 224, 3) → semantic float32 (n, 512), visual float32 (n, 1280), labels."""
+        """uint8 (n, 224, 224, 3) → semantic float32 (n, 512), visual float32 (n, 1280), labels,
+        tokens float32 (n, 4, 512)."""
         batch = np.asarray(batch)
         expected = (_INPUT_SIZE, _INPUT_SIZE, 3)
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != expected:
@@ -241,6 +245,7 @@ class LiteEncoder(Encoder):
                 semantic=np.zeros((0, _TEXT_DIM), np.float32),
                 visual=np.zeros((0, _VISUAL_DIM), np.float32),
                 labels=[],
+                tokens=np.zeros((0, self.image_tokens, _TEXT_DIM), np.float32),
             )
         if not batch.flags.c_contiguous or not batch.flags.writeable:
             batch = np.array(batch, order="C", copy=True)  # torch wants writable memory
@@ -250,15 +255,20 @@ class LiteEncoder(Encoder):
             if self.runtime == "eager":
                 x = x.contiguous()
             x = x.float().mul_(2.0 / 255.0).sub_(1.0)  # [0,1] then (x - 0.5) / 0.5
-            feats, logits = [], []
+            feats, logits, cells = [], [], []
             for start in range(0, n, self.micro_batch):
-                f, lg = self._net(x[start : start + self.micro_batch])
+                f, lg, cl = self._net(x[start : start + self.micro_batch])
                 feats.append(f)
                 logits.append(lg)
+                cells.append(cl)
             feat = torch.cat(feats)  # (n, 1280)
             logit = torch.cat(logits)  # (n, 1000)
+            cell = torch.cat(cells)  # (n, G*G, 1000)
             visual = torch.nn.functional.normalize(feat, dim=1)
             semantic = conse_embed(logit, self._class_emb, self.top_t, self.temperature)
+            g = cell.shape[1]
+            tokens = conse_embed(cell.reshape(n * g, -1), self._class_emb, self.top_t, self.temperature)
+            tokens = tokens.reshape(n, g, _TEXT_DIM)  # (n, G*G, 512): ConSE of each region
             probs, idx = torch.softmax(logit, dim=1).topk(self.top_labels, dim=1)
         labels: list[list[Label]] = [
             [(self.class_names[i], float(p)) for p, i in zip(prow, irow, strict=True)]
@@ -268,6 +278,7 @@ class LiteEncoder(Encoder):
             semantic=semantic.numpy().astype(np.float32, copy=False),
             visual=visual.numpy().astype(np.float32, copy=False),
             labels=labels,
+            tokens=tokens.numpy().astype(np.float32, copy=False),
         )
 
     # ------------------------------------------------------------------- texts

@@ -421,6 +421,7 @@ class OpenClipEncoder(Encoder):
         self.device = device
         self.batch_size = batch_size
         self.image_batch_size = image_batch_size
+        self.image_tokens = TOKEN_GRID * TOKEN_GRID if _has_patch_tokens(self.model) else 0
         self._autocast: torch.dtype | None = {
             "fp32": None,
             "fp16": torch.float16,
@@ -512,15 +513,24 @@ class OpenClipEncoder(Encoder):
             return ImageEmbeddings(semantic=empty, visual=empty.copy(), labels=None)
         if not batch.flags.c_contiguous or not batch.flags.writeable:
             batch = np.array(batch, order="C", copy=True)
-        out = []
+        out, toks = [], []
         with torch.inference_mode(), self._autocast_ctx():
             for start in range(0, batch.shape[0], self.image_batch_size):
                 x = torch.from_numpy(batch[start : start + self.image_batch_size]).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (b, 3, S, S) in [0, 1]
                 x = (x - self._mean) / self._std
-                out.append(self.model.encode_image(x).float())  # (b, dim)
+                if self.image_tokens:
+                    pooled, grid = _vit_with_grid_tokens(self.model.visual, x)
+                    out.append(pooled.float())  # (b, dim)
+                    toks.append(grid.float())  # (b, G*G, dim)
+                else:
+                    out.append(self.model.encode_image(x).float())  # (b, dim)
         vecs = _normalised(torch.cat(out))
-        return ImageEmbeddings(semantic=vecs, visual=vecs.copy(), labels=None)
+        tokens = None
+        if toks:
+            t = torch.nn.functional.normalize(torch.cat(toks), dim=-1)
+            tokens = t.cpu().numpy().astype(np.float32, copy=False)  # (n, G*G, dim)
+        return ImageEmbeddings(semantic=vecs, visual=vecs.copy(), labels=None, tokens=tokens)
 
     def _autocast_ctx(self) -> Any:
         import torch
@@ -528,6 +538,50 @@ class OpenClipEncoder(Encoder):
         if self._autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self._autocast)
+
+
+#: side of the grid the ViT's patch tokens are average-pooled to (reranker tokens)
+TOKEN_GRID = 2
+
+
+def _has_patch_tokens(model: Any) -> bool:
+    """True for open_clip ``VisionTransformer`` towers whose patch tokens can be
+    projected into the shared space (no attentional pooler)."""
+    visual = getattr(model, "visual", None)
+    grid = getattr(visual, "grid_size", None)
+    return (
+        visual is not None
+        and hasattr(visual, "output_tokens")
+        and getattr(visual, "attn_pool", None) is None
+        and isinstance(grid, (tuple, list))
+        and len(grid) == 2
+    )
+
+
+def _vit_with_grid_tokens(visual: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run an open_clip ViT once → (pooled float (b, dim), region tokens float (b, G*G, dim)).
+
+    The patch tokens (after ``ln_post``) go through the same projection as the
+    pooled embedding (as in MaskCLIP-style dense features) and are average-pooled
+    to a :data:`TOKEN_GRID` square grid.
+    """
+    import torch.nn.functional as F
+
+    visual.output_tokens = True
+    try:
+        pooled, tokens = visual(x)  # (b, dim), (b, N, width)
+    finally:
+        visual.output_tokens = False
+    gh, gw = visual.grid_size
+    b, n, width = tokens.shape
+    if n != gh * gw:  # e.g. register tokens: fall back to the mean patch token per cell
+        tokens = tokens[:, -gh * gw :, :]
+    proj = getattr(visual, "proj", None)
+    if proj is not None:
+        tokens = tokens @ proj  # (b, N, dim)
+    grid = tokens.reshape(b, gh, gw, -1).permute(0, 3, 1, 2)  # (b, dim, gh, gw)
+    cells = F.adaptive_avg_pool2d(grid, TOKEN_GRID).flatten(2).transpose(1, 2)  # (b, G*G, dim)
+    return pooled, cells
 
 
 # -------------------------------------------------------------------- loading

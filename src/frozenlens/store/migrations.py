@@ -57,11 +57,28 @@ def _v4_camera_index(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v5_image_tokens(conn: Connection) -> None:
+    """Nullable ``tokens`` blobs (the reranker's image tokens) beside the vectors.
+
+    Tables created by earlier steps of this same upgrade already have the
+    column (they are built from the current models), so each is checked.
+    """
+    for table in ("image_vectors", "staged_image_vectors"):
+        columns = {c["name"] for c in inspect(conn).get_columns(table)}
+        if "tokens" not in columns:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN tokens {_blob_type(conn)}"))
+
+
+def _blob_type(conn: Connection) -> str:
+    return "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [
     _v1_initial,
     _v2_caption_chunks,
     _v3_reindex_staging,
     _v4_camera_index,
+    _v5_image_tokens,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

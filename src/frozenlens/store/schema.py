@@ -103,6 +103,9 @@ class VectorRow(Base):
     )
     semantic: Mapped[bytes] = mapped_column(LargeBinary)
     visual: Mapped[bytes] = mapped_column(LargeBinary)
+    #: schema v5: the encoder's image tokens, float16 (n_tokens, dim) row-major,
+    #: for the reranker; NULL for images indexed before v5 or by an encoder without tokens
+    tokens: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     image: Mapped[ImageRow] = relationship(back_populates="vectors")
 
 
@@ -149,6 +152,7 @@ class StagedImageRow(Base):
     )
     semantic: Mapped[bytes] = mapped_column(LargeBinary)
     visual: Mapped[bytes] = mapped_column(LargeBinary)
+    tokens: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # schema v5
     labels: Mapped[str | None] = mapped_column(Text)
 
 

@@ -93,18 +93,19 @@ class Staging:
 
     def stage_images(
         self,
-        rows: Sequence[tuple[int, np.ndarray, np.ndarray, list[tuple[str, float]] | None]],
+        rows: Sequence[tuple[int, np.ndarray, np.ndarray, list[tuple[str, float]] | None, np.ndarray | None]],
         failures: Sequence[tuple[int, str, str]],
     ) -> None:
-        """Stage (image_id, semantic, visual, labels) rows and (image_id, reason, message) failures."""
+        """Stage (image_id, semantic, visual, labels, tokens) rows and (image_id, reason, message) failures."""
         with self.store.engine.begin() as c:
             if rows:
                 c.execute(
                     StagedImageRow.__table__.insert(),
                     [
                         {"image_id": i, "semantic": to_blob(s), "visual": to_blob(v),
+                         "tokens": None if t is None else to_blob(t),
                          "labels": json.dumps(lb) if lb is not None else None}
-                        for i, s, v, lb in rows
+                        for i, s, v, lb, t in rows
                     ],
                 )
             if failures:
@@ -162,10 +163,12 @@ class Staging:
                     .values(status=FAILED, error_reason=reason, error_message=message, labels=None, updated_at=_now())
                 )
             staged = c.execute(
-                select(StagedImageRow.image_id, StagedImageRow.semantic, StagedImageRow.visual, StagedImageRow.labels)
+                select(StagedImageRow.image_id, StagedImageRow.semantic, StagedImageRow.visual, StagedImageRow.labels,
+                       StagedImageRow.tokens)
             ).all()
-            for image_id, sem, vis, labels in staged:
-                c.execute(update(VectorRow).where(VectorRow.image_id == image_id).values(semantic=sem, visual=vis))
+            for image_id, sem, vis, labels, toks in staged:
+                c.execute(update(VectorRow).where(VectorRow.image_id == image_id).values(
+                    semantic=sem, visual=vis, tokens=toks))
                 c.execute(update(ImageRow).where(ImageRow.id == image_id).values(labels=labels))
             c.execute(delete(CaptionChunkRow))
             for caption_id, vector, texts, blob in c.execute(

@@ -147,6 +147,23 @@ class Store:
             raise IndexCorruptError(f"{len(missing)} vectors missing from the database, e.g. id {missing[0]}")
         return from_blobs([found[i] for i in ids], dim)
 
+    def tokens(self, ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
+        """The reranker's image tokens: {id: float32 (n_tokens, dim)} for the
+        ``ids`` that have them (images indexed before schema v5, or by an
+        encoder without tokens, are absent)."""
+        out: dict[int, np.ndarray] = {}
+        with self.engine.connect() as c:
+            for chunk in id_chunks([int(i) for i in ids]):
+                rows = c.execute(
+                    select(VectorRow.image_id, VectorRow.tokens).where(
+                        VectorRow.image_id.in_(chunk), VectorRow.tokens.is_not(None)
+                    )
+                )
+                for i, blob in rows:
+                    if blob and len(blob) % (2 * dim) == 0:
+                        out[int(i)] = np.frombuffer(blob, dtype="<f2").reshape(-1, dim).astype(np.float32)
+        return out
+
     # -- search-time reads -------------------------------------------------
     def _filter_conditions(self, f: SearchFilters) -> list:
         conds = [ImageRow.status == INDEXED]
@@ -217,6 +234,23 @@ class Store:
                         out[cap_id] = img_id
                     elif status == DUPLICATE and dup_of is not None:
                         out[cap_id] = dup_of
+        return out
+
+    def caption_texts(self) -> list[tuple[int, str, str | None]]:
+        """Every caption as (id of the indexed image it describes, text, language),
+        duplicates resolved to their primary, in caption id order."""
+        stmt = (
+            select(CaptionRow.id, CaptionRow.text, CaptionRow.lang, ImageRow.id, ImageRow.status, ImageRow.duplicate_of)
+            .join(ImageRow, ImageRow.id == CaptionRow.image_id)
+            .where(ImageRow.status.in_((INDEXED, DUPLICATE)))
+            .order_by(CaptionRow.id)
+        )
+        out: list[tuple[int, str, str | None]] = []
+        with self.engine.connect() as c:
+            for _, text, lang, img_id, status, dup_of in c.execute(stmt):
+                owner = img_id if status == INDEXED else dup_of
+                if owner is not None:
+                    out.append((int(owner), text, lang))
         return out
 
     def caption_vectors_for(self, image_ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:

@@ -79,8 +79,12 @@ class BatchWriter:
         labels: list[tuple[str, float]] | None,
         captions: Sequence[CaptionVector],
         caption_sig: str | None,
+        tokens: np.ndarray | None = None,
     ) -> int:
         """Insert an indexed image with its vectors and captions; returns its id.
+
+        ``tokens``: the encoder's image tokens float32 (n_tokens, dim) for the
+        reranker, or ``None`` when the encoder has none.
 
         Any existing row at ``path`` (an older version of the file) is deleted
         first, so the new content always gets a new id.
@@ -98,7 +102,8 @@ class BatchWriter:
         )
         self._c.execute(
             VectorRow.__table__.insert().values(
-                image_id=image_id, semantic=to_blob(semantic), visual=to_blob(visual)
+                image_id=image_id, semantic=to_blob(semantic), visual=to_blob(visual),
+                tokens=None if tokens is None else to_blob(tokens),
             )
         )
         self.delta.image_ids.append(image_id)
@@ -212,10 +217,13 @@ class BatchWriter:
                 by_primary.setdefault(primary, []).append(dup_id)
         for primary, dups in by_primary.items():
             heir, rest = dups[0], dups[1:]
-            vec = self._c.execute(select(VectorRow.semantic, VectorRow.visual).where(VectorRow.image_id == primary)).one_or_none()
+            vec = self._c.execute(
+                select(VectorRow.semantic, VectorRow.visual, VectorRow.tokens).where(VectorRow.image_id == primary)
+            ).one_or_none()
             if vec is None:
                 continue
-            self._c.execute(VectorRow.__table__.insert().values(image_id=heir, semantic=vec.semantic, visual=vec.visual))
+            self._c.execute(VectorRow.__table__.insert().values(
+                image_id=heir, semantic=vec.semantic, visual=vec.visual, tokens=vec.tokens))
             self._c.execute(
                 update(ImageRow).where(ImageRow.id == heir).values(status=INDEXED, duplicate_of=None, updated_at=_now())
             )
