@@ -49,10 +49,13 @@ demo: setup
 test: setup-dev
 	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
 	$(BIN)/python scripts/fetch_tuxpaint.py --dest $(DATA)/tuxpaint
+	$(BIN)/python scripts/fetch_fashion_mnist.py --dest $(DATA)/fashion-mnist
 	FROZENLENS_TESTDATA=$(abspath $(DATA)) $(BIN)/python -m pytest -q
 
 bench: setup-dev
 	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
+	$(BIN)/python scripts/fetch_tuxpaint.py --dest $(DATA)/tuxpaint
+	$(BIN)/python scripts/fetch_fashion_mnist.py --dest $(DATA)/fashion-mnist
 	FROZENLENS_TESTDATA=$(abspath $(DATA)) $(BIN)/python bench/run_all.py
 
 clean:

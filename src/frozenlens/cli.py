@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("cpu", "paper"), default="cpu", help="head size (default cpu)")
     p.add_argument("--epochs", type=_positive, default=12, help="most epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=_positive, default=32, help="texts per step (default 32)")
+    p.add_argument("--max-steps-per-epoch", type=_positive, default=None, metavar="N",
+                   help="cap the steps of an epoch (large caption sets: validate more often)")
     p.add_argument("--hard-negatives", type=_positive, default=7, help="mined hard negatives per text (default 7)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: by preset)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -487,7 +489,8 @@ def _cmd_train_reranker(args: argparse.Namespace, index_dir: str) -> int:
 
     langs = [x.strip() for x in args.languages.split(",") if x.strip()] if args.languages else None
     options = TrainOptions(preset=args.preset, epochs=args.epochs, batch_size=args.batch_size,
-                           hard_negatives=args.hard_negatives, lr=args.lr, seed=args.seed, device=args.device)
+                           hard_negatives=args.hard_negatives, lr=args.lr, seed=args.seed, device=args.device,
+                           max_steps_per_epoch=args.max_steps_per_epoch)
     engine = None
     if args.dataset is None or not args.out or args.index:
         engine = Engine.open(index_dir)

@@ -132,7 +132,7 @@ def test_cli_train_info_search_and_eval(archive, shared_lite, tmp_path, capsys, 
     photos, index = archive
     work = tmp_path / "index"
     shutil.copytree(index, work)
-    rc, out, err = run(capsys, "train-reranker", "--index", str(work), "--epochs", "2", "--seed", "1",
+    rc, out, err = run(capsys, "train-reranker", "--index", str(work), "--epochs", "2", "--seed", "1", "--max-steps-per-epoch", "3",
                        "--val-fraction", "0.25", "--no-progress")
     assert rc == 0, err
     assert "trained on" in out and "validation R@1" in out and (work / "reranker.json").is_file()

@@ -155,3 +155,28 @@ def eval_hook(head: Reranker, encoder: Encoder, candidates: int = 100) -> Callab
         return out
 
     return hook
+
+
+def from_categories(dataset, encoder: Encoder, *, phrasing_set: str = "A",  # noqa: ANN001 - CategoryDataset
+                    languages: Sequence[str] | None = None, images: ImageEmbeddings | None = None,
+                    progress: ProgressCallback = ignore_progress) -> TrainingSet:
+    """Category queries (every language's phrasings of ``phrasing_set``) against
+    a :class:`~frozenlens.eval.categories.CategoryDataset`: a query's positives
+    are all images of its class."""
+    if images is None:
+        images = embed_image_files(encoder, list(dataset.paths), progress=progress)
+    labels = np.asarray(dataset.labels)
+    by_class = {int(c): np.flatnonzero(labels == c).astype(np.int64) for c in np.unique(labels)}
+    texts: list[str] = []
+    langs: list[str | None] = []
+    positives: list[np.ndarray] = []
+    for lang in languages or dataset.languages():
+        queries, classes = dataset.queries(lang, phrasing_set)
+        for q, c in zip(queries, classes, strict=True):
+            texts.append(q)
+            langs.append(lang)
+            positives.append(by_class[int(c)])
+    if not texts:
+        raise RerankerError("no category queries to train on")
+    tokens = encode_texts_with_units(encoder, texts, langs)
+    return TrainingSet(tokens, tuple(langs), image_tokens_of(images), tuple(positives))
