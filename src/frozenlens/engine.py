@@ -517,8 +517,7 @@ class Engine:
             if t is not None and t.shape[0] == n_tok:
                 regions[j], has[j] = t, True
         query = encode_texts_with_units(self.encoder, [text], [lang])
-        with faiss_threads(1):
-            return head.score(query, ImageTokens.build(semantic, visual, regions, has))
+        return head.score(query, ImageTokens.build(semantic, visual, regions, has))
 
     # -- reranker ----------------------------------------------------------------
     @property
