@@ -107,12 +107,20 @@ def _chunk_rows(start: int, n: int, seed: int, caption_fraction: float, class_na
     }
 
 
-def _insert_writer(store, n: int, seed: int, caption_fraction: float, class_names: list[str], chunk: int) -> None:  # noqa: ANN001
+def _insert_writer(store, n: int, seed: int, caption_fraction: float, class_names: list[str], chunk: int,  # noqa: ANN001
+                   n_regions: int = 0) -> None:
+    """Synthetic rows through ``BatchWriter.add_image``; ``n_regions`` > 0 also
+    stores that many seeded random unit region tokens per image (for the reranker)."""
     from frozenlens.store import CaptionVector, PhotoFields
 
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         c = _chunk_rows(start, m, seed, caption_fraction, class_names)
+        regions = None
+        if n_regions:
+            dim = c["sem"].shape[1]
+            regions = np.random.default_rng([seed, start, 5]).standard_normal((m, n_regions, dim), dtype=np.float32)
+            regions /= np.linalg.norm(regions, axis=-1, keepdims=True)  # (m, T, dim)
         k = 0
         with store.batch() as w:
             for j in range(m):
@@ -137,6 +145,7 @@ def _insert_writer(store, n: int, seed: int, caption_fraction: float, class_name
                     labels=[(class_names[int(li)], round(float(p), 4)) for li, p in zip(c["lab_idx"][j], c["lab_p"][j])],
                     captions=caps,
                     caption_sig=None,
+                    tokens=None if regions is None else regions[j],
                 )
 
 

@@ -3,12 +3,13 @@
 Each benchmark runs in its own fresh process (thread settings and memory of
 one cannot leak into the next); progress goes to stderr, the Markdown tables
 are printed again together at the end and saved to
-``.cache/bench/results-<timestamp>.md``. On 2 quiet cores: ~5 minutes with
-warm caches, ~12 minutes the first time (synthetic photos and the 100k-image
-indexes are generated and cached); longer when other jobs load the machine.
+``.cache/bench/results-<timestamp>.md``. On 2 quiet cores: ~8 minutes with
+warm caches, ~14 minutes the first time (synthetic photos and the 100k-image
+indexes are generated and cached); much longer when other jobs load the
+machine (the reranker benchmark alone then takes up to an hour).
 
     make bench            # or: .venv/bin/python bench/run_all.py
-    .venv/bin/python bench/run_all.py --quick     # small sizes, a smoke test (~3 min)
+    .venv/bin/python bench/run_all.py --quick     # small sizes, a smoke test (~5 min)
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ FULL = {
     "indexing": ["--n", "200", "--repeat", "2", "--variants"],
     "query": ["--n", "100000", "--queries", "210", "--filter-queries", "40"],
     "memory": ["--sizes", "250,1000", "--repeat", "2"],
+    "rerank": ["--n", "100000", "--reps", "200", "--paper-reps", "20"],
 }
 QUICK = {
     "indexing": ["--n", "64", "--repeat", "1", "--naive-n", "32", "--decode-n", "8", "--encoder-batches", "2"],
     "query": ["--n", "10000", "--queries", "42", "--filter-queries", "10", "--no-conse-recall"],
     "memory": ["--sizes", "100,400", "--repeat", "1"],
+    "rerank": ["--n", "10000", "--reps", "50", "--paper-reps", "5"],
 }
 
 

@@ -506,18 +506,9 @@ class Engine:
         from .reranker.features import ImageTokens, encode_texts_with_units
 
         ident = self.identity
-        semantic = self.store.vectors("semantic", ids, ident.dim)
-        visual = self.store.vectors("visual", ids, ident.visual_dim)
-        toks = self.store.tokens(ids, ident.dim)
-        n_tok = self.encoder.image_tokens
-        regions = np.zeros((len(ids), n_tok, ident.dim), np.float32)
-        has = np.zeros(len(ids), bool)
-        for j, i in enumerate(ids):
-            t = toks.get(i)
-            if t is not None and t.shape[0] == n_tok:
-                regions[j], has[j] = t, True
+        images = ImageTokens.from_store(self.store, ids, ident.dim, ident.visual_dim, self.encoder.image_tokens)
         query = encode_texts_with_units(self.encoder, [text], [lang])
-        return head.score(query, ImageTokens.build(semantic, visual, regions, has))
+        return head.score(query, images)
 
     # -- reranker ----------------------------------------------------------------
     @property

@@ -109,17 +109,7 @@ def from_store(store, encoder: Encoder, *, val_fraction: float = 0.1, seed: int 
     if len(ids) < 4:
         raise RerankerError(f"the index has captions on {len(ids)} images; training needs at least 4")
     dim, vdim = encoder.identity.dim, encoder.identity.visual_dim
-    semantic = store.vectors("semantic", ids, dim)
-    visual = store.vectors("visual", ids, vdim)
-    toks = store.tokens(ids, dim)
-    n_tok = max((t.shape[0] for t in toks.values()), default=0)
-    regions = np.zeros((len(ids), n_tok, dim), np.float32)
-    has = np.zeros(len(ids), bool)
-    for j, i in enumerate(ids):
-        t = toks.get(i)
-        if t is not None and t.shape[0] == n_tok:
-            regions[j], has[j] = t, True
-    images = ImageTokens.build(semantic, visual, regions, has)
+    images = ImageTokens.from_store(store, ids, dim, vdim)
     is_val = split_by_image(ids, val_fraction, seed)
     if is_val.all() or not is_val.any():
         is_val[: max(1, len(ids) // 10)] = True

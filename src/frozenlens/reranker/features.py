@@ -91,6 +91,28 @@ class ImageTokens:
             mask[:, 1:] &= np.asarray(has_regions, bool)[:, None]
         return cls(semantic, np.asarray(visual, np.float32), tokens, mask)
 
+    @classmethod
+    def from_store(cls, store, ids: Sequence[int], dim: int, visual_dim: int,  # noqa: ANN001 - a Store
+                   n_tokens: int | None = None) -> ImageTokens:
+        """The stored vectors and region tokens of images ``ids`` (in that order).
+
+        ``n_tokens``: region tokens per image (the encoder's ``image_tokens``);
+        ``None`` takes the largest stored count. Images without stored tokens
+        of that count get masked-out region slots.
+        """
+        semantic = store.vectors("semantic", ids, dim)
+        visual = store.vectors("visual", ids, visual_dim)
+        toks = store.tokens(ids, dim)
+        if n_tokens is None:
+            n_tokens = max((t.shape[0] for t in toks.values()), default=0)
+        regions = np.zeros((len(ids), n_tokens, dim), np.float32)
+        has = np.zeros(len(ids), bool)
+        for j, i in enumerate(ids):
+            t = toks.get(i)
+            if t is not None and t.shape[0] == n_tokens:
+                regions[j], has[j] = t, True
+        return cls.build(semantic, visual, regions, has)
+
     def take(self, idx: np.ndarray) -> ImageTokens:
         return ImageTokens(self.semantic[idx], self.visual[idx], self.tokens[idx], self.mask[idx])
 
