@@ -3,7 +3,7 @@
 #
 #   make setup   create .venv and install FrozenLens (+ the CPU torch wheel)
 #   make demo    setup, then index a real photo archive and search it in several languages
-#   make test    setup with dev + clip extras, fetch the test photos, run the whole test suite
+#   make test    setup with dev + clip + serve extras and chromium, fetch the test photos, run the whole test suite
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +17,7 @@ TEST_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DATA   ?= .cache/testdata
 DEMO_INDEX ?= .cache/demo-index
 
-.PHONY: setup setup-dev demo test bench clean
+.PHONY: setup setup-dev browser demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ $(VENV)/.setup-done: $(BIN)/python pyproject.toml
 
 $(VENV)/.dev-done: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TEST_TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[dev,clip]"
+	$(BIN)/pip install --quiet -e ".[dev,clip,serve]"
 	touch $@ $(VENV)/.setup-done
 
 setup: $(VENV)/.setup-done
@@ -46,7 +46,12 @@ demo: setup
 		$(BIN)/frozenlens search "$$q" -k 3 --index $(DEMO_INDEX); \
 	done
 
-test: setup-dev
+# Browser tests drive Debian's chromium (Playwright's own browser download
+# cannot work offline); installed once, as root, from the Debian mirror.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup-dev browser
 	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
 	$(BIN)/python scripts/fetch_tuxpaint.py --dest $(DATA)/tuxpaint
 	$(BIN)/python scripts/fetch_fashion_mnist.py --dest $(DATA)/fashion-mnist

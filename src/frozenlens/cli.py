@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--min-height", type=_positive, metavar="PX", help="minimum height in pixels")
         p.add_argument("-k", type=_positive, default=10, help="number of results (default 10)")
         p.add_argument("--min-score", type=float, default=None, help="drop results scoring below this")
+        p.add_argument("--sort", choices=("relevance", "newest", "oldest"), default="relevance",
+                       help="order: by relevance (default), or newest/oldest first among the relevant photos "
+                       "(cutoff: --min-score, else 0.1 below the best score)")
         p.add_argument(
             "--fusion", choices=("max", "weighted", "rrf"), default="max",
             help="how pixel and caption evidence combine for text queries (default max)",
@@ -205,6 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", metavar="DIR", help="a head directory other than the index")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
+    p = sub.add_parser(
+        "serve", help="run the web page and REST API",
+        description="Serve the search page (/) and the REST API (/api/v1, OpenAPI docs at /docs) for one index. "
+        "Listens on 127.0.0.1 unless --host says otherwise; any other address requires an API token "
+        "(--token-file FILE or $FROZENLENS_API_TOKEN), checked on every API route and the page.",
+    )
+    add_index_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    p.add_argument("--token-file", metavar="FILE", help="file whose first line is the API token")
+    p.add_argument("--allow-index", metavar="DIR", action="append", default=[],
+                   help="let the page index folders inside DIR (repeatable; default: indexing from the page is off)")
+    p.add_argument("--no-ui", action="store_true", help="REST API only, no web page")
+
     p = sub.add_parser("models", help="list the encoders and presets", description="Encoders FrozenLens can use, with dimensions, languages and download sizes.")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
@@ -276,6 +293,43 @@ def _cmd_index(args: argparse.Namespace, index_dir: str) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace, index_dir: str) -> int:
+    try:
+        import uvicorn
+
+        from .api.app import create_app
+        from .api.settings import ServerSettings, read_token
+    except ImportError as exc:
+        raise QueryError(f"serving needs the `serve` extra: pip install 'frozenlens[serve]' ({exc.name} is missing)") from exc
+    settings = ServerSettings(
+        index_dir=Path(index_dir).expanduser().absolute(), host=args.host, port=args.port,
+        token=read_token(args.token_file), index_roots=tuple(Path(d).expanduser().absolute() for d in args.allow_index),
+    )
+    import asyncio
+
+    app = create_app(settings, ui=not args.no_ui)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
+                            access_log=args.verbose)
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if server.started:  # print the real address (port 0 = any free port)
+            for sock in (s for srv in server.servers for s in srv.sockets):
+                host, port = sock.getsockname()[:2]
+                print(f"FrozenLens serving {settings.index_dir} at http://{host}:{port}/ (API: /api/v1, docs: /docs)",
+                      flush=True)
+        try:
+            await task
+        except SystemExit:  # uvicorn exits when it cannot bind
+            raise QueryError(f"cannot listen on {args.host}:{args.port} (address in use or not available)") from None
+
+    asyncio.run(run())
+    return 0
+
+
 class _Bar:
     """tqdm progress bar fed by the engine's progress callback."""
 
@@ -325,7 +379,7 @@ def _cmd_search(args: argparse.Namespace, index_dir: str) -> int:
         query = Path(args.image) if args.image else args.query
         hits = engine.search(
             query, k=args.k, filters=_filters(args), min_score=args.min_score, fusion=args.fusion,
-            rerank=False if args.no_rerank else None, rerank_candidates=args.rerank_candidates,
+            rerank=False if args.no_rerank else None, rerank_candidates=args.rerank_candidates, sort=args.sort,
         )
     _print_hits(hits, args)
     return 0
@@ -336,7 +390,7 @@ def _cmd_similar(args: argparse.Namespace, index_dir: str) -> int:
 
     with Engine.open(index_dir) as engine:
         target = int(args.image) if args.image.isdigit() and not os.path.exists(args.image) else args.image
-        hits = engine.similar(target, k=args.k, filters=_filters(args), min_score=args.min_score)
+        hits = engine.similar(target, k=args.k, filters=_filters(args), min_score=args.min_score, sort=args.sort)
     _print_hits(hits, args)
     return 0
 
@@ -606,6 +660,7 @@ _COMMANDS = {
     "models": _cmd_models,
     "train-reranker": _cmd_train_reranker,
     "reranker": _cmd_reranker,
+    "serve": _cmd_serve,
 }
 
 

@@ -114,3 +114,8 @@ class RerankerError(FrozenLensError):
 
 class RerankerMismatchError(RerankerError, EncoderMismatchError):
     """The reranker head was trained on another encoder's embeddings."""
+
+
+class FileAccessError(FrozenLensError):
+    """The file of an indexed image may not be served (for example, a
+    symlink leads out of the indexed folders)."""

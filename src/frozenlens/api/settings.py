@@ -1,0 +1,95 @@
+"""Server settings: where the index is, who may connect, and request limits."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import FrozenLensError
+
+TOKEN_ENV = "FROZENLENS_API_TOKEN"
+MIN_TOKEN_CHARS = 16
+
+
+class ServerConfigError(FrozenLensError):
+    """The server cannot start with these settings (e.g. a public address
+    without an API token)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits of the REST API and the UI.
+
+    max_query_chars: longest text query; max_k: most results per request;
+    max_upload_bytes / max_upload_pixels: size of an uploaded query image.
+    """
+
+    max_query_chars: int = 1000
+    max_k: int = 200
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_upload_pixels: int = 50_000_000
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What ``frozenlens serve`` runs with.
+
+    index_dir: the index to search (it may not exist yet: the page then says so).
+    host/port: where to listen. Binding to anything but a loopback address
+        requires ``token``.
+    token: API token checked on every API route and the UI (``None``: no
+        check, loopback only).
+    index_roots: folders under which the page may start indexing; empty =
+        indexing from the page is off.
+    """
+
+    index_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 7860
+    token: str | None = None
+    index_roots: tuple[Path, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    def check(self) -> None:
+        """Raise :class:`ServerConfigError` when these settings are unsafe."""
+        if self.token is not None and not re.fullmatch(r"[A-Za-z0-9._~+/=-]{%d,}" % MIN_TOKEN_CHARS, self.token):
+            raise ServerConfigError(
+                f"the API token must have at least {MIN_TOKEN_CHARS} characters from A-Z a-z 0-9 . _ ~ + / = - "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        if not is_loopback(self.host) and self.token is None:
+            raise ServerConfigError(
+                f"refusing to listen on {self.host} without an API token: set {TOKEN_ENV} or pass --token-file "
+                "(or listen on 127.0.0.1)"
+            )
+        for root in self.index_roots:
+            if not root.is_dir():
+                raise ServerConfigError(f"--allow-index folder does not exist: {root}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for loopback addresses and ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(token_file: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> str | None:
+    """The API token from ``token_file`` (first line) or the environment, else ``None``."""
+    if token_file is not None:
+        try:
+            text = Path(token_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ServerConfigError(f"cannot read the token file {token_file}: {exc.strerror or exc}") from exc
+        token = text.strip().splitlines()[0].strip() if text.strip() else ""
+        if not token:
+            raise ServerConfigError(f"the token file {token_file} is empty")
+        return token
+    value = (os.environ if env is None else env).get(TOKEN_ENV, "").strip()
+    return value or None

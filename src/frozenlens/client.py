@@ -1,0 +1,153 @@
+"""A small Python client of the FrozenLens REST API, with the engine's method names.
+
+    from frozenlens.client import Client
+
+    with Client("http://127.0.0.1:7860", token=None) as fl:
+        for hit in fl.search("un chien sur la plage", k=5):
+            print(hit.score, hit.path)
+        fl.similar(hits[0].id)            # images like an indexed one
+        fl.search(Path("query.jpg"))      # by example (uploaded)
+        fl.stats(); fl.get_image(12); fl.thumbnail(12)  # bytes
+
+Results are the same :class:`~frozenlens.types.Hit` values the engine
+returns. Server errors raise :class:`ApiError` (``status``, ``code``,
+``message``). Only ``httpx`` is needed, not the server's dependencies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .errors import FrozenLensError
+from .types import CaptionInfo, Hit, SearchFilters
+
+API = "/api/v1"
+
+
+class ApiError(FrozenLensError):
+    """The server answered with an error (``status`` is the HTTP status)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class Client:
+    """A connection to ``frozenlens serve`` at ``base_url``.
+
+    token: the server's API token (default: ``$FROZENLENS_API_TOKEN`` when set).
+    """
+
+    def __init__(self, base_url: str = "http://127.0.0.1:7860", *, token: str | None = None,
+                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+        token = token if token is not None else (os.environ.get("FROZENLENS_API_TOKEN") or None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the engine's methods ------------------------------------------------
+    def search(
+        self,
+        query: str | os.PathLike[str] | bytes,
+        k: int = 10,
+        *,
+        filters: SearchFilters | None = None,
+        min_score: float | None = None,
+        rerank: bool | None = None,
+        sort: str = "relevance",
+    ) -> list[Hit]:
+        """Top-``k`` hits for a text query, or for an example image (a path or encoded bytes)."""
+        fields = _filter_fields(filters)
+        fields.update({"k": k, "sort": sort, "min_score": min_score})
+        if isinstance(query, str):
+            body = {key: v for key, v in {**fields, "q": query, "rerank": rerank}.items() if v is not None}
+            data = self._json("POST", f"{API}/search", json=body)
+        else:
+            payload = Path(query).read_bytes() if isinstance(query, os.PathLike) else bytes(query)
+            form = {key: str(v) for key, v in fields.items() if v is not None}
+            data = self._json("POST", f"{API}/search/image", data=form, files={"file": ("query", payload)})
+        return [hit_from_json(h) for h in data["hits"]]
+
+    def similar(self, image_id: int, k: int = 10, *, filters: SearchFilters | None = None,
+                min_score: float | None = None, sort: str = "relevance") -> list[Hit]:
+        """Images most like the indexed image ``image_id`` (itself excluded)."""
+        params = {key: v for key, v in {**_filter_fields(filters), "k": k, "min_score": min_score,
+                                         "sort": sort}.items() if v is not None}
+        data = self._json("GET", f"{API}/images/{int(image_id)}/similar", params=params)
+        return [hit_from_json(h) for h in data["hits"]]
+
+    def get_image(self, image_id: int) -> dict[str, Any]:
+        """An indexed image's metadata (JSON object)."""
+        return self._json("GET", f"{API}/images/{int(image_id)}")
+
+    def thumbnail(self, image_id: int) -> bytes:
+        """The 256-px WebP thumbnail."""
+        return self._bytes(f"{API}/images/{int(image_id)}/thumbnail")
+
+    def image_file(self, image_id: int) -> bytes:
+        """The original photo file."""
+        return self._bytes(f"{API}/images/{int(image_id)}/file")
+
+    def stats(self) -> dict[str, Any]:
+        return self._json("GET", f"{API}/stats")
+
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", f"{API}/health")
+
+    # -- plumbing ------------------------------------------------------------
+    def _send(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        response = self._http.request(method, url, **kw)
+        if response.status_code >= 400:
+            try:
+                err = response.json()["error"]
+                raise ApiError(int(err["status"]), str(err["code"]), str(err["message"]))
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(response.status_code, "http", response.text[:200]) from None
+        return response
+
+    def _json(self, method: str, url: str, **kw: Any) -> Any:
+        return self._send(method, url, **kw).json()
+
+    def _bytes(self, url: str) -> bytes:
+        return self._send("GET", url).content
+
+
+def _filter_fields(filters: SearchFilters | None) -> dict[str, Any]:
+    f = filters or SearchFilters()
+    if f.min_width is not None or f.min_height is not None:
+        raise ValueError("the REST API has no min_width/min_height filters")
+    return {
+        "after": f.after.isoformat() if f.after else None,
+        "before": f.before.isoformat() if f.before else None,
+        "camera": f.camera,
+        "under": f.under,
+    }
+
+
+def hit_from_json(h: dict[str, Any]) -> Hit:
+    """A :class:`Hit` from the API's JSON form of one result."""
+    taken = h.get("taken_at")
+    return Hit(
+        id=int(h["id"]), path=h["path"], score=float(h["score"]),
+        image_score=h.get("image_score"), caption_score=h.get("caption_score"),
+        taken_at=dt.datetime.fromisoformat(taken) if taken else None,
+        camera=h.get("camera"), lens=h.get("lens"), width=h.get("width"), height=h.get("height"),
+        lat=h.get("lat"), lon=h.get("lon"),
+        captions=tuple(CaptionInfo(c["text"], c.get("lang"), c["source"]) for c in h.get("captions", [])),
+        labels=tuple((lab["label"], float(lab["p"])) for lab in h.get("labels", [])),
+        duplicates=tuple(h.get("duplicates", [])),
+        first_stage_image_score=h.get("first_stage_image_score"), reranked=bool(h.get("reranked", False)),
+    )

@@ -1,0 +1,111 @@
+"""Serving an indexed photo's pixels: cached thumbnails and safe file access.
+
+Library code for the web UI and the REST API (no HTTP here):
+
+* :func:`thumbnail` decodes a photo once with the indexer's hardened decoder
+  and caches a small WebP (longest side :data:`THUMB_SIZE`) under
+  ``<index>/thumbnails/``. The cache key includes the photo's content hash,
+  so an edited photo gets a new thumbnail; writes go to a temp file then
+  ``os.replace`` (concurrent requests never see half a file).
+* :func:`served_file` decides whether the original file of an indexed image
+  may be handed out: files are only ever found through an image id (never a
+  client-supplied path), and the symlink-resolved file must lie inside one of
+  the index's roots (the folders that were indexed). A symlink that leads
+  out of the indexed roots is refused with :class:`FileAccessError`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import DecodeError, FileAccessError, ImageNotFoundError
+
+THUMB_SIZE = 256
+THUMB_DIR = "thumbnails"
+THUMB_QUALITY = 80
+
+#: media types of the formats the decoder admits (Pillow format name → MIME)
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+    "HEIF": "image/heif",
+    "AVIF": "image/avif",
+}
+
+
+def thumbnail_path(index_dir: Path, image_id: int, content_hash: str | None, size: int = THUMB_SIZE) -> Path:
+    """Where the thumbnail of image ``image_id`` (at this content) is cached."""
+    tag = (content_hash or "nohash")[:16]
+    return index_dir / THUMB_DIR / f"{image_id % 256:02x}" / f"{image_id}-{tag}-{size}.webp"
+
+
+def thumbnail(index_dir: Path, image_id: int, path: str, content_hash: str | None, size: int = THUMB_SIZE) -> Path:
+    """The cached WebP thumbnail of an indexed photo, made on first request.
+
+    Raises :class:`DecodeError` when the photo can no longer be decoded and
+    :class:`ImageNotFoundError` when its file is gone.
+    """
+    from .indexer.decode import decode_file
+
+    out = thumbnail_path(index_dir, image_id, content_hash, size)
+    if out.exists():
+        return out
+    try:
+        image = decode_file(path, draft_size=size).image
+    except DecodeError as exc:
+        if exc.reason == "vanished":
+            raise ImageNotFoundError(f"the file of image {image_id} is gone") from exc
+        raise
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".thumb-", suffix=".webp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            image.save(fp, "WEBP", quality=THUMB_QUALITY, method=4)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def served_file(path: str, roots: list[str] | None) -> Path:
+    """The real (symlink-resolved) file to serve for an indexed photo at ``path``.
+
+    ``roots`` are the indexed folders (or files). The resolved file must be
+    one of them or lie inside one of them (roots resolved too). When the index
+    predates recorded roots (``None``), only a path without any symlink in it
+    is served. Raises :class:`ImageNotFoundError` when the file is gone and
+    :class:`FileAccessError` when it may not be served.
+    """
+    absolute = os.path.abspath(path)
+    real = os.path.realpath(absolute)
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        raise ImageNotFoundError(f"the file of this image is gone: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise FileAccessError("not a regular file")
+    if roots is None:
+        if real != absolute:
+            raise FileAccessError("the file is reached through a symlink and the index records no roots")
+        return Path(real)
+    for root in roots:
+        real_root = os.path.realpath(root)
+        if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+            return Path(real)
+    raise FileAccessError("the file lies outside the indexed folders (a symlink leads out of them)")
+
+
+def media_type(fmt: str | None) -> str:
+    """The MIME type to serve a photo of Pillow format ``fmt`` with."""
+    return MEDIA_TYPES.get((fmt or "").upper(), "application/octet-stream")
