@@ -57,7 +57,7 @@ from .errors import (
 )
 from .indexer.language import detect_language
 from .indexer.lock import IndexLock
-from .media import THUMB_SIZE, media_type, served_file, thumbnail
+from .media import THUMB_SIZE, media_type, prune_thumbnails, served_file, thumbnail
 from .models.base import Encoder, EncoderIdentity
 from .models.registry import create_encoder
 from .progress import ProgressCallback
@@ -281,6 +281,8 @@ class Engine:
             self._record_roots(paths)
             report = Indexer(self.store, spaces, self.encoder, options, progress).run([str(p) for p in paths])
             self._generation = self.store.generation()
+        if report.deleted or report.changed:
+            prune_thumbnails(self.index_dir, self.store.content_hashes())
         return report
 
     def roots(self) -> list[str] | None:

@@ -78,6 +78,25 @@ def thumbnail(index_dir: Path, image_id: int, path: str, content_hash: str | Non
     return out
 
 
+def prune_thumbnails(index_dir: Path, live: dict[int, str | None]) -> int:
+    """Delete cached thumbnails of images that are gone or whose content
+    changed (``live``: image id → content hash). Returns how many were removed."""
+    root = index_dir / THUMB_DIR
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for path in root.glob("*/*.webp"):
+        parts = path.name[: -len(".webp")].split("-")  # id-hash-size
+        try:
+            image_id, size = int(parts[0]), int(parts[-1])
+        except ValueError:
+            continue
+        if image_id not in live or thumbnail_path(index_dir, image_id, live[image_id], size) != path:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def served_file(path: str, roots: list[str] | None) -> Path:
     """The real (symlink-resolved) file to serve for an indexed photo at ``path``.
 

@@ -303,7 +303,19 @@ def test_index_job_inside_allowed_root(tmp_path, testdata, shared_lite):
         assert job["state"] == "done", job
         assert job["report"]["new"] == 3 and job["finished_at"]
         assert c.get("/api/v1/stats").json()["images"] == 3
-        assert hits(c.get("/api/v1/search", params={"q": "a pool table", "k": 1})) == ["pool.jpg"]
+        pool = c.get("/api/v1/search", params={"q": "a pool table", "k": 1}).json()["hits"][0]
+        assert Path(pool["path"]).name == "pool.jpg"
+        assert c.get(pool["thumbnail_url"]).status_code == 200
+        assert list((tmp_path / "index" / "thumbnails").rglob(f"{pool['id']}-*.webp"))
+        # a second run after the photo was deleted drops it and its cached thumbnail
+        (allowed / "trip" / "pool.jpg").unlink()
+        job = c.post("/api/v1/index", json={"path": str(allowed / "trip")}).json()
+        while job["state"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job = c.get(f"/api/v1/index/jobs/{job['id']}").json()
+        assert job["state"] == "done" and job["report"]["deleted"] == 1, job
+        assert not list((tmp_path / "index" / "thumbnails").rglob(f"{pool['id']}-*.webp"))
+        assert_error(c.get(pool["thumbnail_url"]), 404)
 
 
 # -- the token ---------------------------------------------------------------------------

@@ -324,6 +324,14 @@ class Store:
             return None
         return self.images([image_id]).get(image_id)
 
+    def content_hashes(self) -> dict[int, str | None]:
+        """``{image id: content hash}`` of every indexed or duplicate image."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(ImageRow.id, ImageRow.content_hash).where(ImageRow.status.in_((INDEXED, DUPLICATE)))
+            ).all()
+        return {int(i): h for i, h in rows}
+
     def failures(self) -> list[FailedFile]:
         with self.engine.connect() as c:
             rows = c.execute(
