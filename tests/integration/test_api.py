@@ -157,6 +157,16 @@ def test_upload_errors_and_limits(archive):
         assert c.post("/api/v1/search/image", files={"file": ("q.jpg", small)}).status_code == 200
         big = b"\xff" * 60_001
         assert_error(c.post("/api/v1/search/image", files={"file": ("q.jpg", big)}), 413, "larger than 60000 bytes")
+        # far over the limit: refused from Content-Length before the body is parsed or spooled to disk
+        huge = b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.jpg\"\r\n\r\n" + b"\0" * 500_000
+        ctype = {"content-type": "multipart/form-data; boundary=x"}
+        assert_error(c.post("/api/v1/search/image", content=huge, headers=ctype), 413, "request body is larger")
+
+        def chunks():  # no Content-Length: counted while it streams in
+            for i in range(0, len(huge), 8192):
+                yield huge[i:i + 8192]
+
+        assert_error(c.post("/api/v1/search/image", content=chunks(), headers=ctype), 413, "request body is larger")
         buf = io.BytesIO()
         Image.new("RGB", (1000, 1000), "white").save(buf, "PNG")  # tiny file, 1 MP > 0.6 MP limit
         assert_error(c.post("/api/v1/search/image", files={"file": ("q.png", buf.getvalue())}), 413, "too many pixels")

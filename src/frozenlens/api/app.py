@@ -23,7 +23,7 @@ from .auth import TokenMiddleware
 from .routes import build_router
 from .settings import ServerSettings
 from .state import IndexingNotAllowedError, NoIndexError, ServerState
-from .uploads import PayloadTooLargeError
+from .uploads import PayloadTooLargeError, UploadSizeLimit
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,14 @@ def create_app(settings: ServerSettings, *, encoder: str | None = None, ui: bool
     if ui:
         import gradio as gr
 
-        from ..ui import build_ui
+        from ..ui import build_ui, mount_options
 
         blocks = build_ui(state)
-        app = gr.mount_gradio_app(app, blocks, path="", allowed_paths=[str(settings.index_dir / "thumbnails")])
+        app = gr.mount_gradio_app(app, blocks, path="", allowed_paths=[str(settings.index_dir / "thumbnails")],
+                                  **mount_options(state))
+    # multipart overhead on top of the file itself: form fields and part headers
+    app.add_middleware(UploadSizeLimit, max_bytes=settings.limits.max_upload_bytes + 64 * 1024,
+                       paths=("/api/v1/search/image",))
     if settings.token is not None:
         app.add_middleware(TokenMiddleware, token=settings.token)
     return app
