@@ -31,12 +31,14 @@ FULL = {
     "query": ["--n", "100000", "--queries", "210", "--filter-queries", "40"],
     "memory": ["--sizes", "250,1000", "--repeat", "2"],
     "rerank": ["--n", "100000", "--reps", "200", "--paper-reps", "20"],
+    "serve": ["--n", "100000", "--clients", "20", "--duration", "30"],
 }
 QUICK = {
     "indexing": ["--n", "64", "--repeat", "1", "--naive-n", "32", "--decode-n", "8", "--encoder-batches", "2"],
     "query": ["--n", "10000", "--queries", "42", "--filter-queries", "10", "--no-conse-recall"],
     "memory": ["--sizes", "100,400", "--repeat", "1"],
     "rerank": ["--n", "10000", "--reps", "50", "--paper-reps", "5"],
+    "serve": ["--quick", "--n", "10000"],
 }
 
 

@@ -134,12 +134,22 @@ def test_similar_excludes_itself(client):
 
 
 def test_query_errors_are_json_with_status(client):
-    assert_error(client.get("/api/v1/search", params={"q": "   "}), 400, "empty query")
-    assert_error(client.get("/api/v1/search", params={"q": "x" * 1001}), 400, "longer than 1000")
-    assert_error(client.get("/api/v1/search", params={"q": "x", "k": 0}), 400, "k must be between 1 and 200")
-    assert_error(client.get("/api/v1/search", params={"q": "x", "k": 201}), 400, "k must be")
+    # what the published schema already forbids is a 422 (validation), with the field named
+    assert_error(client.get("/api/v1/search", params={"q": "   "}), 422, "q")
+    assert_error(client.get("/api/v1/search", params={"q": "x\x00y"}), 422, "q")
+    assert_error(client.get("/api/v1/search", params={"q": "x" * 1001}), 422, "at most 1000 characters")
+    assert_error(client.get("/api/v1/search", params={"q": "x", "k": 0}), 422, "k")
+    assert_error(client.get("/api/v1/search", params={"q": "x", "k": 201}), 422, "k")
     assert_error(client.get("/api/v1/search", params={"q": "x", "k": "many"}), 422, "k")
-    assert_error(client.get("/api/v1/search", params={"q": "x", "after": "last week"}), 400, "after")
+    assert_error(client.get("/api/v1/search", params={"q": "x", "after": "last week"}), 422, "after")
+    assert_error(client.get("/api/v1/search", params={"q": "x", "before": "2005-13-45"}), 422, "not an ISO 8601 date")
+    assert_error(client.get("/api/v1/search", params={"q": "x", "camera": "a\x00"}), 422, "camera")
+    assert_error(client.get("/api/v1/search", params={"q": "x", "color": "red"}), 422, "color")
+    assert_error(client.post("/api/v1/search", json={"q": "x", "rerank": 0}), 422, "rerank")  # strict JSON types
+    assert_error(client.post("/api/v1/search", json={"q": "x", "k": "5"}), 422, "k")
+    r = client.request("TRACE", "/api/v1/search")
+    assert_error(r, 405)
+    assert r.headers["allow"] == "GET, POST"
     assert_error(client.get("/api/v1/search", params={"q": "x", "sort": "random"}), 422, "sort")
     assert_error(client.get("/api/v1/search"), 422, "q")
     assert_error(client.post("/api/v1/search", json={"q": "x", "colour": "red"}), 422, "colour")
@@ -434,7 +444,7 @@ def test_python_client_mirrors_the_engine(live_server, archive):
         assert fl.stats()["images"] == 25
         with pytest.raises(ApiError) as err:
             fl.search("", k=3)
-        assert err.value.status == 400 and "empty query" in err.value.message
+        assert err.value.status == 422 and "q" in err.value.message
         with pytest.raises(ApiError) as err:
             fl.get_image(99999)
         assert err.value.status == 404

@@ -44,6 +44,22 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status_code=status)
 
 
+def allowed_methods(app: FastAPI, scope: dict) -> list[str]:
+    """HTTP methods some route of ``app`` accepts at the request's path."""
+    methods: set[str] = set()
+
+    def walk(routes: list) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # FastAPI's wrapper of an included router
+            if inner is not None:
+                walk(inner.routes)
+            elif getattr(route, "methods", None) and route.path_regex.match(scope["path"]):
+                methods.update(route.methods)
+
+    walk(app.router.routes)
+    return sorted(methods)
+
+
 def create_app(settings: ServerSettings, *, encoder: str | None = None, ui: bool = True,
                state: ServerState | None = None) -> FastAPI:
     """The ASGI app of ``frozenlens serve``. ``ui=False`` leaves out the Gradio page."""
@@ -81,8 +97,13 @@ def create_app(settings: ServerSettings, *, encoder: str | None = None, ui: bool
         return error_response(422, "invalid", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, "http", str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = error_response(exc.status_code, "http", str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        if exc.status_code == 405:  # every method of every route at this path, not only the first route's
+            response.headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

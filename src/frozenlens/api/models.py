@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..types import Hit
+from .settings import Limits
 
 Sort = Literal["relevance", "newest", "oldest"]
+
+DEFAULT_LIMITS = Limits()
+#: no NUL anywhere (SQL and paths); a query also needs one non-space character
+NO_NUL = r"^[^\x00]*$"
+SOME_TEXT = r"^[^\x00]*[^\x00\s\x1c-\x1f][^\x00]*$"  # \x1c-\x1f: spaces to Python, not to \s
+
+
+def parse_when(value: object) -> dt.date | dt.datetime | None:
+    """``YYYY-MM-DD`` → a date (a whole day); a longer ISO 8601 string → a date-time.
+
+    A time-zone offset is dropped: photo times are the camera's wall clock.
+    """
+    if value is None or isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 date (YYYY-MM-DD) or date-time")
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return dt.date.fromisoformat(text)
+        return dt.datetime.fromisoformat(text).replace(tzinfo=None)
+    except ValueError:
+        raise ValueError(f"{value[:40]!r} is not an ISO 8601 date (YYYY-MM-DD) or date-time") from None
+
+
+When = Annotated[dt.date | dt.datetime | None, BeforeValidator(parse_when)]
+
+
+def _integral(value: object) -> object:
+    """JSON Schema counts 1.0 as an integer; so does the API (also in strict bodies)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Count = Annotated[int, BeforeValidator(_integral)]
 
 
 class ResultParams(BaseModel):
@@ -17,20 +52,32 @@ class ResultParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    k: int = Field(10, description="number of results")
-    after: str | None = Field(None, description="photos taken on or after this date/time (ISO 8601)")
-    before: str | None = Field(None, description="photos taken before this date/time; a date includes that day")
-    camera: str | None = Field(None, description="case-insensitive part of the camera's make and model")
-    under: str | None = Field(None, description="only photos in this folder (absolute path) or below it")
+    k: Count = Field(10, ge=1, le=DEFAULT_LIMITS.max_k, description="number of results")
+    after: When = Field(None, description="photos taken on or after this date/time (ISO 8601)")
+    before: When = Field(None, description="photos taken before this date/time; a date includes that day")
+    camera: str | None = Field(None, max_length=1000, pattern=NO_NUL,
+                               description="case-insensitive part of the camera's make and model")
+    under: str | None = Field(None, max_length=1000, pattern=NO_NUL,
+                              description="only photos in this folder (absolute path) or below it")
     sort: Sort = Field("relevance", description="relevance, or newest/oldest first among relevant photos")
     min_score: float | None = Field(None, description="relevance cutoff on the final score")
 
 
 class SearchRequest(ResultParams):
-    """A text search (``POST /api/v1/search``; ``GET`` takes the same fields as query parameters)."""
+    """A text search as query parameters (``GET /api/v1/search``)."""
 
-    q: str = Field(description="the query, in any language")
+    q: str = Field(max_length=DEFAULT_LIMITS.max_query_chars, pattern=SOME_TEXT, description="the query, in any language")
     rerank: bool | None = Field(None, description="use the learned reranker (default: when the index has one)")
+
+
+class SearchBody(SearchRequest):
+    """A text search as a JSON body (``POST /api/v1/search``): types are strict (``"rerank": 0`` is an error)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+TAKEN_AT = ("when the photo was taken, ISO 8601 without a time-zone offset (the camera's wall clock; "
+            "the file's modification time when the photo has no EXIF date)")
 
 
 class CaptionOut(BaseModel):
@@ -54,7 +101,7 @@ class HitOut(BaseModel):
     caption_score: float | None = None
     first_stage_image_score: float | None = None
     reranked: bool = False
-    taken_at: dt.datetime | None = None
+    taken_at: str | None = Field(None, description=TAKEN_AT)
     camera: str | None = None
     lens: str | None = None
     width: int | None = None
@@ -70,7 +117,6 @@ class HitOut(BaseModel):
     @classmethod
     def of(cls, hit: Hit) -> HitOut:
         d = hit.to_dict()
-        d["taken_at"] = hit.taken_at
         return cls(**d, thumbnail_url=f"/api/v1/images/{hit.id}/thumbnail", file_url=f"/api/v1/images/{hit.id}/file")
 
 
@@ -92,7 +138,7 @@ class ImageOut(BaseModel):
     format: str | None
     width: int | None
     height: int | None
-    taken_at: dt.datetime | None
+    taken_at: str | None = Field(description=TAKEN_AT)
     camera: str | None
     lens: str | None
     lat: float | None

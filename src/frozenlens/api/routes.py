@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
@@ -20,11 +19,15 @@ from .models import (
     ImageOut,
     IndexJobOut,
     IndexRequest,
+    NO_NUL,
     ResultParams,
+    SearchBody,
     SearchRequest,
     SearchResponse,
     Sort,
     StatsOut,
+    When,
+    DEFAULT_LIMITS,
 )
 from .state import ServerState
 from .uploads import decode_upload
@@ -35,20 +38,8 @@ ERRORS = {
     422: {"model": ErrorOut, "description": "a parameter has the wrong type or shape"},
     503: {"model": ErrorOut, "description": "there is no index yet"},
 }
+RERANK = {409: {"model": ErrorOut, "description": "rerank=true but the index has no reranker head"}}
 NOT_FOUND = {404: {"model": ErrorOut, "description": "no such image, or its file is gone"}}
-
-
-def parse_when(value: str | None, name: str) -> dt.date | dt.datetime | None:
-    """An ISO 8601 date or date-time from a request field (QueryError if malformed)."""
-    if value is None or value == "":
-        return None
-    text = value.strip()
-    try:
-        if len(text) == 10:
-            return dt.date.fromisoformat(text)
-        return dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise QueryError(f"{name}: {value!r} is not an ISO 8601 date (YYYY-MM-DD) or date-time") from None
 
 
 ImageId = Annotated[str, Path(description="the image's id (an integer)")]
@@ -78,14 +69,8 @@ def build_router(state: ServerState) -> APIRouter:
             raise QueryError(f"k must be between 1 and {limits.max_k}")
         return k
 
-    def filters_of(after: str | None, before: str | None, camera: str | None, under: str | None) -> SearchFilters:
-        for name, v in (("camera", camera), ("under", under)):
-            if v is not None and (len(v) > 1000 or "\x00" in v):
-                raise QueryError(f"{name} is too long or contains a NUL character")
-        return SearchFilters(
-            after=parse_when(after, "after"), before=parse_when(before, "before"),
-            camera=camera or None, under=under or None,
-        )
+    def filters_of(p: ResultParams) -> SearchFilters:
+        return SearchFilters(after=p.after, before=p.before, camera=p.camera or None, under=p.under or None)
 
     def run_text(req: SearchRequest) -> SearchResponse:
         q = req.q.strip()
@@ -94,19 +79,19 @@ def build_router(state: ServerState) -> APIRouter:
         if len(q) > limits.max_query_chars or "\x00" in q:
             raise QueryError(f"the query is longer than {limits.max_query_chars} characters or contains a NUL")
         k = check_k(req.k)
-        filters = filters_of(req.after, req.before, req.camera, req.under)
-        t0 = time.perf_counter()
         with state.engine() as engine:
-            hits = engine.search(q, k, filters=filters, min_score=req.min_score, rerank=req.rerank, sort=req.sort)
-        took = (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()  # engine time, not time spent waiting for the engine
+            hits = engine.search(q, k, filters=filters_of(req), min_score=req.min_score, rerank=req.rerank,
+                                 sort=req.sort)
+            took = (time.perf_counter() - t0) * 1000
         return SearchResponse(query=q, k=k, sort=req.sort, took_ms=round(took, 2), hits=[HitOut.of(h) for h in hits])
 
-    @router.get("/search", response_model=SearchResponse, summary="Search by text")
+    @router.get("/search", response_model=SearchResponse, summary="Search by text", responses=RERANK)
     def search_get(req: Annotated[SearchRequest, Query()]) -> SearchResponse:
         return run_text(req)
 
-    @router.post("/search", response_model=SearchResponse, summary="Search by text (JSON body)")
-    def search_post(req: SearchRequest) -> SearchResponse:
+    @router.post("/search", response_model=SearchResponse, summary="Search by text (JSON body)", responses=RERANK)
+    def search_post(req: SearchBody) -> SearchResponse:
         return run_text(req)
 
     @router.post(
@@ -115,23 +100,23 @@ def build_router(state: ServerState) -> APIRouter:
     )
     def search_image(
         file: Annotated[UploadFile, File(description="a photo (JPEG, PNG, WebP, ...)")],
-        k: Annotated[int, Form()] = 10,
-        after: Annotated[str | None, Form()] = None,
-        before: Annotated[str | None, Form()] = None,
-        camera: Annotated[str | None, Form()] = None,
-        under: Annotated[str | None, Form()] = None,
+        k: Annotated[int, Form(ge=1, le=DEFAULT_LIMITS.max_k)] = 10,
+        after: Annotated[When, Form()] = None,
+        before: Annotated[When, Form()] = None,
+        camera: Annotated[str | None, Form(max_length=1000, pattern=NO_NUL)] = None,
+        under: Annotated[str | None, Form(max_length=1000, pattern=NO_NUL)] = None,
         sort: Annotated[Sort, Form()] = "relevance",
         min_score: Annotated[float | None, Form()] = None,
     ) -> SearchResponse:
-        k = check_k(k)
-        filters = filters_of(after, before, camera, under)
+        p = ResultParams(k=check_k(k), after=after, before=before, camera=camera, under=under, sort=sort,
+                         min_score=min_score)
         data = file.file.read(limits.max_upload_bytes + 1)  # read into memory; we never write it anywhere
         image = decode_upload(data, limits.max_upload_bytes, limits.max_upload_pixels)
-        t0 = time.perf_counter()
         with state.engine() as engine:
-            hits = engine.search(image, k, filters=filters, min_score=min_score, sort=sort)
-        took = (time.perf_counter() - t0) * 1000
-        return SearchResponse(query=None, k=k, sort=sort, took_ms=round(took, 2), hits=[HitOut.of(h) for h in hits])
+            t0 = time.perf_counter()
+            hits = engine.search(image, p.k, filters=filters_of(p), min_score=min_score, sort=sort)
+            took = (time.perf_counter() - t0) * 1000
+        return SearchResponse(query=None, k=p.k, sort=sort, took_ms=round(took, 2), hits=[HitOut.of(h) for h in hits])
 
     @router.get("/images/{image_id}", response_model=ImageOut, responses=NOT_FOUND, summary="An image's metadata")
     def image(image_id: ImageId) -> ImageOut:
@@ -139,7 +124,7 @@ def build_router(state: ServerState) -> APIRouter:
             r = engine.image_by_id(parse_id(image_id))
         return ImageOut(
             id=r.id, path=r.path, status=r.status, size=r.size, format=r.format, width=r.width, height=r.height,
-            taken_at=r.taken_at, camera=r.camera, lens=r.lens, lat=r.lat, lon=r.lon,
+            taken_at=r.taken_at.isoformat() if r.taken_at else None, camera=r.camera, lens=r.lens, lat=r.lat, lon=r.lon,
             captions=[{"text": t, "lang": lang, "source": src} for t, lang, src in r.captions],
             labels=[{"label": lab, "p": round(p, 6)} for lab, p in r.labels], duplicates=list(r.duplicates),
             thumbnail_url=f"/api/v1/images/{r.id}/thumbnail", file_url=f"/api/v1/images/{r.id}/file",
@@ -148,12 +133,11 @@ def build_router(state: ServerState) -> APIRouter:
     @router.get("/images/{image_id}/similar", response_model=SearchResponse, responses=NOT_FOUND,
                 summary="Photos that look like an indexed photo (more like this)")
     def similar(image_id: ImageId, p: Annotated[ResultParams, Query()]) -> SearchResponse:
-        k = check_k(p.k)
-        filters = filters_of(p.after, p.before, p.camera, p.under)
-        t0 = time.perf_counter()
+        k, image = check_k(p.k), parse_id(image_id)
         with state.engine() as engine:
-            hits = engine.similar(parse_id(image_id), k, filters=filters, min_score=p.min_score, sort=p.sort)
-        took = (time.perf_counter() - t0) * 1000
+            t0 = time.perf_counter()
+            hits = engine.similar(image, k, filters=filters_of(p), min_score=p.min_score, sort=p.sort)
+            took = (time.perf_counter() - t0) * 1000
         return SearchResponse(query=None, k=k, sort=p.sort, took_ms=round(took, 2), hits=[HitOut.of(h) for h in hits])
 
     @router.get(
