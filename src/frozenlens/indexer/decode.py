@@ -163,13 +163,15 @@ def decode_bytes(
     *,
     draft_size: int | None = 256,
     limits: DecodeLimits = DecodeLimits(),
+    name: str = "<bytes>",
 ) -> DecodedImage:
     """Decode an image held in memory (e.g. an uploaded query image).
 
-    Same behaviour and errors as :func:`decode_file`.
+    Same behaviour and errors as :func:`decode_file`; ``name`` (e.g. the file
+    the bytes were read from) starts error messages.
     """
-    _check_byte_size(len(data), limits, "<bytes>")
-    return _decode_stream(io.BytesIO(data), "<bytes>", draft_size, limits)
+    _check_byte_size(len(data), limits, name)
+    return _decode_stream(io.BytesIO(data), name, draft_size, limits)
 
 
 def _check_byte_size(size: int, limits: DecodeLimits, name: str) -> None:

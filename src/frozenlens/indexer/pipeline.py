@@ -283,7 +283,8 @@ class Indexer:
         if action != "encode":
             return _Result(work, action, content_hash, target=target)
         try:
-            decoded = decode_bytes(data, draft_size=self.encoder.draft_size, limits=self.options.limits)
+            decoded = decode_bytes(data, draft_size=self.encoder.draft_size, limits=self.options.limits,
+                                   name=os.path.basename(entry.path))
             pixels = self.encoder.prepare(decoded.image)
         except DecodeError as exc:
             return _Result(work, "failed", content_hash, reason=exc.reason, message=str(exc))
