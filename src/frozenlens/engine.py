@@ -367,6 +367,8 @@ class Engine:
         first by date taken, *among the relevant photos only* (see
         :func:`date_sorted`: the relevance cutoff is ``min_score`` or, when
         that is ``None``, ``DATE_SORT_MARGIN`` below the best hit's score).
+        The date order is taken from the ``MAX_K`` most relevant photos (all
+        of them reranked when a head is used).
 
         ``fusion`` combines pixel and caption evidence for text queries (see
         :func:`fuse_scores`); ``caption_weight`` is used by ``"weighted"``.
@@ -436,11 +438,13 @@ class Engine:
     def thumbnail(self, image_id: int, size: int = THUMB_SIZE) -> Path:
         """A cached WebP thumbnail (longest side ``size``) of an indexed image.
 
-        Raises :class:`ImageNotFoundError` (no such image, or its file is gone)
-        and :class:`DecodeError` (the file no longer decodes).
+        Raises :class:`ImageNotFoundError` (no such image, or its file is gone),
+        :class:`FileAccessError` (the file lies outside the indexed roots, as
+        for :meth:`image_file`) and :class:`DecodeError` (it no longer decodes).
         """
         record = self.image_by_id(image_id)
-        return thumbnail(self.index_dir, record.id, record.path, record.content_hash, size)
+        real = served_file(record.path, self.roots())
+        return thumbnail(self.index_dir, record.id, str(real), record.content_hash, size)
 
     def image_file(self, image_id: int) -> tuple[Path, str]:
         """(real path, media type) of an indexed image's original file, for serving.

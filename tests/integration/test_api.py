@@ -252,6 +252,7 @@ def test_symlinks_out_of_the_indexed_roots_are_not_served(client, archive):
         r = client.get(f"/api/v1/images/{i}/file")
         assert_error(r, 403, "outside the indexed folders")
         assert r.content != secret
+        assert_error(client.get(f"/api/v1/images/{i}/thumbnail"), 403, "outside the indexed folders")
     # an indexed file later swapped for a symlink to a file outside the roots
     victim = photos / "wayne.jpg"
     i = image_id(client, "wayne.jpg")

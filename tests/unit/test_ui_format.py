@@ -152,3 +152,29 @@ def test_no_index_yet_is_an_empty_state_not_an_error(tmp_path):
 def test_importing_the_ui_package_does_not_import_gradio():
     code = "import sys, frozenlens.ui, frozenlens.ui.format, frozenlens.ui.actions; assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_forged_upload_paths_are_never_opened(tmp_path):
+    """The page's upload payload comes from the browser: only files in the upload folder are read."""
+    from PIL import Image
+
+    from frozenlens.api.settings import ServerSettings
+    from frozenlens.api.state import ServerState
+
+    state = ServerState(ServerSettings(index_dir=tmp_path / "none"))
+    uploads = tmp_path / "uploads"
+    (uploads / "abc").mkdir(parents=True)
+    outside = tmp_path / "private.png"
+    Image.new("RGB", (32, 32), "red").save(outside)
+    (uploads / "abc" / "escape.png").symlink_to(outside)
+    inside = uploads / "abc" / "ok.png"
+    Image.new("RGB", (32, 32), "blue").save(inside)
+    for forged in ("/etc/passwd", str(outside), str(uploads / "abc" / ".." / ".." / "private.png"),
+                   str(uploads / "abc" / "escape.png"), str(uploads), "\x00"):
+        view = actions.search_photo(state, {"path": forged, "orig_name": "x.png"}, actions.Form(), str(uploads))
+        assert "could not be read" in view.status and view.hits == [], forged
+    # no upload folder known: nothing is opened at all
+    assert "could not be read" in actions.search_photo(state, {"path": str(inside)}, actions.Form(), None).status
+    # a real upload in the folder gets past the check (and then meets the missing index)
+    view = actions.search_photo(state, {"path": str(inside), "orig_name": "ok.png"}, actions.Form(), str(uploads))
+    assert "No index yet" in view.status

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 COOKIE = "frozenlens_token"
 LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>FrozenLens: token needed</title>
@@ -55,7 +55,8 @@ class TokenMiddleware:
         given = [v for k, v in query if k == "token"]
         if scope["type"] == "http" and given and self._ok(given[-1]):
             rest = urlencode([(k, v) for k, v in query if k != "token"])
-            location = scope.get("root_path", "") + scope["path"] + (f"?{rest}" if rest else "")
+            path = quote(scope.get("root_path", "") + scope["path"], safe="/:@!$&'()*+,;=-._~")  # no CR/LF
+            location = path + (f"?{rest}" if rest else "")
             await _respond(send, 303, b"", "text/plain", [
                 (b"location", location.encode("latin-1", "replace")),
                 (b"set-cookie", f"{COOKIE}={given[-1]}; HttpOnly; SameSite=Strict; Path=/".encode("latin-1")),

@@ -40,6 +40,7 @@ ERRORS = {
 }
 RERANK = {409: {"model": ErrorOut, "description": "rerank=true but the index has no reranker head"}}
 NOT_FOUND = {404: {"model": ErrorOut, "description": "no such image, or its file is gone"}}
+FORBIDDEN = {403: {"model": ErrorOut, "description": "the file lies outside the indexed folders"}}
 
 
 ImageId = Annotated[str, Path(description="the image's id (an integer)")]
@@ -142,7 +143,7 @@ def build_router(state: ServerState) -> APIRouter:
 
     @router.get(
         "/images/{image_id}/thumbnail", response_class=FileResponse, summary="A 256-px WebP thumbnail",
-        responses={**NOT_FOUND, 200: {"content": {"image/webp": {}}}},
+        responses={**NOT_FOUND, **FORBIDDEN, 200: {"content": {"image/webp": {}}}},
     )
     def image_thumbnail(image_id: ImageId) -> FileResponse:
         with state.engine() as engine:
@@ -154,8 +155,7 @@ def build_router(state: ServerState) -> APIRouter:
 
     @router.get(
         "/images/{image_id}/file", response_class=FileResponse, summary="The original photo file",
-        responses={**NOT_FOUND, 403: {"model": ErrorOut, "description": "the file lies outside the indexed folders"},
-                   200: {"content": {"image/*": {}}}},
+        responses={**NOT_FOUND, **FORBIDDEN, 200: {"content": {"image/*": {}}}},
     )
     def image_file(image_id: ImageId) -> FileResponse:
         with state.engine() as engine:

@@ -75,7 +75,7 @@ _CACHE_FORMAT = 1
 # Up to this many texts are embedded on one BLAS thread: a query plus its
 # reranker units (1 + MAX_UNITS = 8 texts) stays on one thread, so no idle
 # OpenBLAS worker spins against torch's threads while the head runs
-# (bench/bench_rerank.py: rerank step p50 27.6 -> 15.1 ms, p99 127 -> 19 ms).
+# (bench/bench_rerank.py: rerank step p50 27.6 -> 13.6 ms, p99 127 -> 17 ms).
 _FEW_TEXTS = 8
 
 

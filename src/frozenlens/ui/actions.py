@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,13 +184,22 @@ def search_text(state: ServerState, query: str, form: Form) -> View:
 
 
 @guarded
-def search_photo(state: ServerState, upload: Mapping[str, object] | str | None, form: Form) -> View:
-    """Photos like an uploaded one. ``upload`` is Gradio's file payload (``path`` in its upload folder)."""
+def search_photo(state: ServerState, upload: Mapping[str, object] | str | None, form: Form,
+                 upload_folder: str | None = None) -> View:
+    """Photos like an uploaded one. ``upload`` is Gradio's file payload, as the browser sent it.
+
+    Its ``path`` comes from the client, so it is only opened when it lies in
+    ``upload_folder`` (Gradio's upload folder, where Gradio stored the
+    upload): a forged payload naming any other file is refused.
+    """
     from ..api.uploads import decode_upload
 
     path = upload.get("path") if isinstance(upload, Mapping) else upload
     if not path:
         return View(status=fmt.status_html("Drop a photo (or type a query) to search.", "empty"))
+    if upload_folder is None or not _inside(str(path), upload_folder):
+        log.warning("refused an upload payload outside the upload folder: %r", str(path)[:200])
+        raise QueryError("The uploaded photo could not be read; upload it again.")
     name = str(upload.get("orig_name") or Path(str(path)).name) if isinstance(upload, Mapping) else Path(path).name
     limits = state.settings.limits
     k, filters, sort, min_score = _checked(state, form)
@@ -206,6 +216,14 @@ def search_photo(state: ServerState, upload: Mapping[str, object] | str | None, 
         hits = engine.search(image, k, filters=filters, min_score=min_score, sort=sort)
         view = _view(engine, hits, f"like your photo “{name}”", form, sort, min_score, filters, "")
     return view
+
+
+def _inside(path: str, folder: str) -> bool:
+    """True when ``path`` (symlinks resolved) is a file inside ``folder``."""
+    if "\x00" in path:
+        return False
+    real, root = os.path.realpath(path), os.path.realpath(folder)
+    return real.startswith(root.rstrip(os.sep) + os.sep) and os.path.isfile(real)
 
 
 def _plain_decode_error(exc: QueryError) -> str:

@@ -102,14 +102,17 @@ def build(state: ServerState) -> gr.Blocks:
         def show(view: actions.View) -> tuple:
             return (view.status, view.cards, view.hits, view.query, view.why, None, gr.Button(interactive=False))
 
-        # raw (not preprocessed) values: the upload is Gradio's file payload, read by actions.search_photo
+        # raw (not preprocessed) values: the upload is Gradio's file payload, read by actions.search_photo,
+        # which opens it only inside Gradio's upload folder (the payload's path comes from the browser)
+        uploads = gr.utils.get_upload_folder()
+
         def on_search(text: str | None, upload: Mapping[str, object] | None, *values: object) -> tuple:
             if not (text or "").strip() and upload:
-                return show(actions.search_photo(state, upload, actions.Form(*values)))
+                return show(actions.search_photo(state, upload, actions.Form(*values), uploads))
             return show(actions.search_text(state, text, actions.Form(*values)))
 
         def on_upload(upload: Mapping[str, object] | None, *values: object) -> tuple:
-            return show(actions.search_photo(state, upload, actions.Form(*values)))
+            return show(actions.search_photo(state, upload, actions.Form(*values), uploads))
 
         def on_more(image_id: int | None, *values: object) -> tuple:
             return show(actions.more_like(state, image_id, actions.Form(*values)))
