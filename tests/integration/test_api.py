@@ -452,3 +452,23 @@ def test_python_client_mirrors_the_engine(live_server, archive):
     with Client(live_server, token="wrong-token-0123456789") as bad, pytest.raises(ApiError) as err:
         bad.health()
     assert err.value.status == 401
+
+
+def test_reranked_search_through_the_api(archive, tmp_path, capsys):
+    """With a trained head in the index, text searches are reranked by default; rerank=false skips it."""
+    _, index, _ = archive
+    work = tmp_path / "index"
+    shutil.copytree(index, work)
+    rc = cli.main(["train-reranker", "--index", str(work), "--epochs", "1", "--max-steps-per-epoch", "3",
+                   "--seed", "0", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    with TestClient(create_app(ServerSettings(index_dir=work), ui=False)) as c:
+        assert c.get("/api/v1/stats").json()["reranker"] is True
+        on = c.get("/api/v1/search", params={"q": "un lapin", "k": 5}).json()["hits"]
+        assert all(h["reranked"] and h["first_stage_image_score"] is not None for h in on)
+        off = c.get("/api/v1/search", params={"q": "un lapin", "k": 5, "rerank": "false"}).json()["hits"]
+        assert not any(h["reranked"] for h in off) and all(h["first_stage_image_score"] is None for h in off)
+        forced = c.post("/api/v1/search", json={"q": "un lapin", "k": 5, "rerank": True}).json()["hits"]
+        assert [h["id"] for h in forced] == [h["id"] for h in on]
+        newest = c.get("/api/v1/search", params={"q": "un lapin", "k": 5, "sort": "newest"}).json()["hits"]
+        assert newest and all(h["reranked"] for h in newest)
