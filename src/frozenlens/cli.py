@@ -404,7 +404,8 @@ def _print_hits(hits: list, args: argparse.Namespace) -> None:
         return
     for rank, h in enumerate(hits, 1):
         date = h.taken_at.strftime("%Y-%m-%d") if h.taken_at else "          "
-        print(f"{rank:3d}. {h.score:.3f}  {date}  {h.path}")
+        date += "~" if h.date_source == "mtime" else " "  # ~ = the file's modification time (no EXIF date)
+        print(f"{rank:3d}. {h.score:.3f}  {date} {h.path}")
         if args.explain:
             parts = []
             if h.image_score is not None:
@@ -423,6 +424,8 @@ def _print_hits(hits: list, args: argparse.Namespace) -> None:
                 print(f"       caption: {lang}{c.text[:100]}")
             if h.camera:
                 print(f"       camera: {h.camera}")
+            if h.date_source == "mtime":
+                print("       date: the file's modification time (the photo has no EXIF date)")
 
 
 def _cmd_reindex(args: argparse.Namespace, index_dir: str) -> int:

@@ -150,4 +150,5 @@ def hit_from_json(h: dict[str, Any]) -> Hit:
         labels=tuple((lab["label"], float(lab["p"])) for lab in h.get("labels", [])),
         duplicates=tuple(h.get("duplicates", [])),
         first_stage_image_score=h.get("first_stage_image_score"), reranked=bool(h.get("reranked", False)),
+        date_source=h.get("date_source"),
     )

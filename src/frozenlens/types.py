@@ -73,6 +73,7 @@ class Hit:
     duplicates: tuple[str, ...] = ()
     first_stage_image_score: float | None = None
     reranked: bool = False
+    date_source: str | None = None  # "exif", or "mtime": no EXIF date, taken_at is the file's modification time
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -82,6 +83,7 @@ class Hit:
             "image_score": None if self.image_score is None else round(self.image_score, 6),
             "caption_score": None if self.caption_score is None else round(self.caption_score, 6),
             "taken_at": self.taken_at.isoformat() if self.taken_at else None,
+            "date_source": self.date_source,
             "camera": self.camera,
             "lens": self.lens,
             "width": self.width,

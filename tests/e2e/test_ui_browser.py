@@ -57,6 +57,7 @@ def cards(page) -> list[dict]:
         """els => els.map(e => ({
             id: Number(e.dataset.id), path: e.dataset.path, taken: e.dataset.taken, score: Number(e.dataset.score),
             date: e.querySelector('.fl-date').innerText, camera: e.querySelector('.fl-camera').innerText,
+            file_date: e.querySelector('.fl-date-note') !== null,
             caption: e.querySelector('.fl-caption').innerText, shown_path: e.querySelector('.fl-path').innerText,
             text: e.innerText,
             thumb_ok: (() => { const i = e.querySelector('img'); return !!i && i.complete && i.naturalWidth > 0; })(),
@@ -106,10 +107,11 @@ def test_french_query_puts_the_rabbit_first(page, server, shots):
     assert first["shown_path"].endswith("photos/spiff.jpg") and "Spiff" in first["caption"]
     assert first["text"].startswith(f"{first['score']:.3f}")  # the score is shown
     assert first["date"] == first["taken"][:10] and first["camera"] == "camera unknown"  # no EXIF in spiff.jpg
+    assert first["file_date"]  # so its date is marked as the file's modification time
     assert all(r["thumb_ok"] for r in rows)  # thumbnails served from the index's cache
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     canon = next(r for r in rows if Path(r["path"]).name == "donna.jpg")
-    assert canon["camera"] == "Canon EOS DIGITAL REBEL XT" and canon["date"] == "2005-12-26"
+    assert canon["camera"] == "Canon EOS DIGITAL REBEL XT" and canon["date"] == "2005-12-26" and not canon["file_date"]
     # this index has no reranker head: the checkbox says so and cannot be ticked
     assert page.locator("#fl-rerank input[type=checkbox]").is_disabled()
     assert "no trained reranker head" in page.locator("#fl-rerank").inner_text()

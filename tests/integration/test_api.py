@@ -200,6 +200,8 @@ def test_image_metadata_thumbnail_and_file(client, archive):
     i = image_id(client, "anne_helene.jpg")
     meta = client.get(f"/api/v1/images/{i}").json()
     assert meta["camera"] == "Canon EOS 20D" and meta["taken_at"] == "2005-07-28T05:18:48"
+    assert meta["date_source"] == "exif"
+    assert client.get(f"/api/v1/images/{image_id(client, 'spiff.jpg')}").json()["date_source"] == "mtime"
     assert (meta["width"], meta["height"]) == (400, 600) and meta["format"] == "JPEG"
     assert any("Anne Helene" in c["text"] for c in meta["captions"]) and meta["labels"]
     t = client.get(f"/api/v1/images/{i}/thumbnail")
@@ -433,6 +435,7 @@ def test_python_client_mirrors_the_engine(live_server, archive):
         assert [h.id for h in got] == [h.id for h in want]
         assert got[0].score == pytest.approx(want[0].score, abs=1e-5)
         assert got[0].captions == want[0].captions and got[0].taken_at == want[0].taken_at
+        assert got[0].date_source == want[0].date_source is not None
         dated = fl.search("a photo", k=50, filters=SearchFilters(after=dt.date(2005, 7, 1), before=dt.date(2005, 12, 31)))
         assert {Path(h.path).name for h in dated} == H2_2005
         by_image = fl.search(photos / "pool.jpg", k=1)

@@ -77,7 +77,8 @@ class SearchBody(SearchRequest):
 
 
 TAKEN_AT = ("when the photo was taken, ISO 8601 without a time-zone offset (the camera's wall clock; "
-            "the file's modification time when the photo has no EXIF date)")
+            "the file's modification time when the photo has no EXIF date, see date_source)")
+DATE_SOURCE = "where taken_at comes from: exif, or mtime (no EXIF date: the file's modification time)"
 
 
 class CaptionOut(BaseModel):
@@ -102,6 +103,7 @@ class HitOut(BaseModel):
     first_stage_image_score: float | None = None
     reranked: bool = False
     taken_at: str | None = Field(None, description=TAKEN_AT)
+    date_source: Literal["exif", "mtime"] | None = Field(None, description=DATE_SOURCE)
     camera: str | None = None
     lens: str | None = None
     width: int | None = None
@@ -139,6 +141,7 @@ class ImageOut(BaseModel):
     width: int | None
     height: int | None
     taken_at: str | None = Field(description=TAKEN_AT)
+    date_source: Literal["exif", "mtime"] | None = Field(description=DATE_SOURCE)
     camera: str | None
     lens: str | None
     lat: float | None

@@ -125,7 +125,8 @@ def build_router(state: ServerState) -> APIRouter:
             r = engine.image_by_id(parse_id(image_id))
         return ImageOut(
             id=r.id, path=r.path, status=r.status, size=r.size, format=r.format, width=r.width, height=r.height,
-            taken_at=r.taken_at.isoformat() if r.taken_at else None, camera=r.camera, lens=r.lens, lat=r.lat, lon=r.lon,
+            taken_at=r.taken_at.isoformat() if r.taken_at else None,
+            date_source=r.taken_at_source if r.taken_at else None, camera=r.camera, lens=r.lens, lat=r.lat, lon=r.lon,
             captions=[{"text": t, "lang": lang, "source": src} for t, lang, src in r.captions],
             labels=[{"label": lab, "p": round(p, 6)} for lab, p in r.labels], duplicates=list(r.duplicates),
             thumbnail_url=f"/api/v1/images/{r.id}/thumbnail", file_url=f"/api/v1/images/{r.id}/file",

@@ -113,3 +113,4 @@ class ImageRecord:
     captions: list[tuple[str, str | None, str]]  # (text, lang, source)
     duplicates: list[str]
     duplicate_of: int | None
+    taken_at_source: str | None = None  # "exif", or "mtime" when the file had no EXIF date

@@ -314,6 +314,7 @@ class Store:
                 captions=caps.get(i, []),
                 duplicates=dups.get(i, []),
                 duplicate_of=row.duplicate_of,
+                taken_at_source=row.taken_at_source,
             )
         return out
 

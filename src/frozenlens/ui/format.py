@@ -157,6 +157,14 @@ def cards_html(hits: Sequence[Mapping[str, object]]) -> str:
     return f'<div class="fl-grid" data-count="{len(cards)}">{"".join(cards)}</div>'
 
 
+def _file_date_note(hit: Mapping[str, object]) -> str:
+    """A marker for dates that are only the file's modification time (no EXIF date)."""
+    if hit.get("date_source") != "mtime" or not hit.get("taken_at"):
+        return ""
+    return ('<span class="fl-date-note" title="no EXIF date in the photo: this is the file\'s modification time">'
+            "file date</span>")
+
+
 def _card(rank: int, hit: Mapping[str, object]) -> str:
     path = str(hit.get("path", ""))
     name = os.path.basename(path) or path
@@ -176,7 +184,8 @@ def _card(rank: int, hit: Mapping[str, object]) -> str:
         f"{picture}"
         f'<div class="fl-meta">'
         f'<div class="fl-row"><span class="fl-score" title="relevance score">{score}</span>'
-        f'<span class="fl-date" title="{esc(hit.get("taken_at") or "date unknown")}">{esc(day or "no date")}</span></div>'
+        f'<span class="fl-when"><span class="fl-date" title="{esc(hit.get("taken_at") or "date unknown")}">'
+        f'{esc(day or "no date")}</span>{_file_date_note(hit)}</span></div>'
         f'<div class="fl-camera" title="{esc(camera)}">{esc(camera or "camera unknown")}</div>'
         f'<div class="fl-caption" title="{esc(caption)}">{esc(caption)}</div>'
         f'<div class="fl-path" title="{esc(path)}">{esc(short_path(path))}</div>'
@@ -217,7 +226,8 @@ def why_html(hit: Mapping[str, object] | None, *, query: str = "") -> str:
         for c in captions
     ) or '<li class="fl-none">no caption</li>'
     facts = [
-        ("taken", str(hit.get("taken_at") or "unknown").replace("T", " ")),
+        ("taken", str(hit.get("taken_at") or "unknown").replace("T", " ")
+         + (" (the file's modification time: the photo has no EXIF date)" if hit.get("date_source") == "mtime" else "")),
         ("camera", " · ".join(str(x) for x in (hit.get("camera"), hit.get("lens")) if x) or "unknown"),
         ("size", f"{hit.get('width')} × {hit.get('height')} px" if hit.get("width") else "unknown"),
     ]

@@ -57,6 +57,7 @@ CARDS_CSS = """
 .fl-row { display: flex; justify-content: space-between; gap: 6px; }
 .fl-score { font-weight: 700; color: var(--color-accent); font-variant-numeric: tabular-nums; }
 .fl-date { font-variant-numeric: tabular-nums; }
+.fl-date-note { margin-left: 4px; font-size: 0.8em; color: var(--body-text-color-subdued); }
 .fl-camera, .fl-path { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; color: var(--body-text-color-subdued); }
 .fl-caption { display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; min-height: 2.7em; }
 .fl-path { font-family: var(--font-mono); font-size: 11px; }
