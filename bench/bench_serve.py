@@ -124,11 +124,11 @@ class Server:
                 self.proc.wait()
 
 
-def start_server(index_dir: Path) -> Server:
+def start_server(index_dir: Path, concurrency: int | None = None) -> Server:
     """Start ``frozenlens serve --no-ui --port 0`` on ``index_dir``; returns once it listens."""
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "frozenlens", "serve", "--index", str(index_dir), "--host", "127.0.0.1",
-           "--port", "0", "--no-ui"]
+           "--port", "0", "--no-ui", *(["--concurrency", str(concurrency)] if concurrency else [])]
     log(f"starting {' '.join(cmd[1:])}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -280,6 +280,7 @@ class ConfigResult:
     seq: dict[str, list[float]]
     server_rss_mb: float
     startup_s: float
+    ab: dict[str, LoadResult] | None = None  # text load: "default" concurrency vs "one" (--concurrency 1)
 
 
 def bench_config(name: str, index_dir: Path, encoder, texts: list[str], load_texts: list[str],  # noqa: ANN001
@@ -328,10 +329,49 @@ def bench_config(name: str, index_dir: Path, encoder, texts: list[str], load_tex
             log(f"  {image.requests} requests, {len(image.latency_ms)} OK, non-200 {dict(image.non_200)}, "
                 f"exceptions {dict(image.exceptions)}")
         rss = server.peak_rss_mb()
+        ab = compare_concurrency(server, index_dir, send_text, len(load_texts), args) if args.ab_segments else None
     finally:
         engine.close()
         server.stop()
-    return ConfigResult(name, images, text, image, seq, rss, startup)
+    return ConfigResult(name, images, text, image, seq, rss, startup, ab)
+
+
+def compare_concurrency(server: Server, index_dir: Path, send: Callable, n_items: int,
+                        args: argparse.Namespace) -> dict[str, LoadResult]:
+    """The same text load on this server (default concurrency: one search per core) and on a
+    second one started with ``--concurrency 1`` (searches one at a time), in alternating
+    segments so that machine noise hits both alike."""
+    one = start_server(index_dir, concurrency=1)
+    try:
+        one_url = one.url
+        import httpx
+
+        with httpx.Client(base_url=one_url, timeout=300.0) as c:  # warm it up like the first
+            for i in range(5):
+                send(c, i).raise_for_status()
+        parts: dict[str, list[LoadResult]] = {"default": [], "one": []}
+        seg = args.duration / args.ab_segments
+        log(f"  concurrency A/B: {args.ab_segments} × ({seg:g} s default, {seg:g} s --concurrency 1), "
+            f"{args.clients} clients")
+        for _ in range(args.ab_segments):
+            parts["default"].append(run_load(server, args.clients, seg, send, n_items))
+            parts["one"].append(run_load(one, args.clients, seg, send, n_items))
+    finally:
+        one.stop()
+    return {k: merge(v) for k, v in parts.items()}
+
+
+def merge(parts: list[LoadResult]) -> LoadResult:
+    out = LoadResult(parts[0].clients)
+    for p in parts:
+        out.seconds += p.seconds
+        out.latency_ms += p.latency_ms
+        out.took_ms += p.took_ms
+        out.non_200.update(p.non_200)
+        out.exceptions.update(p.exceptions)
+        out.server_cpu_s += p.server_cpu_s
+        out.client_cpu_s += p.client_cpu_s
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -344,6 +384,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     ap.add_argument("--image-reps", type=int, default=20, help="image queries timed one at a time")
     ap.add_argument("--n", type=int, default=100_000, help="synthetic images in the second index (0 = skip)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ab-segments", type=int, default=3,
+                    help="concurrency A/B: alternating segments of the text load, default vs --concurrency 1 "
+                    "(0 = skip)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 5 clients × 5 s, 42 queries, 2 image clients × 3 s, 6 image queries")
     args = ap.parse_args(argv)
@@ -426,6 +469,26 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
          "load", "requests", "non-200", "exceptions", "req/s", "p50", "p99", "max"],
         rows,
     ))
+
+    rows = []
+    for r in results:
+        if r.ab is None:
+            continue
+        d, o = r.ab["default"], r.ab["one"]
+        sd, so = summarize(d.latency_ms), summarize(o.latency_ms)
+        rd, ro = len(d.latency_ms) / d.seconds, len(o.latency_ms) / o.seconds
+        rows.append((r.name, rd, ro, f"{rd / ro:.2f}×", sd.p50, so.p50, sd.p99, so.p99,
+                     d.server_cpu_s / d.seconds, o.server_cpu_s / o.seconds,
+                     sum(d.non_200.values()) + sum(d.exceptions.values()) + sum(o.non_200.values())
+                     + sum(o.exceptions.values())))
+    if rows:
+        tables.append(print_table(
+            f"Searches at once: default (one per core, {len(os.sched_getaffinity(0))}) vs --concurrency 1, "
+            f"{args.clients} clients, alternating segments ({args.ab_segments} × {args.duration / args.ab_segments:g} s each; ms)",
+            ["index", "req/s default", "req/s one at a time", "ratio", "p50 default", "p50 one", "p99 default",
+             "p99 one", "server CPU default (cores)", "server CPU one (cores)", "errors"],
+            rows,
+        ))
 
     rows = [(r.name, f"{r.images:,}", r.startup_s, r.server_rss_mb) for r in results]
     tables.append(print_table(

@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-index", metavar="DIR", action="append", default=[],
                    help="let the page index folders inside DIR (repeatable; default: indexing from the page is off)")
     p.add_argument("--no-ui", action="store_true", help="REST API only, no web page")
+    p.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+                   help="searches that run at the same time (default: one per CPU core; the rest wait)")
 
     p = sub.add_parser("models", help="list the encoders and presets", description="Encoders FrozenLens can use, with dimensions, languages and download sizes.")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -304,6 +306,7 @@ def _cmd_serve(args: argparse.Namespace, index_dir: str) -> int:
     settings = ServerSettings(
         index_dir=Path(index_dir).expanduser().absolute(), host=args.host, port=args.port,
         token=read_token(args.token_file), index_roots=tuple(Path(d).expanduser().absolute() for d in args.allow_index),
+        concurrency=args.concurrency,
     )
     import asyncio
 

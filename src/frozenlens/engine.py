@@ -39,6 +39,7 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,6 +64,7 @@ from .models.registry import create_encoder
 from .progress import ProgressCallback
 from .reindex import ReindexReport
 from .reranker import CONFIG_NAME as RERANKER_CONFIG
+from .rwlock import ReadWriteLock
 from .retriever import threads as faiss_threads
 from .spaces import VectorSpaces
 from .store import INDEXED, DUPLICATE, ImageRecord, Store
@@ -86,7 +88,14 @@ SELECTOR_LIMIT = 50_000
 
 
 class Engine:
-    """One open index. Thread-compatible: use one Engine per thread for writes."""
+    """One open index.
+
+    Thread-safe for reading: any number of threads may search one Engine at
+    once (``search``, ``similar``, ``get_image``, ``thumbnail``, ``stats``...);
+    picking up other writers' rows takes a short exclusive step. ``index``
+    and ``reindex`` on an Engine block its own searches while they write: a
+    server indexes through a second Engine, so its searches go on.
+    """
 
     def __init__(
         self,
@@ -105,6 +114,10 @@ class Engine:
         self._generation = -1
         self._reranker: Reranker | None = None
         self._reranker_stamp: tuple[int, int] | None = None
+        # searches share the read side; loading, refreshing and writing the
+        # FAISS spaces take the write side (see the class docstring)
+        self._rw = ReadWriteLock()
+        self._init_lock = threading.Lock()
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -199,20 +212,25 @@ class Engine:
     def encoder(self) -> Encoder:
         """The encoder, created on first use (opening an index loads no model)."""
         if self._encoder is None:
-            enc = create_encoder(self.identity.name, **self._encoder_options)
-            if enc.identity != self.identity:
-                raise EncoderMismatchError(
-                    f"index was built with {self.identity.describe()}, installed encoder is {enc.identity.describe()}"
-                )
-            self._encoder = enc
+            with self._init_lock:
+                if self._encoder is None:
+                    enc = create_encoder(self.identity.name, **self._encoder_options)
+                    if enc.identity != self.identity:
+                        raise EncoderMismatchError(
+                            f"index was built with {self.identity.describe()}, "
+                            f"installed encoder is {enc.identity.describe()}"
+                        )
+                    self._encoder = enc
         return self._encoder
 
     @property
     def spaces(self) -> VectorSpaces:
         """FAISS indexes, loaded on first use and kept in sync with the database."""
-        if self._spaces is None:
-            self._spaces = self._open_spaces()
-        self.refresh()
+        if self._spaces is None or self.store.generation() != self._generation:
+            with self._rw.write():
+                if self._spaces is None:
+                    self._spaces = self._open_spaces()
+                self._refresh()
         return self._spaces
 
     def _open_spaces(self) -> VectorSpaces:
@@ -228,6 +246,10 @@ class Engine:
         holding the old encoder raises :class:`EncoderMismatchError`; one
         that has not loaded an encoder yet switches to the new vectors.
         """
+        with self._rw.write():
+            self._refresh()
+
+    def _refresh(self) -> None:  # holding the write side
         if self._spaces is None:
             return
         gen = self.store.generation()
@@ -278,9 +300,11 @@ class Engine:
         )
         with IndexLock(self.index_dir):
             spaces = self.spaces  # reconciles: repairs whatever a crash left
+            encoder = self.encoder
             self._record_roots(paths)
-            report = Indexer(self.store, spaces, self.encoder, options, progress).run([str(p) for p in paths])
-            self._generation = self.store.generation()
+            with self._rw.write():  # this engine's own searches wait; other engines and processes do not
+                report = Indexer(self.store, spaces, encoder, options, progress).run([str(p) for p in paths])
+                self._generation = self.store.generation()
         if report.deleted or report.changed:
             prune_thumbnails(self.index_dir, self.store.content_hashes())
         return report
@@ -323,15 +347,16 @@ class Engine:
                 self.store, enc, epoch=epoch, batch_size=batch_size, workers=workers, progress=progress,
                 extra_meta={"encoder_options": options},
             )
-            self._meta = self.store.get_meta()
-            self._encoder = enc
-            self._encoder_options = json.loads(options)
-            self._spaces = self._open_spaces()
-            self._spaces.reconcile(self.store)
-            self._spaces.save()
-            self._spaces.remove_stale_files()
-            self._generation = self.store.generation()
-            self._retire_reranker()
+            with self._rw.write():
+                self._meta = self.store.get_meta()
+                self._encoder = enc
+                self._encoder_options = json.loads(options)
+                self._spaces = self._open_spaces()
+                self._spaces.reconcile(self.store)
+                self._spaces.save()
+                self._spaces.remove_stale_files()
+                self._generation = self.store.generation()
+                self._retire_reranker()
         return report
 
     def _retire_reranker(self) -> None:
@@ -383,6 +408,14 @@ class Engine:
             k = MAX_K  # the relevance pool the date order is taken from
         filters = filters or SearchFilters()
         _ = self.spaces  # load or pick up other writers' changes, once per query
+        with self._rw.read():
+            hits = self._search(query, k, filters, min_score, fusion, caption_weight, rerank, rerank_candidates)
+        return date_sorted(hits, k_out, sort, min_score)
+
+    def _search(
+        self, query: str | Image.Image | os.PathLike[str] | bytes, k: int, filters: SearchFilters,
+        min_score: float | None, fusion: str, caption_weight: float, rerank: bool | None, rerank_candidates: int,
+    ) -> list[Hit]:
         if isinstance(query, str):
             text = query.strip()
             if not text:
@@ -396,12 +429,10 @@ class Engine:
             if not isinstance(rerank_candidates, int) or not 1 <= rerank_candidates <= MAX_K:
                 raise QueryError(f"rerank_candidates must be an integer between 1 and {MAX_K}")
             head = self._head_for_query(rerank)
-            hits = self._search_text(text, k, filters, min_score, fusion, caption_weight, head,
+            return self._search_text(text, k, filters, min_score, fusion, caption_weight, head,
                                      max(k, rerank_candidates))
-        else:
-            vector = self._embed_query_image(query)
-            hits = self._search_visual(vector, k, filters, min_score, exclude=set())
-        return date_sorted(hits, k_out, sort, min_score)
+        vector = self._embed_query_image(query)
+        return self._search_visual(vector, k, filters, min_score, exclude=set())
 
     def similar(
         self,
@@ -421,8 +452,9 @@ class Engine:
         primary = record.duplicate_of if record.status == DUPLICATE and record.duplicate_of else record.id
         vector = self.store.vectors("visual", [primary], self.identity.visual_dim)[0]
         _ = self.spaces  # load or pick up other writers' changes, once per query
-        hits = self._search_visual(vector, k_out if sort == "relevance" else MAX_K, filters or SearchFilters(),
-                                   min_score, exclude={primary})
+        with self._rw.read():
+            hits = self._search_visual(vector, k_out if sort == "relevance" else MAX_K, filters or SearchFilters(),
+                                       min_score, exclude={primary})
         return date_sorted(hits, k_out, sort, min_score)
 
     def get_image(self, image: int | str | os.PathLike[str]) -> ImageRecord:

@@ -44,6 +44,7 @@ class ServerSettings:
         check, loopback only).
     index_roots: folders under which the page may start indexing; empty =
         indexing from the page is off.
+    concurrency: searches run at the same time (``None``: one per usable core).
     """
 
     index_dir: Path
@@ -52,6 +53,7 @@ class ServerSettings:
     token: str | None = None
     index_roots: tuple[Path, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    concurrency: int | None = None
 
     def check(self) -> None:
         """Raise :class:`ServerConfigError` when these settings are unsafe."""
@@ -65,6 +67,8 @@ class ServerSettings:
                 f"refusing to listen on {self.host} without an API token: set {TOKEN_ENV} or pass --token-file "
                 "(or listen on 127.0.0.1)"
             )
+        if self.concurrency is not None and not 1 <= self.concurrency <= 64:
+            raise ServerConfigError("--concurrency must be between 1 and 64")
         for root in self.index_roots:
             if not root.is_dir():
                 raise ServerConfigError(f"--allow-index folder does not exist: {root}")

@@ -1,10 +1,10 @@
 """What one server process shares between requests: the open index and indexing jobs.
 
-Reads go through one :class:`~frozenlens.engine.Engine` guarded by a lock
-(the engine is not thread-safe), so queries run one at a time. Measured on 2
-cores under 20 concurrent clients (``bench/bench_serve.py``): zero errors,
-throughput 0.8-0.9x of back-to-back in-process searches, but the server used
-about one core; a pool of engines could use more. An index that does not exist yet is not an error
+Requests share one :class:`~frozenlens.engine.Engine`, which is safe for
+concurrent searches. The web server runs handlers in a pool of up to 40
+threads; at most one search per usable core runs at a time (more only thrash
+the GIL and the BLAS/OpenMP pools: measured with ``bench/bench_serve.py``,
+see docs/benchmarks.md), the others wait their turn. An index that does not exist yet is not an error
 here: :meth:`ServerState.engine` raises :class:`NoIndexError`, which clients
 show as an empty state. Indexing jobs run in a background thread with their
 own engine (writer), while searches keep being served; the search engine picks
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..engine import MARKER, Engine
 from ..errors import FrozenLensError, IndexNotFoundError
+from ..models.lite import usable_cores
 from ..progress import Progress
 from .settings import ServerSettings
 
@@ -67,6 +68,7 @@ class ServerState:
         self._encoder = encoder
         self._engine: Engine | None = None
         self._lock = threading.RLock()
+        self._slots = threading.BoundedSemaphore(settings.concurrency or max(1, usable_cores()))
         self._jobs: dict[int, IndexJob] = {}
         self._job_ids = itertools.count(1)
         self._jobs_lock = threading.Lock()
@@ -74,19 +76,26 @@ class ServerState:
     # -- reading ---------------------------------------------------------
     @contextlib.contextmanager
     def engine(self) -> Iterator[Engine]:
-        """The open engine, held exclusively for the ``with`` block.
+        """The open engine (opened on first use), shared by concurrent requests.
 
         Raises :class:`NoIndexError` when there is no index yet.
         """
-        with self._lock:
-            if self._engine is None:
-                if not (self.settings.index_dir / MARKER).exists():
-                    raise NoIndexError(f"there is no index at {self.settings.index_dir} yet")
-                try:
-                    self._engine = Engine.open(self.settings.index_dir, encoder=self._encoder)
-                except IndexNotFoundError as exc:
-                    raise NoIndexError(str(exc)) from exc
-            yield self._engine
+        with self._slots:
+            yield self._open_engine()
+
+    def _open_engine(self) -> Engine:
+        engine = self._engine
+        if engine is None:
+            with self._lock:
+                if self._engine is None:
+                    if not (self.settings.index_dir / MARKER).exists():
+                        raise NoIndexError(f"there is no index at {self.settings.index_dir} yet")
+                    try:
+                        self._engine = Engine.open(self.settings.index_dir, encoder=self._encoder)
+                    except IndexNotFoundError as exc:
+                        raise NoIndexError(str(exc)) from exc
+                engine = self._engine
+        return engine
 
     def has_index(self) -> bool:
         return (self.settings.index_dir / MARKER).exists()

@@ -198,8 +198,13 @@ def render_stamp(png: Path) -> Image.Image:
 
 
 def _fingerprint(root: Path) -> str:
-    """Hash of the settings and of every PNG/SVG/caption file's path, size and mtime."""
-    h = hashlib.sha256(json.dumps([FORMAT, BACKGROUND, CANVAS, MARGIN, JPEG_QUALITY, SPLITS]).encode())
+    """Hash of the settings, of the image library that encodes the JPEGs (another Pillow or
+    libjpeg writes other bytes), and of every PNG/SVG/caption file's path, size and mtime."""
+    from PIL import __version__ as pillow_version
+    from PIL import features
+
+    codec = [pillow_version, features.version("jpg")]
+    h = hashlib.sha256(json.dumps([FORMAT, BACKGROUND, CANVAS, MARGIN, JPEG_QUALITY, SPLITS, codec]).encode())
     for p in sorted(root.rglob("*")):
         if p.suffix in (".png", ".svg", ".txt") and p.is_file():
             st = p.stat()
