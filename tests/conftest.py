@@ -61,3 +61,18 @@ def write_noise_jpegs(folder: Path, n: int, *, seed: int = 0, size: tuple[int, i
         Image.fromarray(arr).save(path, quality=85)
         out.append(path)
     return out
+
+
+def index_kphotoalbum(root: Path, testdata: Path) -> tuple[Path, Path]:
+    """Copy the KPhotoAlbum demo archive to ``root/photos`` and index it with its captions
+    into ``root/index`` through the CLI (in-process) → (photos, index)."""
+    import shutil
+
+    from frozenlens import cli
+
+    photos, index = root / "photos", root / "index"
+    shutil.copytree(testdata / "kphotoalbum", photos)
+    rc = cli.main(["index", str(photos), "--index", str(index), "--captions", str(photos / "captions.jsonl"),
+                   "--no-progress"])
+    assert rc == 0
+    return photos, index

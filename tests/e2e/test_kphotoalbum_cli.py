@@ -7,13 +7,13 @@ Debian package's files; see DATA.md and scripts/fetch_test_data.py.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from frozenlens import cli
 from frozenlens.indexer.lock import IndexLock
+from tests.conftest import index_kphotoalbum
 
 CANON = {"anne_helene.jpg", "cold_water.jpg", "skagen.jpg", "donna.jpg", "jesper.jpg", "jesper_2.jpg", "sunset.jpg"}
 OLYMPUS = {"bar55.jpg", "bar55_2.jpg", "donna_2.jpg", "pool.jpg", "pool_2.jpg", "skagen_2.jpg", "snow.jpg", "wayne.jpg"}
@@ -26,12 +26,7 @@ BEFORE_2004 = {"donna_2.jpg", "grand_canyon_2.jpg", "grand_canyon_3.jpg", "wayne
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory, testdata, shared_lite):
-    root = tmp_path_factory.mktemp("kpa")
-    photos = root / "photos"
-    shutil.copytree(testdata / "kphotoalbum", photos)
-    index = root / "index"
-    rc = cli.main(["index", str(photos), "--index", str(index), "--captions", str(photos / "captions.jsonl"), "--no-progress"])
-    assert rc == 0
+    photos, index = index_kphotoalbum(tmp_path_factory.mktemp("kpa"), testdata)
     return photos, index
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from frozenlens import cli
 from frozenlens.engine import Engine
+from tests.conftest import index_kphotoalbum
 
 QUERIES = ["un lapin", "a pool table", "ein Hund", "Grand Canyon", "the northern part of Denmark", "snow"]
 
@@ -19,12 +19,7 @@ QUERIES = ["un lapin", "a pool table", "ein Hund", "Grand Canyon", "the northern
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory, testdata, shared_lite):
     root = tmp_path_factory.mktemp("concurrent")
-    photos = root / "photos"
-    shutil.copytree(testdata / "kphotoalbum", photos)
-    index = root / "index"
-    assert cli.main(["index", str(photos), "--index", str(index), "--captions", str(photos / "captions.jsonl"),
-                     "--no-progress"]) == 0
-    return root, photos, index
+    return (root, *index_kphotoalbum(root, testdata))
 
 
 def ids(hits) -> list[int]:

@@ -20,17 +20,12 @@ from frozenlens.models.base import EncoderIdentity
 from frozenlens.reranker.features import ImageTokens, encode_texts_with_units
 from frozenlens.reranker.head import Reranker
 from frozenlens.reranker.model import FusionHead, preset_config
+from tests.conftest import index_kphotoalbum
 
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory, testdata, shared_lite):
-    root = tmp_path_factory.mktemp("rerank")
-    photos = root / "photos"
-    shutil.copytree(testdata / "kphotoalbum", photos)
-    index = root / "index"
-    assert cli.main(["index", str(photos), "--index", str(index), "--captions", str(photos / "captions.jsonl"),
-                     "--no-progress"]) == 0
-    return photos, index
+    return index_kphotoalbum(tmp_path_factory.mktemp("rerank"), testdata)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
