@@ -159,6 +159,21 @@ def server(ui_archive, tmp_path_factory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
+def rerank_server(ui_archive, tmp_path_factory) -> Iterator[Server]:
+    """A copy of the archive's index with a briefly trained reranker head, served without a token."""
+    photos, index = ui_archive
+    tmp = tmp_path_factory.mktemp("serve-rerank")
+    work = tmp / "index"
+    shutil.copytree(index, work)
+    cmd = [sys.executable, "-m", "frozenlens", "train-reranker", "--index", str(work), "--epochs", "1",
+           "--max-steps-per-epoch", "3", "--seed", "0", "--no-progress"]
+    done = subprocess.run(cmd, check=False, env=server_env(tmp), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"training failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    with running_server(work, photos, tmp) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
 def token_server(testdata, tmp_path_factory) -> Iterator[Server]:
     """A server with an API token, no index yet, and indexing from the page allowed inside ``incoming``."""
     tmp = tmp_path_factory.mktemp("serve-token")

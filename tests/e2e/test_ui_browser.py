@@ -210,6 +210,27 @@ def test_why_this_result_and_more_like_this(page, server, shots):
     assert page.locator("#fl-more").is_disabled()  # the selection went with the old results
 
 
+def test_rerank_switch_with_a_trained_head(page, rerank_server, shots):
+    open_page(page, rerank_server)
+    box = page.locator("#fl-rerank input[type=checkbox]")
+    page.wait_for_function("() => { const b = document.querySelector('#fl-rerank input[type=checkbox]');"
+                           " return b && !b.disabled; }", timeout=10_000)
+    assert box.is_checked()  # on by default once the index has a head
+    for query, reranked in (("un lapin", True), ("une table de billard", False)):
+        if not reranked:
+            box.uncheck()
+        search(page, query)
+        first = cards(page)[0]
+        page.locator("#fl-results .fl-card").first.click()
+        page.wait_for_selector(f"#fl-why .fl-why[data-id='{first['id']}']")
+        why = page.locator("#fl-why").inner_text()
+        if reranked:
+            shoot(page, shots, "reranked")
+            assert "image match (reranked)" in why and "first-stage image match" in why
+        else:
+            assert "(reranked)" not in why and "pool" in Path(first["path"]).name
+
+
 # -- empty states and errors ----------------------------------------------------------------------
 def test_empty_query_and_plain_word_errors(page, server, shots, tmp_path):
     open_page(page, server)
