@@ -65,6 +65,7 @@ def create_app(settings: ServerSettings, *, encoder: str | None = None, ui: bool
     """The ASGI app of ``frozenlens serve``. ``ui=False`` leaves out the Gradio page."""
     settings.check()
     state = state or ServerState(settings, encoder=encoder)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -117,8 +118,8 @@ def create_app(settings: ServerSettings, *, encoder: str | None = None, ui: bool
         from ..ui import build_ui, mount_options
 
         blocks = build_ui(state)
-        app = gr.mount_gradio_app(app, blocks, path="", allowed_paths=[str(settings.index_dir / "thumbnails")],
-                                  **mount_options(state))
+        # the page shows thumbnails through the API routes above: Gradio itself serves no index files
+        app = gr.mount_gradio_app(app, blocks, path="", **mount_options(state))
     # multipart overhead on top of the file itself: form fields and part headers
     app.add_middleware(UploadSizeLimit, max_bytes=settings.limits.max_upload_bytes + 64 * 1024,
                        paths=("/api/v1/search/image",))
