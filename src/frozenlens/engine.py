@@ -51,6 +51,7 @@ from .errors import (
     DecodeError,
     ScanRootNotFoundError,
     EncoderMismatchError,
+    FrozenLensError,
     ImageNotFoundError,
     IndexNotFoundError,
     QueryError,
@@ -475,7 +476,28 @@ class Engine:
         for :meth:`image_file`) and :class:`DecodeError` (it no longer decodes).
         """
         record = self.image_by_id(image_id)
-        real = served_file(record.path, self.roots())
+        return self._thumbnail(record, self.roots(), size)
+
+    def thumbnails(self, image_ids: Sequence[int], size: int = THUMB_SIZE) -> dict[int, Path]:
+        """Thumbnails of several images with one lookup (a page of results).
+
+        Images whose thumbnail cannot be had (not indexed, file gone or outside
+        the indexed roots, no longer decodable) are left out, with the reason
+        logged.
+        """
+        records, roots, out = self.store.images(image_ids), self.roots(), {}
+        for i in image_ids:
+            record = records.get(i)
+            try:
+                if record is None or record.status not in (INDEXED, DUPLICATE):
+                    raise ImageNotFoundError(f"no indexed image {i}")
+                out[i] = self._thumbnail(record, roots, size)
+            except FrozenLensError as exc:
+                log.info("no thumbnail for image %s: %s", i, exc)
+        return out
+
+    def _thumbnail(self, record: ImageRecord, roots: list[str] | None, size: int) -> Path:
+        real = served_file(record.path, roots)
         return thumbnail(self.index_dir, record.id, str(real), record.content_hash, size)
 
     def image_file(self, image_id: int) -> tuple[Path, str]:

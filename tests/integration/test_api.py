@@ -250,6 +250,9 @@ def test_symlinks_out_of_the_indexed_roots_are_not_served(client, archive):
 
     with Engine.open(index) as engine:  # one of the two byte-identical files is a duplicate of the other
         ids = [engine.get_image(photos / rel).id for rel in ("link_out.jpg", "linked_dir/secret.jpg")]
+        inside = engine.get_image(photos / "pool.jpg").id
+        # a page of results: the thumbnails that may be shown, the others left out (not an error)
+        assert set(engine.thumbnails([*ids, inside, 99999])) == {inside}
     for i in ids:  # the file symlink, and the photo reached through the directory symlink
         r = client.get(f"/api/v1/images/{i}/file")
         assert_error(r, 403, "outside the indexed folders")

@@ -19,7 +19,6 @@ from pathlib import Path
 from ..api.state import IndexingNotAllowedError, NoIndexError, ServerState
 from ..engine import DATE_SORT_MARGIN, SORTS, Engine
 from ..errors import (
-    DecodeError,
     FrozenLensError,
     ImageNotFoundError,
     QueryError,
@@ -144,7 +143,8 @@ def _checked(state: ServerState, form: Form) -> tuple[int, SearchFilters, str, f
 
 def _view(engine: Engine, hits: list[Hit], what: str, form: Form, sort: str, min_score: float | None,
           filters: SearchFilters, query: str) -> View:
-    rows = [with_thumb(engine, h) for h in hits]
+    thumbs = engine.thumbnails([h.id for h in hits])
+    rows = [with_thumb(h, thumbs.get(h.id)) for h in hits]
     if not rows:
         return View(status=fmt.status_html(fmt.no_results_text(min_score, sort, not filters.is_empty()), "empty"),
                     query=query)
@@ -153,15 +153,10 @@ def _view(engine: Engine, hits: list[Hit], what: str, form: Form, sort: str, min
     return View(status=fmt.status_html(text, "info", note), cards=fmt.cards_html(rows), hits=rows, query=query)
 
 
-def with_thumb(engine: Engine, hit: Hit) -> dict[str, object]:
-    """The hit as a dict plus the URL of its (now cached) thumbnail, or ``None`` if unreadable."""
+def with_thumb(hit: Hit, thumb: Path | None) -> dict[str, object]:
+    """The hit as a dict plus the URL of its cached thumbnail (``None``: the photo is unavailable)."""
     row = hit.to_dict()
-    try:
-        path = engine.thumbnail(hit.id)
-        row["thumb"] = f"api/v1/images/{hit.id}/thumbnail?v={path.stem}"
-    except (DecodeError, ImageNotFoundError) as exc:
-        log.info("no thumbnail for image %s: %s", hit.id, exc)
-        row["thumb"] = None
+    row["thumb"] = None if thumb is None else f"api/v1/images/{hit.id}/thumbnail?v={thumb.stem}"
     return row
 
 
