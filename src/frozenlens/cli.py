@@ -31,10 +31,10 @@ def default_index_dir() -> str:
 
 
 def _date(text: str) -> dt.datetime | dt.date:
+    from .types import parse_when
+
     try:
-        if len(text) == 10:
-            return dt.date.fromisoformat(text)
-        return dt.datetime.fromisoformat(text)
+        return parse_when(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
 

@@ -9,6 +9,20 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 
+def parse_when(text: str) -> dt.date | dt.datetime:
+    """A filter date from text: ``YYYY-MM-DD`` is a date (a whole day, so
+    ``before`` includes it); a longer ISO 8601 string is a date-time, whose
+    time-zone offset is dropped (photo times are the camera's wall clock).
+
+    Raises ``ValueError``. The CLI, the REST API and the page all parse dates
+    with this one rule.
+    """
+    text = text.strip()
+    if len(text) == 10:
+        return dt.date.fromisoformat(text)
+    return dt.datetime.fromisoformat(text).replace(tzinfo=None)
+
+
 @dataclass(frozen=True)
 class SearchFilters:
     """Filters applied in SQL to search results.

@@ -47,3 +47,14 @@ def test_same_date_ties_keep_relevance_order():
 @pytest.mark.parametrize("sort", ["newest", "oldest", "relevance"])
 def test_empty(sort):
     assert date_sorted([], 5, sort, None) == []
+
+
+def test_one_date_rule_for_cli_api_and_page():
+    from frozenlens.types import parse_when
+
+    assert parse_when(" 2005-07-01 ") == dt.date(2005, 7, 1)  # a whole day
+    assert parse_when("2005-07-01T00:00") == dt.datetime(2005, 7, 1)  # an instant
+    assert parse_when("2005-07-01T10:30+02:00") == dt.datetime(2005, 7, 1, 10, 30)  # wall clock, offset dropped
+    for bad in ("2005-13-45", "yesterday", ""):
+        with pytest.raises(ValueError):
+            parse_when(bad)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ..types import Hit
+from ..types import Hit, parse_when
 from .settings import Limits
 
 Sort = Literal["relevance", "newest", "oldest"]
@@ -18,25 +18,19 @@ NO_NUL = r"^[^\x00]*$"
 SOME_TEXT = r"^[^\x00]*[^\x00\s\x1c-\x1f][^\x00]*$"  # \x1c-\x1f: spaces to Python, not to \s
 
 
-def parse_when(value: object) -> dt.date | dt.datetime | None:
-    """``YYYY-MM-DD`` → a date (a whole day); a longer ISO 8601 string → a date-time.
-
-    A time-zone offset is dropped: photo times are the camera's wall clock.
-    """
+def _when(value: object) -> dt.date | dt.datetime | None:
+    """A request's date field, by :func:`frozenlens.types.parse_when`."""
     if value is None or isinstance(value, dt.date):
         return value
     if not isinstance(value, str):
         raise ValueError("expected an ISO 8601 date (YYYY-MM-DD) or date-time")
-    text = value.strip()
     try:
-        if len(text) == 10:
-            return dt.date.fromisoformat(text)
-        return dt.datetime.fromisoformat(text).replace(tzinfo=None)
+        return parse_when(value)
     except ValueError:
         raise ValueError(f"{value[:40]!r} is not an ISO 8601 date (YYYY-MM-DD) or date-time") from None
 
 
-When = Annotated[dt.date | dt.datetime | None, BeforeValidator(parse_when)]
+When = Annotated[dt.date | dt.datetime | None, BeforeValidator(_when)]
 
 
 def _integral(value: object) -> object:

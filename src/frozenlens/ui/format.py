@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import QueryError
+from ..types import parse_when
 
 SORT_CHOICES = (("Best match first", "relevance"), ("Newest first", "newest"), ("Oldest first", "oldest"))
 SORT_WORDS = {"relevance": "best match first", "newest": "newest first", "oldest": "oldest first"}
@@ -75,9 +76,7 @@ def parse_day(text: str | None, name: str) -> dt.date | dt.datetime | None:
     if not value:
         return None
     try:
-        if len(value) == 10:
-            return dt.date.fromisoformat(value)
-        return dt.datetime.fromisoformat(value)
+        return parse_when(value)
     except ValueError:
         raise QueryError(
             f"The “{name}” date “{value[:40]}” is not a date. Write it as YYYY-MM-DD, for example 2005-07-01."
