@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
@@ -97,6 +98,21 @@ def prune_thumbnails(index_dir: Path, live: dict[int, str | None]) -> int:
     return removed
 
 
+def resolved_inside(path: str | os.PathLike[str], roots: Iterable[str | os.PathLike[str]]) -> Path | None:
+    """``path`` with every symlink resolved, when that is one of ``roots`` (also
+    resolved) or lies inside one of them; else ``None``. The one containment
+    check for files served, uploads read and folders indexed by the server."""
+    text = os.fspath(path)
+    if "\x00" in text:
+        return None
+    real = os.path.realpath(text)
+    for root in roots:
+        real_root = os.path.realpath(root)
+        if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+            return Path(real)
+    return None
+
+
 def served_file(path: str, roots: list[str] | None) -> Path:
     """The real (symlink-resolved) file to serve for an indexed photo at ``path``.
 
@@ -118,11 +134,10 @@ def served_file(path: str, roots: list[str] | None) -> Path:
         if real != absolute:
             raise FileAccessError("the file is reached through a symlink and the index records no roots")
         return Path(real)
-    for root in roots:
-        real_root = os.path.realpath(root)
-        if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
-            return Path(real)
-    raise FileAccessError("the file lies outside the indexed folders (a symlink leads out of them)")
+    inside = resolved_inside(real, roots)
+    if inside is None:
+        raise FileAccessError("the file lies outside the indexed folders (a symlink leads out of them)")
+    return inside
 
 
 def media_type(fmt: str | None) -> str:

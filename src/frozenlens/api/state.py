@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..engine import MARKER, Engine
 from ..errors import FrozenLensError, IndexNotFoundError
+from ..media import resolved_inside
 from ..models.lite import usable_cores
 from ..progress import Progress
 from .settings import ServerSettings
@@ -117,15 +118,13 @@ class ServerState:
             raise IndexingNotAllowedError(
                 "indexing from the server is off; start it with --allow-index FOLDER to allow it"
             )
-        if not path or "\x00" in path:
+        if not path:
             raise IndexingNotAllowedError("no folder given")
-        real = Path(os.path.realpath(os.path.expanduser(path)))
-        for root in self.settings.index_roots:
-            real_root = Path(os.path.realpath(root))
-            if real == real_root or real_root in real.parents:
-                if not real.is_dir():
-                    raise IndexingNotAllowedError(f"not a folder: {path}")
-                return real
+        real = resolved_inside(os.path.expanduser(path), self.settings.index_roots)
+        if real is not None:
+            if not real.is_dir():
+                raise IndexingNotAllowedError(f"not a folder: {path}")
+            return real
         allowed = ", ".join(str(r) for r in self.settings.index_roots)
         raise IndexingNotAllowedError(f"{path} is outside the folders that may be indexed ({allowed})")
 

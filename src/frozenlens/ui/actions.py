@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..errors import (
     QueryError,
     RerankerError,
 )
+from ..media import resolved_inside
 from ..types import Hit, SearchFilters
 from . import format as fmt
 
@@ -192,14 +192,15 @@ def search_photo(state: ServerState, upload: Mapping[str, object] | str | None, 
     path = upload.get("path") if isinstance(upload, Mapping) else upload
     if not path:
         return View(status=fmt.status_html("Drop a photo (or type a query) to search.", "empty"))
-    if upload_folder is None or not _inside(str(path), upload_folder):
+    real = None if upload_folder is None else resolved_inside(str(path), [upload_folder])
+    if real is None or not real.is_file():
         log.warning("refused an upload payload outside the upload folder: %r", str(path)[:200])
         raise QueryError("The uploaded photo could not be read; upload it again.")
     name = str(upload.get("orig_name") or Path(str(path)).name) if isinstance(upload, Mapping) else Path(path).name
     limits = state.settings.limits
     k, filters, sort, min_score = _checked(state, form)
     try:
-        with open(str(path), "rb") as fp:
+        with open(real, "rb") as fp:
             data = fp.read(limits.max_upload_bytes + 1)
     except OSError:
         raise QueryError("The uploaded photo could not be read; upload it again.") from None
@@ -211,14 +212,6 @@ def search_photo(state: ServerState, upload: Mapping[str, object] | str | None, 
         hits = engine.search(image, k, filters=filters, min_score=min_score, sort=sort)
         view = _view(engine, hits, f"like your photo “{name}”", form, sort, min_score, filters, "")
     return view
-
-
-def _inside(path: str, folder: str) -> bool:
-    """True when ``path`` (symlinks resolved) is a file inside ``folder``."""
-    if "\x00" in path:
-        return False
-    real, root = os.path.realpath(path), os.path.realpath(folder)
-    return real.startswith(root.rstrip(os.sep) + os.sep) and os.path.isfile(real)
 
 
 def _plain_decode_error(exc: QueryError) -> str:
