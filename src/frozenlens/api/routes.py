@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import FileResponse
 
 from ..errors import DecodeError, ImageNotFoundError, QueryError
-from ..types import SearchFilters
+from ..types import Hit, SearchFilters
 from .models import (
     ErrorOut,
     FailedFileOut,
@@ -31,6 +32,9 @@ from .models import (
 )
 from .state import ServerState
 from .uploads import decode_upload
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 ERRORS = {
     400: {"model": ErrorOut, "description": "invalid request"},
@@ -73,17 +77,21 @@ def build_router(state: ServerState) -> APIRouter:
     def filters_of(p: ResultParams) -> SearchFilters:
         return SearchFilters(after=p.after, before=p.before, camera=p.camera or None, under=p.under or None)
 
+    def respond(query: str | None, k: int, sort: str, search: Callable[[Engine], list[Hit]]) -> SearchResponse:
+        """Run ``search`` on the engine and shape the answer; ``took_ms`` is the engine's own time."""
+        with state.engine() as engine:
+            t0 = time.perf_counter()
+            hits = search(engine)
+            took = (time.perf_counter() - t0) * 1000
+        return SearchResponse(query=query, k=k, sort=sort, took_ms=round(took, 2), hits=[HitOut.of(h) for h in hits])
+
     def run_text(req: SearchRequest) -> SearchResponse:
         q = req.q.strip()  # the schema already refused blank queries and NULs
         if len(q) > limits.max_query_chars:  # a server may set a lower limit than the schema's
             raise QueryError(f"the query is longer than {limits.max_query_chars} characters")
         k = check_k(req.k)
-        with state.engine() as engine:
-            t0 = time.perf_counter()  # engine time, not time spent waiting for the engine
-            hits = engine.search(q, k, filters=filters_of(req), min_score=req.min_score, rerank=req.rerank,
-                                 sort=req.sort)
-            took = (time.perf_counter() - t0) * 1000
-        return SearchResponse(query=q, k=k, sort=req.sort, took_ms=round(took, 2), hits=[HitOut.of(h) for h in hits])
+        return respond(q, k, req.sort, lambda e: e.search(q, k, filters=filters_of(req), min_score=req.min_score,
+                                                          rerank=req.rerank, sort=req.sort))
 
     @router.get("/search", response_model=SearchResponse, summary="Search by text", responses=RERANK)
     def search_get(req: Annotated[SearchRequest, Query()]) -> SearchResponse:
@@ -111,11 +119,8 @@ def build_router(state: ServerState) -> APIRouter:
                          min_score=min_score)
         data = file.file.read(limits.max_upload_bytes + 1)  # read into memory; we never write it anywhere
         image = decode_upload(data, limits.max_upload_bytes, limits.max_upload_pixels)
-        with state.engine() as engine:
-            t0 = time.perf_counter()
-            hits = engine.search(image, p.k, filters=filters_of(p), min_score=min_score, sort=sort)
-            took = (time.perf_counter() - t0) * 1000
-        return SearchResponse(query=None, k=p.k, sort=sort, took_ms=round(took, 2), hits=[HitOut.of(h) for h in hits])
+        return respond(None, p.k, sort, lambda e: e.search(image, p.k, filters=filters_of(p), min_score=min_score,
+                                                            sort=sort))
 
     @router.get("/images/{image_id}", response_model=ImageOut, responses=NOT_FOUND, summary="An image's metadata")
     def image(image_id: ImageId) -> ImageOut:
@@ -134,11 +139,8 @@ def build_router(state: ServerState) -> APIRouter:
                 summary="Photos that look like an indexed photo (more like this)")
     def similar(image_id: ImageId, p: Annotated[ResultParams, Query()]) -> SearchResponse:
         k, image = check_k(p.k), parse_id(image_id)
-        with state.engine() as engine:
-            t0 = time.perf_counter()
-            hits = engine.similar(image, k, filters=filters_of(p), min_score=p.min_score, sort=p.sort)
-            took = (time.perf_counter() - t0) * 1000
-        return SearchResponse(query=None, k=k, sort=p.sort, took_ms=round(took, 2), hits=[HitOut.of(h) for h in hits])
+        return respond(None, k, p.sort, lambda e: e.similar(image, k, filters=filters_of(p), min_score=p.min_score,
+                                                            sort=p.sort))
 
     @router.get(
         "/images/{image_id}/thumbnail", response_class=FileResponse, summary="A 256-px WebP thumbnail",
