@@ -508,7 +508,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     tables.append(print_table("Load target", ["target", "measured", "verdict"], rows))
     print(f"{common.machine_line()}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after "
           f"(1-min); server and clients share the {len(os.sched_getaffinity(0))} cores.", flush=True)
-    return {"tables": tables, "ok": all(r.text.ok and (r.image is None or r.image.ok) for r in results)}
+    summary = {
+        r.name: {
+            "req_s": len(r.text.latency_ms) / r.text.seconds if r.text.seconds else 0.0,
+            "p50_ms": summarize(r.text.latency_ms).p50 if r.text.latency_ms else None,
+            "p99_ms": summarize(r.text.latency_ms).p99 if r.text.latency_ms else None,
+            "errors": sum(r.text.non_200.values()) + sum(r.text.exceptions.values()),
+        }
+        for r in results
+    }
+    return {"tables": tables, "summary": summary,
+            "ok": all(r.text.ok and (r.image is None or r.image.ok) for r in results)}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Exit codes: 0 ok, 1 a FrozenLens error (one line on stderr, no traceback),
 2 bad usage (argparse), 3 the index is locked by another indexing run,
-130 interrupted.
+4 the disk is full, 5 the index database is damaged (``frozenlens doctor``),
+6 the index is read-only and the command needs to write, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import FrozenLensError, IndexLockedError, QueryError
+from .errors import DatabaseDamagedError, DiskFullError, FrozenLensError, IndexLockedError, IndexReadOnlyError, QueryError
+from .paths import from_user, to_text
 
 ENV_INDEX = "FROZENLENS_INDEX"
+#: exit code of a run stopped by a full disk (what was committed is kept)
+EXIT_DISK_FULL = 4
+#: exit codes of a damaged index database and of a write to a read-only index
+EXIT_DAMAGED, EXIT_READ_ONLY = 5, 6
 
 
 def default_index_dir() -> str:
@@ -116,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=32, help="images per batch (default 32)")
     p.add_argument("--workers", type=_positive, default=None, help="decoder threads (default: CPU cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--follow-links", action="store_true",
+        help="also follow symlinks that lead outside the named folders (default: skip them and say so)",
+    )
     p.add_argument(
         "--checkpoint-seconds", type=float, default=60.0, metavar="S",
         help="save the FAISS files at least this often during a run (default 60)",
@@ -223,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ui", action="store_true", help="REST API only, no web page")
     p.add_argument("--concurrency", type=_positive, default=None, metavar="N",
                    help="searches that run at the same time (default: one per CPU core; the rest wait)")
+    p.add_argument("--allowed-host", metavar="NAME", action="append", default=[],
+                   help="without a token only requests to localhost/loopback are answered; also accept this "
+                        "Host name, e.g. a reverse proxy's (repeatable)")
 
     p = sub.add_parser("models", help="list the encoders and presets", description="Encoders FrozenLens can use, with dimensions, languages and download sizes.")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -231,6 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_arg(p)
     p.add_argument("--errors", action="store_true", help="list files that could not be indexed, with reasons")
     p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = sub.add_parser(
+        "doctor", help="check an index; --repair salvages a damaged database",
+        description="Integrity-check the index database and its vector files. With --repair, a damaged database's "
+        "readable rows are copied into a fresh one (the damaged file is kept as frozenlens.db.damaged-TIME); "
+        "the next `frozenlens index` encodes again the photos whose rows were lost. Stop servers using the index "
+        "before repairing it. Exit code 5 while damaged.",
+    )
+    add_index_arg(p)
+    p.add_argument("--repair", action="store_true", help="salvage a damaged database into a fresh one")
     return parser
 
 
@@ -251,6 +274,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IndexLockedError as exc:
         print(f"frozenlens: {exc}", file=sys.stderr)
         return 3
+    except DiskFullError as exc:
+        print(f"frozenlens: {exc}", file=sys.stderr)
+        return EXIT_DISK_FULL
+    except DatabaseDamagedError as exc:
+        print(f"frozenlens: the index database {exc.path} is damaged ({exc.detail}); "
+              f"run `frozenlens doctor --repair --index {index_dir}` to salvage what is readable", file=sys.stderr)
+        return EXIT_DAMAGED
+    except IndexReadOnlyError as exc:
+        print(f"frozenlens: {exc}", file=sys.stderr)
+        return EXIT_READ_ONLY
     except FrozenLensError as exc:
         print(f"frozenlens: {exc}", file=sys.stderr)
         return 1
@@ -281,6 +314,7 @@ def _cmd_index(args: argparse.Namespace, index_dir: str) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             checkpoint_seconds=args.checkpoint_seconds,
+            follow_links=args.follow_links,
         )
         if bar:
             bar.close()
@@ -291,8 +325,23 @@ def _cmd_index(args: argparse.Namespace, index_dir: str) -> int:
         f"{report.deleted} deleted, {report.failed} failed ({rate:.1f} images/s encoded)"
     )
     if report.failed:
-        print(f"see `frozenlens info --errors --index {index_dir}` for the {report.failed} failed files")
+        print(f"see `frozenlens info --errors --index {to_text(index_dir)}` for the {report.failed} failed files")
+    if report.not_scanned:
+        print("not scanned: " + ", ".join(f"{n} {_NOT_SCANNED.get(r, r)}" for r, n in sorted(report.not_scanned.items())))
+        for line in report.problems[:10]:
+            print(f"  {line}")
+        if len(report.problems) > 10:
+            print(f"  ... and {sum(report.not_scanned.values()) - 10} more (see the log)")
     return 0
+
+
+#: how the index summary names each reason the scan skipped something
+_NOT_SCANNED = {
+    "outside-roots": "symlinks leading outside the named folders (--follow-links follows them)",
+    "unreadable": "unreadable",
+    "vanished": "vanished while scanning",
+    "broken-symlink": "broken symlinks",
+}
 
 
 def _cmd_serve(args: argparse.Namespace, index_dir: str) -> int:
@@ -306,7 +355,7 @@ def _cmd_serve(args: argparse.Namespace, index_dir: str) -> int:
     settings = ServerSettings(
         index_dir=Path(index_dir).expanduser().absolute(), host=args.host, port=args.port,
         token=read_token(args.token_file), index_roots=tuple(Path(d).expanduser().absolute() for d in args.allow_index),
-        concurrency=args.concurrency,
+        concurrency=args.concurrency, allowed_hosts=tuple(args.allowed_host),
     )
     import asyncio
 
@@ -322,7 +371,7 @@ def _cmd_serve(args: argparse.Namespace, index_dir: str) -> int:
         if server.started:  # print the real address (port 0 = any free port)
             for sock in (s for srv in server.servers for s in srv.sockets):
                 host, port = sock.getsockname()[:2]
-                print(f"FrozenLens serving {settings.index_dir} at http://{host}:{port}/ (API: /api/v1, docs: /docs)",
+                print(f"FrozenLens serving {to_text(str(settings.index_dir))} at http://{host}:{port}/ (API: /api/v1, docs: /docs)",
                       flush=True)
         try:
             await task
@@ -363,7 +412,7 @@ def _filters(args: argparse.Namespace):  # noqa: ANN202
         after=args.after,
         before=args.before,
         camera=args.camera,
-        under=os.path.abspath(args.under) if args.under else None,
+        under=os.path.abspath(from_user(args.under)) if args.under else None,
         min_width=args.min_width,
         min_height=args.min_height,
     )
@@ -392,7 +441,7 @@ def _cmd_similar(args: argparse.Namespace, index_dir: str) -> int:
     from .engine import Engine
 
     with Engine.open(index_dir) as engine:
-        target = int(args.image) if args.image.isdigit() and not os.path.exists(args.image) else args.image
+        target = int(args.image) if args.image.isdigit() and not os.path.exists(args.image) else from_user(args.image)
         hits = engine.similar(target, k=args.k, filters=_filters(args), min_score=args.min_score, sort=args.sort)
     _print_hits(hits, args)
     return 0
@@ -400,7 +449,8 @@ def _cmd_similar(args: argparse.Namespace, index_dir: str) -> int:
 
 def _print_hits(hits: list, args: argparse.Namespace) -> None:
     if args.json:
-        print(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        rows = [{**h.to_dict(), "path": to_text(h.path), "duplicates": [to_text(d) for d in h.duplicates]} for h in hits]
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     if not hits:
         print("no results")
@@ -408,7 +458,7 @@ def _print_hits(hits: list, args: argparse.Namespace) -> None:
     for rank, h in enumerate(hits, 1):
         date = h.taken_at.strftime("%Y-%m-%d") if h.taken_at else "          "
         date += "~" if h.date_source == "mtime" else " "  # ~ = the file's modification time (no EXIF date)
-        print(f"{rank:3d}. {h.score:.3f}  {date} {h.path}")
+        print(f"{rank:3d}. {h.score:.3f}  {date} {to_text(h.path)}")  # the path text: one line, see frozenlens.paths
         if args.explain:
             parts = []
             if h.image_score is not None:
@@ -514,19 +564,20 @@ def _cmd_info(args: argparse.Namespace, index_dir: str) -> int:
         if args.errors:
             failures = engine.errors()
             if args.json:
-                print(json.dumps([{"path": f.path, "reason": f.reason, "message": f.message} for f in failures], indent=2))
+                print(json.dumps([{"path": to_text(f.path), "reason": f.reason, "message": f.message} for f in failures],
+                                 indent=2))
             elif not failures:
                 print("no failed files")
             else:
                 for f in failures:
-                    print(f"{f.reason:16s} {f.path}: {f.message}")
+                    print(f"{f.reason:16s} {to_text(f.path)}: {f.message}")
             return 0
         stats = engine.stats()
     if args.json:
         print(json.dumps(stats, indent=2, default=str))
         return 0
     enc = stats["encoder"]
-    print(f"index:      {stats['index_dir']}")
+    print(f"index:      {to_text(str(stats['index_dir']))}")
     print(f"database:   {stats['database']} (schema v{stats['schema_version']})")
     print(f"encoder:    {enc['name']} v{enc['version']} (dim {enc['dim']}, visual {enc['visual_dim']})")
     print(f"faiss:      {stats['factory']}; vectors {stats['vectors']}")
@@ -558,6 +609,8 @@ def _cmd_train_reranker(args: argparse.Namespace, index_dir: str) -> int:
         if engine is not None:
             if args.encoder and args.encoder != engine.identity.name:
                 raise QueryError(f"the index uses encoder {engine.identity.name}; a head for it must use it too")
+            if not args.out:
+                engine.require_writable("training a reranker into it")
             encoder = engine.encoder
         else:
             encoder = create_encoder(args.encoder or "lite")
@@ -606,6 +659,38 @@ class _StageBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _cmd_doctor(args: argparse.Namespace, index_dir: str) -> int:
+    from .checkup import doctor
+
+    report = doctor(index_dir, repair=args.repair)
+    db = report.database
+    print(f"database:  {db.path}: {'ok' if db.ok else 'DAMAGED'}")
+    for line in db.problems[:10]:
+        print(f"  {line}")
+    if report.read_only:
+        print(f"read-only: {report.read_only}")
+    for line in report.vector_problems:
+        print(f"vectors:   {line}")
+    rep = report.repair
+    if rep is not None:
+        print(f"repaired:  the damaged file is kept as {Path(rep.damaged_copy).name}")
+        if rep.settings_lost:
+            print("  the index's settings (encoder, schema) were unreadable: the database starts empty")
+        for t in rep.tables:
+            lost = "?" if t.lost is None else t.lost
+            dropped = f", {t.dropped} dropped with them" if t.dropped else ""
+            print(f"  {t.name:22s} {t.salvaged} rows salvaged, {lost} lost{dropped}")
+        if report.removed_vector_files:
+            print(f"  vector files removed (rebuilt from the database): {', '.join(report.removed_vector_files)}")
+        n = rep.images_to_reindex
+        print(f"  run `frozenlens index` on the indexed folders to encode again the {'' if n is None else f'{n} '}"
+              "photos whose rows were lost")
+        print(f"database:  now {'ok' if report.ok else 'still damaged'}")
+    elif not db.ok:
+        print(f"run `frozenlens doctor --repair --index {index_dir}` to salvage what is readable")
+    return 0 if report.ok else EXIT_DAMAGED
 
 
 def _cmd_reranker(args: argparse.Namespace, index_dir: str) -> int:
@@ -667,6 +752,7 @@ _COMMANDS = {
     "train-reranker": _cmd_train_reranker,
     "reranker": _cmd_reranker,
     "serve": _cmd_serve,
+    "doctor": _cmd_doctor,
 }
 
 

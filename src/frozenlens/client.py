@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from .errors import FrozenLensError
+from .paths import from_text, to_text
 from .types import CaptionInfo, Hit, SearchFilters
 
 API = "/api/v1"
@@ -133,7 +134,7 @@ def _filter_fields(filters: SearchFilters | None) -> dict[str, Any]:
         "after": f.after.isoformat() if f.after else None,
         "before": f.before.isoformat() if f.before else None,
         "camera": f.camera,
-        "under": f.under,
+        "under": None if f.under is None else to_text(f.under),  # paths travel in their text form
     }
 
 
@@ -141,14 +142,14 @@ def hit_from_json(h: dict[str, Any]) -> Hit:
     """A :class:`Hit` from the API's JSON form of one result."""
     taken = h.get("taken_at")
     return Hit(
-        id=int(h["id"]), path=h["path"], score=float(h["score"]),
+        id=int(h["id"]), path=from_text(h["path"]), score=float(h["score"]),  # the OS path, as the engine's
         image_score=h.get("image_score"), caption_score=h.get("caption_score"),
         taken_at=dt.datetime.fromisoformat(taken) if taken else None,
         camera=h.get("camera"), lens=h.get("lens"), width=h.get("width"), height=h.get("height"),
         lat=h.get("lat"), lon=h.get("lon"),
         captions=tuple(CaptionInfo(c["text"], c.get("lang"), c["source"]) for c in h.get("captions", [])),
         labels=tuple((lab["label"], float(lab["p"])) for lab in h.get("labels", [])),
-        duplicates=tuple(h.get("duplicates", [])),
+        duplicates=tuple(from_text(d) for d in h.get("duplicates", [])),
         first_stage_image_score=h.get("first_stage_image_score"), reranked=bool(h.get("reranked", False)),
         date_source=h.get("date_source"),
     )

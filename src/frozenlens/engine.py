@@ -57,6 +57,10 @@ from .errors import (
     QueryError,
     RerankerError,
 )
+from .disk_full import stop_on_full_disk
+from .index_dir import MARKER  # noqa: F401 - re-exported (frozenlens.api.state)
+from .index_dir import IDENTITY_KEY, ensure_identity, remove_leftovers
+from .readonly import open_store, require_writable
 from .indexer.language import detect_language
 from .indexer.lock import IndexLock
 from .media import THUMB_SIZE, media_type, prune_thumbnails, served_file, thumbnail
@@ -76,8 +80,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MARKER = ".frozenlens-index"
-DB_NAME = "frozenlens.db"
 DEFAULT_ENCODER = "lite"
 DEFAULT_FACTORY = "Flat"
 MAX_K = 1000
@@ -105,8 +107,12 @@ class Engine:
         meta: dict[str, str],
         encoder: Encoder | None,
         encoder_options: dict[str, object] | None = None,
+        *,
+        read_only: str | None = None,
     ) -> None:
         self.index_dir = index_dir
+        #: why this index cannot be written (read-only media...), or None; see frozenlens.readonly
+        self.read_only_reason = read_only
         self._encoder_options = encoder_options or {}
         self.store = store
         self._meta = meta
@@ -119,6 +125,14 @@ class Engine:
         # FAISS spaces take the write side (see the class docstring)
         self._rw = ReadWriteLock()
         self._init_lock = threading.Lock()
+
+    @property
+    def read_only(self) -> bool:
+        """Opened read-only: searching works, writing raises :class:`IndexReadOnlyError`."""
+        return self.read_only_reason is not None
+
+    def require_writable(self, action: str) -> None:
+        require_writable(self.read_only_reason, self.index_dir, action)
 
     # -- opening ---------------------------------------------------------
     @classmethod
@@ -143,19 +157,7 @@ class Engine:
         factory: FAISS factory string for a new index (default exact ``Flat``).
         """
         root = Path(index_dir).expanduser().absolute()
-        marker = root / MARKER
-        if not marker.exists():
-            if not create:
-                raise IndexNotFoundError(f"no FrozenLens index at {root} (run `frozenlens index` first)")
-            root.mkdir(parents=True, exist_ok=True)
-            url = database_url or f"sqlite:///{root / DB_NAME}"
-            tmp = root / (MARKER + ".tmp")
-            tmp.write_text(url + "\n", encoding="utf-8")
-            os.replace(tmp, marker)
-        url = marker.read_text(encoding="utf-8").strip() or f"sqlite:///{root / DB_NAME}"
-        if database_url and database_url != url:
-            raise IndexNotFoundError(f"index at {root} uses database {url!r}, not {database_url!r}")
-        store = Store.open(url)
+        store, read_only = open_store(root, create=create, database_url=database_url)
         meta = store.get_meta()
         enc_obj = encoder if isinstance(encoder, Encoder) else None
         if "encoder_name" not in meta:
@@ -192,7 +194,8 @@ class Engine:
             )
         if encoder_options is None:  # reuse what the index was built with (e.g. --weights PATH)
             encoder_options = json.loads(meta.get("encoder_options") or "{}")
-        return cls(root, store, meta, enc_obj, encoder_options)
+        meta = ensure_identity(store, meta, read_only=read_only is not None)
+        return cls(root, store, meta, enc_obj, encoder_options, read_only=read_only)
 
     def close(self) -> None:
         self.store.close()
@@ -237,8 +240,8 @@ class Engine:
     def _open_spaces(self) -> VectorSpaces:
         ident = self.identity
         dims = {"semantic": ident.dim, "visual": ident.visual_dim, "caption": ident.dim}
-        epoch = int(self._meta.get("vectors_epoch", "0"))
-        return VectorSpaces.open(self.index_dir, dims, self._meta.get("factory", DEFAULT_FACTORY), epoch)
+        epoch, owner = int(self._meta.get("vectors_epoch", "0")), self._meta.get(IDENTITY_KEY)
+        return VectorSpaces.open(self.index_dir, dims, self._meta.get("factory", DEFAULT_FACTORY), epoch, owner)
 
     def refresh(self) -> None:
         """Pick up rows committed by another process (e.g. a running indexer).
@@ -279,8 +282,13 @@ class Engine:
         batch_size: int = 32,
         workers: int | None = None,
         checkpoint_seconds: float = 60.0,
+        follow_links: bool = False,
     ) -> IndexReport:
         """Index (or update) the photos under ``paths``; see :mod:`frozenlens.indexer.pipeline`.
+
+        Symlinks are followed only while they stay inside ``paths``
+        (``follow_links=True`` follows all of them); the others are skipped and
+        counted in ``IndexReport.not_scanned["outside-roots"]``.
 
         Raises :class:`IndexLockedError` if another process is indexing into
         this directory, ``FileNotFoundError``-like :class:`FrozenLensError`s
@@ -288,6 +296,7 @@ class Engine:
         """
         from .indexer.pipeline import Indexer, IndexOptions
 
+        self.require_writable("indexing")
         if not paths:
             raise QueryError("no paths to index")
         for p in paths:
@@ -298,14 +307,17 @@ class Engine:
             workers=workers,
             checkpoint_seconds=checkpoint_seconds,
             captions_manifest=str(captions) if captions else None,
+            follow_links=follow_links,
         )
-        with IndexLock(self.index_dir):
+        with stop_on_full_disk(self.store, self.index_dir), IndexLock(self.index_dir):
             spaces = self.spaces  # reconciles: repairs whatever a crash left
             encoder = self.encoder
             self._record_roots(paths)
             with self._rw.write():  # this engine's own searches wait; other engines and processes do not
                 report = Indexer(self.store, spaces, encoder, options, progress).run([str(p) for p in paths])
                 self._generation = self.store.generation()
+            spaces.remove_stale_files()  # and the other files of interrupted runs:
+            remove_leftovers(self.index_dir)
         if report.deleted or report.changed:
             prune_thumbnails(self.index_dir, self.store.content_hashes())
         return report
@@ -338,11 +350,12 @@ class Engine:
         """
         from .reindex import ReindexReport, run_reindex
 
+        self.require_writable("re-indexing")
         enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder, **(encoder_options or {}))
         options = _options_json(encoder_options if not isinstance(encoder, Encoder) else None)
         if enc.identity == self.identity:
             return ReindexReport()
-        with IndexLock(self.index_dir):
+        with stop_on_full_disk(self.store, self.index_dir, "reindex"), IndexLock(self.index_dir):
             epoch = int(self._meta.get("vectors_epoch", "0"))
             report = run_reindex(
                 self.store, enc, epoch=epoch, batch_size=batch_size, workers=workers, progress=progress,
@@ -356,6 +369,7 @@ class Engine:
                 self._spaces.reconcile(self.store)
                 self._spaces.save()
                 self._spaces.remove_stale_files()
+                remove_leftovers(self.index_dir)
                 self._generation = self.store.generation()
                 self._retire_reranker()
         return report
@@ -498,7 +512,7 @@ class Engine:
 
     def _thumbnail(self, record: ImageRecord, roots: list[str] | None, size: int) -> Path:
         real = served_file(record.path, roots)
-        return thumbnail(self.index_dir, record.id, str(real), record.content_hash, size)
+        return thumbnail(self.index_dir, record.id, str(real), record.content_hash, size, read_only=self.read_only)
 
     def image_file(self, image_id: int) -> tuple[Path, str]:
         """(real path, media type) of an indexed image's original file, for serving.

@@ -119,3 +119,33 @@ class RerankerMismatchError(RerankerError, EncoderMismatchError):
 class FileAccessError(FrozenLensError):
     """The file of an indexed image may not be served (for example, a
     symlink leads out of the indexed folders)."""
+
+
+class VectorFileMismatchError(IndexCorruptError):
+    """A readable vector file that belongs to another index (its recorded
+    index identity differs from this index's); it is rebuilt from the database."""
+
+
+class DiskFullError(FrozenLensError):
+    """The disk (or quota) ran out while writing the index. What was
+    committed before is kept; the message says how much."""
+
+
+class DatabaseDamagedError(FrozenLensError):
+    """The index's SQLite database is damaged (truncated, overwritten, not a
+    database at all). ``path`` is the database file and ``detail`` what SQLite
+    reported; ``frozenlens doctor --repair`` salvages what is readable."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(
+            f"the index database {path} is damaged ({detail}); "
+            "`frozenlens doctor --repair` salvages what is readable"
+        )
+        self.path = path
+        self.detail = detail
+
+
+class IndexReadOnlyError(FrozenLensError):
+    """The index lies on read-only media (or this account may not write it)
+    and the operation needs to write: indexing, re-indexing, training a
+    reranker into it, repairing it, or upgrading its schema."""

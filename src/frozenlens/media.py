@@ -6,7 +6,10 @@ Library code for the web UI and the REST API (no HTTP here):
   and caches a small WebP (longest side :data:`THUMB_SIZE`) under
   ``<index>/thumbnails/``. The cache key includes the photo's content hash,
   so an edited photo gets a new thumbnail; writes go to a temp file then
-  ``os.replace`` (concurrent requests never see half a file).
+  ``os.replace`` (concurrent requests never see half a file). A read-only
+  index (:attr:`frozenlens.engine.Engine.read_only`) keeps serving the
+  thumbnails cached in it and makes the missing ones in a private per-user
+  cache outside it (:func:`private_cache_dir`).
 * :func:`served_file` decides whether the original file of an indexed image
   may be handed out: files are only ever found through an image id (never a
   client-supplied path), and the symlink-resolved file must lie inside one of
@@ -16,6 +19,7 @@ Library code for the web UI and the REST API (no HTTP here):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import tempfile
@@ -49,9 +53,14 @@ def thumbnail_path(index_dir: Path, image_id: int, content_hash: str | None, siz
     return index_dir / THUMB_DIR / f"{image_id % 256:02x}" / f"{image_id}-{tag}-{size}.webp"
 
 
-def thumbnail(index_dir: Path, image_id: int, path: str, content_hash: str | None, size: int = THUMB_SIZE) -> Path:
+def thumbnail(
+    index_dir: Path, image_id: int, path: str, content_hash: str | None, size: int = THUMB_SIZE,
+    *, read_only: bool = False,
+) -> Path:
     """The cached WebP thumbnail of an indexed photo, made on first request.
 
+    ``read_only``: the index cannot be written; a thumbnail not cached in it
+    is made in :func:`private_cache_dir` instead.
     Raises :class:`DecodeError` when the photo can no longer be decoded and
     :class:`ImageNotFoundError` when its file is gone.
     """
@@ -60,6 +69,10 @@ def thumbnail(index_dir: Path, image_id: int, path: str, content_hash: str | Non
     out = thumbnail_path(index_dir, image_id, content_hash, size)
     if out.exists():
         return out
+    if read_only:
+        out = thumbnail_path(private_cache_dir(index_dir), image_id, content_hash, size)
+        if out.exists():
+            return out
     try:
         image = decode_file(path, draft_size=size).image
     except DecodeError as exc:
@@ -77,6 +90,27 @@ def thumbnail(index_dir: Path, image_id: int, path: str, content_hash: str | Non
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def private_cache_dir(index_dir: Path) -> Path:
+    """This user's own thumbnail cache for the read-only index at ``index_dir``:
+    ``$XDG_CACHE_HOME/frozenlens/read-only/<key>`` (``~/.cache`` by default),
+    else ``<temp>/frozenlens-<uid>/<key>`` when the home cache cannot be
+    written (owned by this user, closed to others; refused otherwise)."""
+    key = hashlib.sha256(os.fsencode(os.path.abspath(index_dir))).hexdigest()[:20]
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "frozenlens" / "read-only"
+    private = Path(tempfile.gettempdir()) / f"frozenlens-{os.getuid()}"
+    for base in (home, private):
+        try:
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            st = base.stat()
+            if base == private and (st.st_uid != os.getuid() or st.st_mode & 0o077):
+                continue  # made by someone else, or open to others: not ours to fill
+            if os.access(base, os.W_OK):
+                return base / key
+        except OSError:
+            continue
+    raise FileAccessError("the index is read-only and no private thumbnail cache can be written")
 
 
 def prune_thumbnails(index_dir: Path, live: dict[int, str | None]) -> int:

@@ -13,12 +13,14 @@ under the same id, so comparing id sets is a complete consistency check.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
+from .errors import IndexCorruptError, VectorFileMismatchError
 from .retriever import VectorIndex
 from .store import Delta, Store
 
@@ -32,12 +34,15 @@ class VectorSpaces:
     """Owns one :class:`VectorIndex` per space and its file in ``index_dir``."""
 
     def __init__(
-        self, index_dir: Path, indexes: dict[str, VectorIndex], dims: dict[str, int], epoch: int = 0
+        self, index_dir: Path, indexes: dict[str, VectorIndex], dims: dict[str, int], epoch: int = 0,
+        owner: str | None = None,
     ) -> None:
         self.index_dir = index_dir
         self.indexes = indexes
         self.dims = dims
         self.epoch = epoch
+        #: the index's identity, recorded in every file saved (see :meth:`open`)
+        self.owner = owner
 
     @staticmethod
     def file_name(space: str, epoch: int) -> str:
@@ -45,21 +50,29 @@ class VectorSpaces:
         return f"{space}.faiss" if epoch == 0 else f"{space}.e{epoch}.faiss"
 
     @classmethod
-    def open(cls, index_dir: Path, dims: dict[str, int], factory: str, epoch: int = 0) -> VectorSpaces:
+    def open(
+        cls, index_dir: Path, dims: dict[str, int], factory: str, epoch: int = 0, owner: str | None = None
+    ) -> VectorSpaces:
         """Load each space's file of this vector epoch if present (else create it empty).
 
         The epoch changes when the index is re-indexed with another encoder,
         so files holding the previous encoder's vectors are never loaded.
+
+        A file that cannot be used is treated like a missing one (the space
+        starts empty and :meth:`reconcile` rebuilds it from the database),
+        with a warning, and is renamed ``<name>.corrupt-<UTC time>`` for
+        inspection: a damaged (truncated, overwritten) file, one of another
+        dimension, and — with ``owner``, the index's identity — a valid file
+        of another index (``<name>.foreign-<UTC time>``). A file saved before
+        files recorded their owner is accepted (and records it when next saved).
         """
         indexes: dict[str, VectorIndex] = {}
         for space in SPACES:
             path = index_dir / cls.file_name(space, epoch)
-            if path.exists():
-                indexes[space] = VectorIndex.load(path)
-            else:
-                # captions are few per image: exact search is always affordable
-                indexes[space] = VectorIndex.create(dims[space], factory if space != "caption" else "Flat")
-        return cls(index_dir, indexes, dims, epoch)
+            loaded = _load_usable(path, dims[space], owner) if path.exists() else None
+            # captions are few per image: exact search is always affordable
+            indexes[space] = loaded or VectorIndex.create(dims[space], factory if space != "caption" else "Flat")
+        return cls(index_dir, indexes, dims, epoch, owner)
 
     def __getitem__(self, space: str) -> VectorIndex:
         return self.indexes[space]
@@ -102,17 +115,49 @@ class VectorSpaces:
         """Write every space atomically (temp file + ``os.replace``)."""
         os.makedirs(self.index_dir, exist_ok=True)
         for space in SPACES:
-            self.indexes[space].save(self.index_dir / self.file_name(space, self.epoch))
+            self.indexes[space].save(self.index_dir / self.file_name(space, self.epoch), owner=self.owner)
 
     def remove_stale_files(self) -> list[str]:
-        """Delete FAISS files of other epochs (call with the writer lock held)."""
+        """Delete FAISS files of other epochs (an old encoder's, e.g. after a
+        killed ``reindex``) and temp files of interrupted saves (call with the
+        writer lock held: nobody else saves meanwhile)."""
         keep = {self.file_name(space, self.epoch) for space in SPACES}
         removed = []
-        for path in self.index_dir.glob("*.faiss"):
-            if path.name not in keep:
-                path.unlink(missing_ok=True)
-                removed.append(path.name)
+        for pattern in ("*.faiss", ".*.faiss.*.tmp"):
+            for path in self.index_dir.glob(pattern):
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
+                    removed.append(path.name)
+        if removed:
+            log.info("removed stale vector files from %s: %s", self.index_dir, ", ".join(sorted(removed)))
         return removed
 
     def sizes(self) -> dict[str, int]:
         return {space: len(self.indexes[space]) for space in SPACES}
+
+
+def _load_usable(path: Path, dim: int, owner: str | None) -> VectorIndex | None:
+    """The index in ``path``, or ``None`` (after setting the file aside) when
+    it is damaged, of another dimension or of another index."""
+    try:
+        index = VectorIndex.load(path, owner=owner)
+        if index.dim != dim:
+            raise IndexCorruptError(f"vector index {path} holds {index.dim}-d vectors, this index uses {dim}-d")
+        return index
+    except VectorFileMismatchError as exc:
+        kind, problem = "foreign", str(exc)
+    except IndexCorruptError as exc:
+        kind, problem = "corrupt", str(exc)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.{kind}-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.{kind}-{stamp}-{n}")
+    try:
+        os.replace(path, aside)
+        kept = f"the file was kept as {aside.name}"
+    except OSError as exc:  # read-only media: rebuild in memory, leave the file
+        kept = f"the file stays in place ({exc.strerror or exc})"
+    log.warning("%s; rebuilding it from the database (%s)", problem, kept)
+    return None

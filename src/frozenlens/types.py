@@ -125,7 +125,13 @@ class FailedFile:
 
 @dataclass
 class IndexReport:
-    """What one ``Engine.index`` run did (counts of files)."""
+    """What one ``Engine.index`` run did (counts of files).
+
+    ``not_scanned`` counts what the scan skipped, by reason (e.g.
+    ``"outside-roots"``: symlinks leading out of the named folders,
+    ``"unreadable"``, ``"broken-symlink"``); ``problems`` names the first
+    1,000 of them.
+    """
 
     scanned: int = 0
     new: int = 0
@@ -138,4 +144,5 @@ class IndexReport:
     captions_updated: int = 0
     encoded: int = 0
     problems: list[str] = field(default_factory=list)
+    not_scanned: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0

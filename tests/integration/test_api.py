@@ -40,8 +40,9 @@ def archive(tmp_path_factory, testdata, shared_lite):
     (photos / "link_out.jpg").symlink_to(outside / "secret.jpg")  # a file symlink leading out
     (photos / "linked_dir").symlink_to(outside, target_is_directory=True)  # a directory symlink leading out
     index = root / "index"
+    # --follow-links: the user asked for the links to be followed; serving still refuses what lies outside
     rc = cli.main(["index", str(photos), "--index", str(index), "--captions", str(photos / "captions.jsonl"),
-                   "--no-progress"])
+                   "--no-progress", "--follow-links"])
     assert rc == 0
     return photos, index, outside
 
@@ -49,7 +50,7 @@ def archive(tmp_path_factory, testdata, shared_lite):
 @pytest.fixture(scope="module")
 def client(archive):
     _, index, _ = archive
-    with TestClient(create_app(ServerSettings(index_dir=index), ui=False)) as c:
+    with TestClient(create_app(ServerSettings(index_dir=index), ui=False), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -161,7 +162,7 @@ def test_query_errors_are_json_with_status(client):
 def test_upload_errors_and_limits(archive):
     photos, index, _ = archive
     tight = ServerSettings(index_dir=index, limits=Limits(max_upload_bytes=60_000, max_upload_pixels=600_000))
-    with TestClient(create_app(tight, ui=False)) as c:
+    with TestClient(create_app(tight, ui=False), base_url="http://127.0.0.1") as c:
         small = (photos / "grand_canyon_3.jpg").read_bytes()
         assert len(small) < 60_000
         assert c.post("/api/v1/search/image", files={"file": ("q.jpg", small)}).status_code == 200
@@ -186,7 +187,7 @@ def test_upload_errors_and_limits(archive):
 
 
 def test_no_index_yet_is_503_and_health_says_so(tmp_path):
-    with TestClient(create_app(ServerSettings(index_dir=tmp_path / "none"), ui=False)) as c:
+    with TestClient(create_app(ServerSettings(index_dir=tmp_path / "none"), ui=False), base_url="http://127.0.0.1") as c:
         assert c.get("/api/v1/health").json() == {"status": "ok", "version": c.get("/api/v1/health").json()["version"],
                                                   "index": False}
         assert_error(c.get("/api/v1/search", params={"q": "dog"}), 503, "no index")
@@ -313,12 +314,18 @@ def test_index_job_inside_allowed_root(tmp_path, testdata, shared_lite):
     for name in ("pool.jpg", "snow.jpg", "skagen.jpg"):
         shutil.copy(testdata / "kphotoalbum" / name, allowed / "trip" / name)
     settings = ServerSettings(index_dir=tmp_path / "index", index_roots=(allowed,))
-    with TestClient(create_app(settings, ui=False)) as c:
+    with TestClient(create_app(settings, ui=False), base_url="http://127.0.0.1") as c:
         assert_error(c.get("/api/v1/search", params={"q": "snow"}), 503)
         assert_error(c.post("/api/v1/index", json={"path": str(tmp_path)}), 403, "outside")
         assert_error(c.post("/api/v1/index", json={"path": str(allowed / "trip" / ".." / ".." )}), 403, "outside")
         (allowed / "escape").symlink_to(tmp_path, target_is_directory=True)
         assert_error(c.post("/api/v1/index", json={"path": str(allowed / "escape")}), 403, "outside")
+        # links inside the folder that lead out of it pull nothing in (files and their EXIF stay private)
+        secret = tmp_path / "private"
+        secret.mkdir()
+        shutil.copy(testdata / "photos" / "rocket.jpg", secret / "secret.jpg")
+        (allowed / "trip" / "out_dir").symlink_to(secret, target_is_directory=True)
+        (allowed / "trip" / "out_file.jpg").symlink_to(secret / "secret.jpg")
         r = c.post("/api/v1/index", json={"path": str(allowed / "trip")})
         assert r.status_code == 202, r.text
         job = r.json()
@@ -328,6 +335,7 @@ def test_index_job_inside_allowed_root(tmp_path, testdata, shared_lite):
             job = c.get(f"/api/v1/index/jobs/{job['id']}").json()
         assert job["state"] == "done", job
         assert job["report"]["new"] == 3 and job["finished_at"]
+        assert job["report"]["not_scanned"] == {"outside-roots": 2}
         assert c.get("/api/v1/stats").json()["images"] == 3
         pool = c.get("/api/v1/search", params={"q": "a pool table", "k": 1}).json()["hits"][0]
         assert Path(pool["path"]).name == "pool.jpg"
@@ -372,7 +380,7 @@ def test_cli_serve_refuses_public_address_without_token(tmp_path, capsys, monkey
 def test_token_is_checked_on_every_route(archive):
     _, index, _ = archive
     settings = ServerSettings(index_dir=index, host="0.0.0.0", token=TOKEN)
-    with TestClient(create_app(settings, ui=False)) as c:
+    with TestClient(create_app(settings, ui=False), base_url="http://127.0.0.1") as c:
         i = image_id_with(c, {"Authorization": f"Bearer {TOKEN}"})
         routes = ["/api/v1/health", "/api/v1/stats", "/api/v1/search?q=dog", f"/api/v1/images/{i}",
                   f"/api/v1/images/{i}/thumbnail", f"/api/v1/images/{i}/file", f"/api/v1/images/{i}/similar",
@@ -468,7 +476,7 @@ def test_reranked_search_through_the_api(archive, tmp_path, capsys):
     rc = cli.main(["train-reranker", "--index", str(work), "--epochs", "1", "--max-steps-per-epoch", "3",
                    "--seed", "0", "--no-progress"])
     assert rc == 0, capsys.readouterr().err
-    with TestClient(create_app(ServerSettings(index_dir=work), ui=False)) as c:
+    with TestClient(create_app(ServerSettings(index_dir=work), ui=False), base_url="http://127.0.0.1") as c:
         assert c.get("/api/v1/stats").json()["reranker"] is True
         on = c.get("/api/v1/search", params={"q": "un lapin", "k": 5}).json()["hits"]
         assert all(h["reranked"] and h["first_stage_image_score"] is not None for h in on)
@@ -478,3 +486,35 @@ def test_reranked_search_through_the_api(archive, tmp_path, capsys):
         assert [h["id"] for h in forced] == [h["id"] for h in on]
         newest = c.get("/api/v1/search", params={"q": "un lapin", "k": 5, "sort": "newest"}).json()["hits"]
         assert newest and all(h["reranked"] for h in newest)
+
+
+# -- DNS rebinding: without a token, only loopback host names -----------------------------
+def test_host_header_must_be_loopback_without_a_token(archive):
+    _, index, _ = archive
+    from frozenlens.api.hosts import host_allowed, host_name
+
+    assert host_name("[::1]:7860") == "::1" and host_name("LocalHost:80") == "localhost"
+    assert host_name("127.0.0.1") == "127.0.0.1" and host_name("example.org.") == "example.org"
+    with TestClient(create_app(ServerSettings(index_dir=index), ui=False), base_url="http://127.0.0.1") as c:
+        for good in ("127.0.0.1", "127.0.0.1:7860", "localhost", "localhost:7860", "[::1]:7860", "127.8.9.10",
+                     "app.localhost:7860", "LOCALHOST"):
+            assert c.get("/api/v1/health", headers={"host": good}).status_code == 200, good
+        for bad in ("evil.example.com", "evil.example.com:7860", "127.0.0.1.evil.example.com", "localhost.evil.com",
+                    "192.168.1.10", "[2001:db8::1]:7860", "0.0.0.0", ""):
+            for route in ("/api/v1/health", "/api/v1/search?q=dog", "/openapi.json", "/"):
+                r = c.get(route, headers={"host": bad})
+                assert r.status_code == 400, (bad, route, r.status_code)
+                assert r.json()["error"]["code"] == "bad_host"
+        assert c.post("/api/v1/search", json={"q": "dog"}, headers={"host": "evil.example.com"}).status_code == 400
+    # a reverse proxy's name, when the operator lists it
+    proxied = ServerSettings(index_dir=index, allowed_hosts=("photos.example.org",))
+    with TestClient(create_app(proxied, ui=False), base_url="http://127.0.0.1") as c:
+        assert c.get("/api/v1/health", headers={"host": "photos.example.org"}).status_code == 200
+        assert c.get("/api/v1/health", headers={"host": "evil.example.com"}).status_code == 400
+    assert host_allowed("Photos.Example.Org:443", frozenset({"photos.example.org"}))
+    with pytest.raises(ServerConfigError, match="allowed-host"):
+        create_app(ServerSettings(index_dir=index, allowed_hosts=("bad name/x",)), ui=False)
+    # with a token the token is the defence (a rebound page has no cookie for our origin)
+    with TestClient(create_app(ServerSettings(index_dir=index, host="0.0.0.0", token=TOKEN), ui=False)) as c:
+        assert c.get("/api/v1/health", headers={"host": "photos.example.org", "X-API-Token": TOKEN}).status_code == 200
+        assert c.get("/api/v1/health", headers={"host": "evil.example.com"}).status_code == 401

@@ -94,6 +94,14 @@ def test_json_sidecar_forms(tmp_path: Path) -> None:
     ]
 
 
+def test_lone_surrogates_in_a_json_sidecar_are_replaced(tmp_path: Path) -> None:
+    # valid JSON, but "\ud800" decodes to a lone surrogate that no text encoder accepts
+    entry = entry_with(tmp_path, {"photo.json": '{"caption": "a dog \\ud800 on a beach", "lang": "en"}'})
+    (caption,) = read_sidecar_captions(entry)
+    assert caption == Caption("a dog \ufffd on a beach", "en", "sidecar-json")
+    caption.text.encode("utf-8")  # encodable
+
+
 def test_xmp_sidecar_languages_and_title(tmp_path: Path) -> None:
     entry = entry_with(tmp_path, {"photo.xmp": XMP})
     assert read_sidecar_captions(entry) == [

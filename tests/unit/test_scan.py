@@ -89,9 +89,14 @@ def test_symlinked_dir_followed_once_and_path_not_resolved(tmp_path: Path) -> No
     touch(root / "real" / "x.jpg")
     os.symlink(root / "real", root / "zlink")  # second path to real/
     os.symlink(outside, root / "ext")  # only path to elsewhere/
-    got = rel(list(scan([root])), root)
+    got = rel(list(scan([root], links="all")), root)
     assert got == ["ext/y.jpg", "real/x.jpg"]
-    assert rel(list(scan([root], follow_symlinks=False)), root) == ["real/x.jpg"]
+    assert rel(list(scan([root], links="none")), root) == ["real/x.jpg"]
+    # by default the scan does not leave the root: the link inside it is followed
+    # (and walked once), the one leading out is skipped and reported
+    problems: list[ScanProblem] = []
+    assert rel(list(scan([root], on_problem=problems.append)), root) == ["real/x.jpg"]
+    assert [(p.path, p.reason) for p in problems] == [(str(root / "ext"), "outside-roots")]
 
 
 def test_symlinked_file_yielded_at_its_own_path(tmp_path: Path) -> None:
@@ -99,10 +104,61 @@ def test_symlinked_file_yielded_at_its_own_path(tmp_path: Path) -> None:
     root = tmp_path / "r"
     root.mkdir()
     os.symlink(target, root / "link.jpg")
-    entries = list(scan([root]))
+    entries = list(scan([root], links="all"))
     assert [e.path for e in entries] == [str(root / "link.jpg")]
     assert entries[0].size == 1
-    assert list(scan([root], follow_symlinks=False)) == []
+    assert list(scan([root], links="none")) == []
+    problems: list[ScanProblem] = []
+    assert list(scan([root], on_problem=problems.append)) == []  # it leads out of the root
+    assert [(p.path, p.reason) for p in problems] == [(str(root / "link.jpg"), "outside-roots")]
+    os.symlink(root / "link.jpg", root / "second.jpg")  # a link to a link: resolved, still outside
+    assert list(scan([root])) == []
+
+
+def test_links_inside_the_roots_are_followed(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    target = touch(root / "store" / "t.jpg")
+    os.symlink(target, root / "file_link.jpg")
+    os.symlink(root / "store", root / "dir_link")
+    problems: list[ScanProblem] = []
+    got = rel(list(scan([root], on_problem=problems.append)), root)
+    assert got == ["file_link.jpg", "dir_link/t.jpg"]  # files first; store/ is walked once, at the first path reached
+    assert problems == []
+
+
+def test_link_to_another_named_root_is_inside(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    touch(b / "y.jpg")
+    a.mkdir()
+    os.symlink(b, a / "to_b")
+    problems: list[ScanProblem] = []
+    got = sorted(Path(e.path).relative_to(tmp_path).as_posix() for e in scan([a, b], on_problem=problems.append))
+    assert got == ["a/to_b/y.jpg"]  # b/ was already walked through the link: once only
+    assert problems == []
+
+
+def test_link_to_filesystem_root_is_not_followed(tmp_path: Path) -> None:
+    touch(tmp_path / "p.jpg")
+    os.symlink("/", tmp_path / "everything")
+    problems: list[ScanProblem] = []
+    assert rel(list(scan([tmp_path], on_problem=problems.append)), tmp_path) == ["p.jpg"]
+    assert [p.reason for p in problems] == ["outside-roots"]
+
+
+def test_root_that_is_a_symlink_is_followed(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    touch(real / "x.jpg")
+    os.symlink(real / "x.jpg", real / "inner.jpg")
+    os.symlink(real, tmp_path / "named")
+    problems: list[ScanProblem] = []
+    got = rel(list(scan([tmp_path / "named"], on_problem=problems.append)), tmp_path / "named")
+    assert got == ["inner.jpg", "x.jpg"]
+    assert problems == []
+
+
+def test_unknown_link_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="links must be one of"):
+        list(scan([tmp_path], links="some"))
 
 
 def test_broken_symlink_reported(tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ def test_migration_v1_to_v2_keeps_caption_space_ids(tmp_path):
             id=42, image_id=7, lang="en", text="a cat", source="manifest", vector=unit(1, 8).astype("<f2").tobytes()))
     eng.dispose()
     store = Store.open(url)
-    assert store.get_meta()["schema_version"] == str(SCHEMA_VERSION) == "5"
+    assert store.get_meta()["schema_version"] == str(SCHEMA_VERSION) == "6"
     assert store.vector_ids("caption").tolist() == [42]
     np.testing.assert_allclose(store.vectors("caption", [42], 8)[0], unit(1, 8), atol=1e-3)
     assert store.caption_owners([42]) == {42: 7}
@@ -238,7 +238,7 @@ def test_migration_v4_to_v5_adds_nullable_tokens(tmp_path):
                      {"s": unit(1, 8).astype("<f2").tobytes(), "v": unit(2, 4).astype("<f2").tobytes()})
     eng.dispose()
     store = Store.open(url)
-    assert store.get_meta()["schema_version"] == "5"
+    assert store.get_meta()["schema_version"] == "6"
     assert store.tokens([3], 8) == {}
     with store.batch() as w:
         new = add(w, "/p/b.jpg", "h2", 1, tokens=np.stack([unit(5, 8), unit(6, 8)]))

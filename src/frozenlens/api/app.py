@@ -12,14 +12,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
+    DatabaseDamagedError,
     DecodeError,
     FileAccessError,
     FrozenLensError,
     ImageNotFoundError,
+    IndexReadOnlyError,
     QueryError,
     RerankerError,
 )
+from ..paths import to_text
 from .auth import TokenMiddleware
+from .hosts import LoopbackHostMiddleware
 from .routes import build_router
 from .settings import ServerSettings
 from .state import IndexingNotAllowedError, NoIndexError, ServerState
@@ -37,10 +41,13 @@ STATUS = (
     (FileAccessError, 403, "forbidden"),
     (IndexingNotAllowedError, 403, "indexing-not-allowed"),
     (RerankerError, 409, "reranker"),
+    (DatabaseDamagedError, 503, "database-damaged"),
+    (IndexReadOnlyError, 403, "read-only"),
 )
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
+    message = to_text(message)  # it may quote a path whose bytes are not UTF-8 (frozenlens.paths)
     return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status_code=status)
 
 
@@ -125,4 +132,6 @@ def create_app(settings: ServerSettings, *, encoder: str | None = None, ui: bool
                        paths=("/api/v1/search/image",))
     if settings.token is not None:
         app.add_middleware(TokenMiddleware, token=settings.token)
+    else:  # no token: only this machine may ask, and DNS rebinding must not make a web page "this machine"
+        app.add_middleware(LoopbackHostMiddleware, allowed_hosts=settings.allowed_hosts)
     return app

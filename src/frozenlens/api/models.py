@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from ..paths import TEXT_PATTERN, to_text
 from ..types import Hit, parse_when
 from .settings import Limits
 
@@ -16,6 +17,8 @@ DEFAULT_LIMITS = Limits()
 #: no NUL anywhere (SQL and paths); a query also needs one non-space character
 NO_NUL = r"^[^\x00]*$"
 SOME_TEXT = r"^[^\x00]*[^\x00\s\x1c-\x1f][^\x00]*$"  # \x1c-\x1f: spaces to Python, not to \s
+#: a path in the text form of results (frozenlens.paths; no raw NUL either: that is \x00)
+PATH_TEXT = TEXT_PATTERN
 
 
 def _when(value: object) -> dt.date | dt.datetime | None:
@@ -51,8 +54,9 @@ class ResultParams(BaseModel):
     before: When = Field(None, description="photos taken before this date/time; a date includes that day")
     camera: str | None = Field(None, max_length=1000, pattern=NO_NUL,
                                description="case-insensitive part of the camera's make and model")
-    under: str | None = Field(None, max_length=1000, pattern=NO_NUL,
-                              description="only photos in this folder (absolute path) or below it")
+    under: str | None = Field(None, max_length=1000, pattern=PATH_TEXT,
+                              description="only photos in this folder (absolute path, in the text form of result "
+                                          "paths) or below it")
     sort: Sort = Field("relevance", description="relevance, or newest/oldest first among relevant photos")
     min_score: float | None = Field(None, description="relevance cutoff on the final score")
 
@@ -73,6 +77,11 @@ class SearchBody(SearchRequest):
 TAKEN_AT = ("when the photo was taken, ISO 8601 without a time-zone offset (the camera's wall clock; "
             "the file's modification time when the photo has no EXIF date, see date_source)")
 DATE_SOURCE = "where taken_at comes from: exif, or mtime (no EXIF date: the file's modification time)"
+PATH = ("the file's path in the lossless text form of frozenlens.paths: valid UTF-8; a backslash is \\\\, "
+        "newline/tab/CR are \\n \\t \\r, a byte that is not UTF-8 or an ASCII control is \\xNN, C1 and "
+        "bidi controls are \\uNNNN, everything else is itself. The exact path: frozenlens.paths.from_text(path) "
+        "(os.fsencode of that for bytes); or fetch the file by id (file_url)")
+PATHS = "the paths of byte-identical copies, each in the same text form as path"
 
 
 class CaptionOut(BaseModel):
@@ -90,7 +99,7 @@ class HitOut(BaseModel):
     """One result. Scores: ``score`` ranks; ``image_score``/``caption_score`` are its parts."""
 
     id: int
-    path: str
+    path: str = Field(description=PATH)
     score: float
     image_score: float | None = None
     caption_score: float | None = None
@@ -106,13 +115,13 @@ class HitOut(BaseModel):
     lon: float | None = None
     captions: list[CaptionOut] = []
     labels: list[LabelOut] = []
-    duplicates: list[str] = []
+    duplicates: list[str] = Field([], description=PATHS)
     thumbnail_url: str
     file_url: str
 
     @classmethod
     def of(cls, hit: Hit) -> HitOut:
-        d = hit.to_dict()
+        d = {**hit.to_dict(), "path": to_text(hit.path), "duplicates": [to_text(p) for p in hit.duplicates]}
         return cls(**d, thumbnail_url=f"/api/v1/images/{hit.id}/thumbnail", file_url=f"/api/v1/images/{hit.id}/file")
 
 
@@ -128,7 +137,7 @@ class ImageOut(BaseModel):
     """An indexed photo's metadata."""
 
     id: int
-    path: str
+    path: str = Field(description=PATH)
     status: str
     size: int
     format: str | None
@@ -142,13 +151,13 @@ class ImageOut(BaseModel):
     lon: float | None
     captions: list[CaptionOut]
     labels: list[LabelOut]
-    duplicates: list[str]
+    duplicates: list[str] = Field(description=PATHS)
     thumbnail_url: str
     file_url: str
 
 
 class FailedFileOut(BaseModel):
-    path: str
+    path: str = Field(description=PATH)
     reason: str
     message: str
 
@@ -177,12 +186,14 @@ class HealthOut(BaseModel):
 class IndexRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(description="folder to index; must lie inside a folder the server allows")
+    path: str = Field(pattern=PATH_TEXT,
+                      description="folder to index, in the text form of result paths (frozenlens.paths.to_text); "
+                                  "must lie inside a folder the server allows")
 
 
 class IndexJobOut(BaseModel):
     id: int
-    path: str
+    path: str = Field(description=PATH)
     state: str
     stage: str
     done: int

@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import FileResponse
 
 from ..errors import DecodeError, ImageNotFoundError, QueryError
+from ..paths import from_text, to_text
 from ..types import Hit, SearchFilters
 from .models import (
     ErrorOut,
@@ -21,6 +22,7 @@ from .models import (
     IndexJobOut,
     IndexRequest,
     NO_NUL,
+    PATH_TEXT,
     ResultParams,
     SearchBody,
     SearchRequest,
@@ -30,7 +32,7 @@ from .models import (
     When,
     DEFAULT_LIMITS,
 )
-from .state import ServerState
+from .state import IndexJob, ServerState
 from .uploads import decode_upload
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ ERRORS = {
     400: {"model": ErrorOut, "description": "invalid request"},
     401: {"model": ErrorOut, "description": "missing or wrong API token"},
     422: {"model": ErrorOut, "description": "a parameter has the wrong type or shape"},
-    503: {"model": ErrorOut, "description": "there is no index yet"},
+    503: {"model": ErrorOut, "description": "there is no index yet, or its database is damaged (`frozenlens doctor`)"},
 }
 RERANK = {409: {"model": ErrorOut, "description": "rerank=true but the index has no reranker head"}}
 NOT_FOUND = {404: {"model": ErrorOut, "description": "no such image, or its file is gone"}}
@@ -55,6 +57,21 @@ def parse_id(value: str) -> int:
     if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise ImageNotFoundError(f"no indexed image {value[:40]!r}")
     return int(value)
+
+
+def os_path(text: str | None) -> str | None:
+    """A path a client sent, in the text form of result paths (:func:`frozenlens.paths.from_text`)."""
+    if text is None:
+        return None
+    try:
+        return from_text(text)
+    except ValueError as exc:
+        raise QueryError(f"not a path in the text form of result paths: {exc}") from None
+
+
+def job_out(job: IndexJob) -> IndexJobOut:
+    """An indexing job as JSON: its folder and message (which may quote paths) in the path text form."""
+    return IndexJobOut(**{**vars(job), "path": to_text(job.path), "message": to_text(job.message)})
 
 
 def _version() -> str:
@@ -75,7 +92,7 @@ def build_router(state: ServerState) -> APIRouter:
         return k
 
     def filters_of(p: ResultParams) -> SearchFilters:
-        return SearchFilters(after=p.after, before=p.before, camera=p.camera or None, under=p.under or None)
+        return SearchFilters(after=p.after, before=p.before, camera=p.camera or None, under=os_path(p.under or None))
 
     def respond(query: str | None, k: int, sort: str, search: Callable[[Engine], list[Hit]]) -> SearchResponse:
         """Run ``search`` on the engine and shape the answer; ``took_ms`` is the engine's own time."""
@@ -111,7 +128,7 @@ def build_router(state: ServerState) -> APIRouter:
         after: Annotated[When, Form()] = None,
         before: Annotated[When, Form()] = None,
         camera: Annotated[str | None, Form(max_length=1000, pattern=NO_NUL)] = None,
-        under: Annotated[str | None, Form(max_length=1000, pattern=NO_NUL)] = None,
+        under: Annotated[str | None, Form(max_length=1000, pattern=PATH_TEXT)] = None,
         sort: Annotated[Sort, Form()] = "relevance",
         min_score: Annotated[float | None, Form()] = None,
     ) -> SearchResponse:
@@ -127,11 +144,12 @@ def build_router(state: ServerState) -> APIRouter:
         with state.engine() as engine:
             r = engine.image_by_id(parse_id(image_id))
         return ImageOut(
-            id=r.id, path=r.path, status=r.status, size=r.size, format=r.format, width=r.width, height=r.height,
+            id=r.id, path=to_text(r.path), status=r.status, size=r.size, format=r.format, width=r.width, height=r.height,
             taken_at=r.taken_at.isoformat() if r.taken_at else None,
             date_source=r.taken_at_source if r.taken_at else None, camera=r.camera, lens=r.lens, lat=r.lat, lon=r.lon,
             captions=[{"text": t, "lang": lang, "source": src} for t, lang, src in r.captions],
-            labels=[{"label": lab, "p": round(p, 6)} for lab, p in r.labels], duplicates=list(r.duplicates),
+            labels=[{"label": lab, "p": round(p, 6)} for lab, p in r.labels],
+            duplicates=[to_text(d) for d in r.duplicates],
             thumbnail_url=f"/api/v1/images/{r.id}/thumbnail", file_url=f"/api/v1/images/{r.id}/file",
         )
 
@@ -174,7 +192,7 @@ def build_router(state: ServerState) -> APIRouter:
             images=counts["images"], counts=counts, encoder=s["encoder"], factory=str(s["factory"]),
             vectors=dict(s["vectors"]), schema_version=int(s["schema_version"]),
             bytes_on_disk=int(s["bytes_on_disk"]), cameras=dict(s["cameras"]), reranker=has_head,
-            failed=[FailedFileOut(path=f.path, reason=f.reason, message=f.message) for f in failed[:1000]],
+            failed=[FailedFileOut(path=to_text(f.path), reason=f.reason, message=f.message) for f in failed[:1000]],
         )
 
     @router.get("/health", response_model=HealthOut, summary="Liveness")
@@ -182,15 +200,15 @@ def build_router(state: ServerState) -> APIRouter:
         return HealthOut(status="ok", version=_version(), index=state.has_index())
 
     @router.post("/index", response_model=IndexJobOut, status_code=202, summary="Start indexing a folder",
-                 responses={403: {"model": ErrorOut, "description": "indexing not allowed here"}})
+                 responses={403: {"model": ErrorOut, "description": "indexing not allowed here, or the index is read-only"}})
     def start_index(req: IndexRequest) -> IndexJobOut:
-        return IndexJobOut(**vars(state.start_index(req.path)))
+        return job_out(state.start_index(os_path(req.path)))
 
     @router.get("/index/jobs/{job_id}", response_model=IndexJobOut, responses=NOT_FOUND, summary="An indexing job")
     def index_job(job_id: int) -> IndexJobOut:
         job = state.job(job_id)
         if job is None:
             raise ImageNotFoundError(f"no indexing job {job_id}")
-        return IndexJobOut(**vars(job))
+        return job_out(job)
 
     return router

@@ -45,6 +45,9 @@ class ServerSettings:
     index_roots: folders under which the page may start indexing; empty =
         indexing from the page is off.
     concurrency: searches run at the same time (``None``: one per usable core).
+    allowed_hosts: without a token, requests must name a loopback host
+        (``Host: localhost`` / ``127.0.0.1`` ...; see :mod:`.hosts`); these
+        names are accepted too (e.g. a reverse proxy's).
     """
 
     index_dir: Path
@@ -54,6 +57,7 @@ class ServerSettings:
     index_roots: tuple[Path, ...] = ()
     limits: Limits = field(default_factory=Limits)
     concurrency: int | None = None
+    allowed_hosts: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Raise :class:`ServerConfigError` when these settings are unsafe."""
@@ -69,6 +73,9 @@ class ServerSettings:
             )
         if self.concurrency is not None and not 1 <= self.concurrency <= 64:
             raise ServerConfigError("--concurrency must be between 1 and 64")
+        for name in self.allowed_hosts:
+            if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", name):
+                raise ServerConfigError(f"--allowed-host must be a host name (letters, digits, dots, dashes), not {name!r}")
         for root in self.index_roots:
             if not root.is_dir():
                 raise ServerConfigError(f"--allow-index folder does not exist: {root}")

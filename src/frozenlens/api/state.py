@@ -28,6 +28,7 @@ from ..errors import FrozenLensError, IndexNotFoundError
 from ..media import resolved_inside
 from ..models.lite import usable_cores
 from ..progress import Progress
+from ..readonly import read_only_reason, require_writable
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,10 @@ class ServerState:
         raise IndexingNotAllowedError(f"{path} is outside the folders that may be indexed ({allowed})")
 
     def start_index(self, path: str) -> IndexJob:
-        """Start indexing ``path`` in the background; one job at a time."""
+        """Start indexing ``path`` in the background; one job at a time
+        (:class:`IndexReadOnlyError` when the index cannot be written)."""
         folder = self.check_index_path(path)
+        require_writable(read_only_reason(self.settings.index_dir), self.settings.index_dir, "indexing")
         with self._jobs_lock:
             if any(j.active for j in self._jobs.values()):
                 raise IndexingNotAllowedError("an indexing job is already running; wait for it to finish")

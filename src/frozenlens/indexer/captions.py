@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -124,10 +125,15 @@ def _decode_text(data: bytes) -> str:
         return data.decode("latin-1")
 
 
+#: lone UTF-16 surrogates (a JSON sidecar may spell "\ud800"): no text encoder can take them
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _clean(text: Any) -> str | None:
+    """A caption's text, stripped, with lone surrogates replaced by U+FFFD; None if empty."""
     if not isinstance(text, str):
         return None
-    text = text.strip()
+    text = _LONE_SURROGATE.sub("\ufffd", text).strip()
     return text or None
 
 

@@ -53,6 +53,7 @@ import numpy as np
 
 from ..errors import DecodeError
 from ..models.base import Encoder
+from ..paths import to_text
 from ..progress import Progress, ProgressCallback, ignore_progress
 from ..spaces import VectorSpaces
 from ..store import INDEXED, CaptionVector, ChunkVector, FileState, PhotoFields, Store
@@ -78,6 +79,8 @@ class IndexOptions:
     checkpoint_seconds: how often FAISS files are saved during a run.
     captions_manifest: optional JSONL manifest of captions.
     limits: decoder safety limits.
+    follow_links: follow symlinks that lead outside the named roots (by
+        default they are skipped and counted, see :mod:`.scan`).
     """
 
     batch_size: int = 32
@@ -86,6 +89,7 @@ class IndexOptions:
     checkpoint_seconds: float = 60.0
     captions_manifest: str | None = None
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    follow_links: bool = False
 
 
 def usable_cores() -> int:
@@ -184,7 +188,8 @@ class Indexer:
         seen: set[str] = set()
         todo: list[_Work] = []
         caption_updates: list[_Work] = []
-        for entry in scan(roots, on_problem=self._on_problem):
+        links = "all" if self.options.follow_links else "inside"
+        for entry in scan(roots, links=links, on_problem=self._on_problem):
             seen.add(entry.path)
             self.report.scanned += 1
             if self.report.scanned % 1000 == 0:
@@ -289,7 +294,7 @@ class Indexer:
         except DecodeError as exc:
             return _Result(work, "failed", content_hash, reason=exc.reason, message=str(exc))
         except Exception as exc:  # noqa: BLE001 - a hostile file must never stop the run
-            log.warning("unexpected error decoding %s", entry.path, exc_info=True)
+            log.warning("unexpected error decoding %s", to_text(entry.path), exc_info=True)
             return _Result(work, "failed", content_hash, reason="corrupt", message=f"{type(exc).__name__}: {exc}")
         md = decoded.metadata
         taken_at, source = md.taken_at, "exif"
@@ -337,7 +342,7 @@ class Indexer:
                     )
                     self.report.failed += 1
                     if len(self.report.problems) < 1000:
-                        self.report.problems.append(f"{e.path}: {r.message}")
+                        self.report.problems.append(f"{to_text(e.path)}: {to_text(r.message or '')}")
                 elif r.action == "touch":
                     w.touch(r.target.id, size=e.size, mtime_ns=e.mtime_ns)
                     if r.target.caption_sig != r.work.caption_sig:
@@ -393,9 +398,10 @@ class Indexer:
             self.report.changed += 1
 
     def _on_problem(self, problem: ScanProblem) -> None:
-        log.warning("scan: %s: %s", problem.path, problem.message)
+        log.warning("scan: %s: %s", to_text(problem.path), to_text(problem.message))
+        self.report.not_scanned[problem.reason] = self.report.not_scanned.get(problem.reason, 0) + 1
         if len(self.report.problems) < 1000:
-            self.report.problems.append(f"{problem.path}: {problem.message}")
+            self.report.problems.append(f"{to_text(problem.path)}: {to_text(problem.message)}")  # frozenlens.paths
 
     def _emit(self, stage: str, done: int, total: int | None) -> None:
         r = self.report

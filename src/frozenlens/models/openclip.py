@@ -31,10 +31,12 @@ This module imports torch and open_clip only when an encoder is built.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,6 +320,12 @@ class OpenClipEncoder(Encoder):
     Identity: name ``openclip:<model>``; version = the pretrained tag for
     downloaded tag weights, else a short hash of the checkpoint bytes (and
     arch/preprocessing overrides), so a different checkpoint never matches.
+
+    Threads: every method may be called from several threads at once. The
+    shared tokenizer is not safe for that (an NLLB tokenizer keeps its source
+    language as state; Hugging Face fast tokenizers may reconfigure their
+    backend inside a call), so tokenising — set language, tokenise, reset —
+    runs under a lock; the forward passes run outside it and change nothing.
     """
 
     def __init__(
@@ -417,11 +425,18 @@ class OpenClipEncoder(Encoder):
         _check_precision(precision, device)
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
+        self._tokenizer_lock = threading.Lock()
         self.identity = identity
         self.device = device
         self.batch_size = batch_size
         self.image_batch_size = image_batch_size
         self.image_tokens = TOKEN_GRID * TOKEN_GRID if _has_patch_tokens(self.model) else 0
+        # the image tower that also returns its patch tokens: a shallow copy sharing
+        # the weights, made once, instead of toggling ``output_tokens`` per call
+        self._visual_with_tokens: Any = None
+        if self.image_tokens:
+            self._visual_with_tokens = copy.copy(self.model.visual)
+            self._visual_with_tokens.output_tokens = True
         self._autocast: torch.dtype | None = {
             "fp32": None,
             "fp16": torch.float16,
@@ -460,7 +475,8 @@ class OpenClipEncoder(Encoder):
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model's tokenizer makes of ``text`` before truncation, special tokens included."""
-        return _count_tokens(self.tokenizer, text)
+        with self._tokenizer_lock:
+            return _count_tokens(self.tokenizer, text)
 
     def encode_texts_in(self, texts: Sequence[str], lang: str | None) -> np.ndarray:
         """Like :meth:`encode_texts`; NLLB tokenizers get ``lang`` as source language.
@@ -470,16 +486,14 @@ class OpenClipEncoder(Encoder):
         """
         code = NLLB_CODES.get(lang or "") or NLLB_CODES.get((lang or "").split("-")[0])
         if code is None or not hasattr(self.tokenizer, "set_lang_fn"):
-            return self.encode_texts(texts)
-        default = getattr(self, "_language", None) or NLLB_CODES["en"]
-        self.tokenizer.set_language(code)
-        try:
-            return self.encode_texts(texts)
-        finally:
-            self.tokenizer.set_language(default)
+            code = None
+        return self._encode_texts(texts, code)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts → float32 (n, dim), L2-normalised (truncated to :attr:`context_length`)."""
+        return self._encode_texts(texts, None)
+
+    def _encode_texts(self, texts: Sequence[str], code: str | None) -> np.ndarray:
         import torch
 
         if isinstance(texts, str):
@@ -490,9 +504,24 @@ class OpenClipEncoder(Encoder):
         out = []
         with torch.inference_mode(), self._autocast_ctx():
             for start in range(0, len(texts), self.batch_size):
-                tokens = self.tokenizer(texts[start : start + self.batch_size]).to(self.device)  # (b, ctx)
+                tokens = self._tokenize(texts[start : start + self.batch_size], code).to(self.device)  # (b, ctx)
                 out.append(self.model.encode_text(tokens).float())  # (b, dim)
         return _normalised(torch.cat(out))
+
+    def _tokenize(self, texts: list[str], code: str | None) -> torch.Tensor:
+        """Token ids (b, ctx) of ``texts`` in NLLB source language ``code`` (None: the default).
+
+        The language is this call's alone: set, tokenise and reset happen under
+        the tokenizer lock, so a concurrent call never sees it.
+        """
+        with self._tokenizer_lock:
+            if code is None:
+                return self.tokenizer(texts)
+            self.tokenizer.set_language(code)
+            try:
+                return self.tokenizer(texts)
+            finally:
+                self.tokenizer.set_language(getattr(self, "_language", None) or NLLB_CODES["en"])
 
     # -------------------------------------------------------------- images
     def prepare(self, image: Image.Image) -> np.ndarray:
@@ -519,8 +548,8 @@ class OpenClipEncoder(Encoder):
                 x = torch.from_numpy(batch[start : start + self.image_batch_size]).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (b, 3, S, S) in [0, 1]
                 x = (x - self._mean) / self._std
-                if self.image_tokens:
-                    pooled, grid = _vit_with_grid_tokens(self.model.visual, x)
+                if self._visual_with_tokens is not None:
+                    pooled, grid = _vit_with_grid_tokens(self._visual_with_tokens, x)
                     out.append(pooled.float())  # (b, dim)
                     toks.append(grid.float())  # (b, G*G, dim)
                 else:
@@ -561,17 +590,14 @@ def _has_patch_tokens(model: Any) -> bool:
 def _vit_with_grid_tokens(visual: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Run an open_clip ViT once → (pooled float (b, dim), region tokens float (b, G*G, dim)).
 
-    The patch tokens (after ``ln_post``) go through the same projection as the
-    pooled embedding (as in MaskCLIP-style dense features) and are average-pooled
-    to a :data:`TOKEN_GRID` square grid.
+    ``visual`` has ``output_tokens`` set (the encoder's own copy of the tower; no
+    per-call toggling of the shared one). The patch tokens (after ``ln_post``) go
+    through the same projection as the pooled embedding (as in MaskCLIP-style
+    dense features) and are average-pooled to a :data:`TOKEN_GRID` square grid.
     """
     import torch.nn.functional as F
 
-    visual.output_tokens = True
-    try:
-        pooled, tokens = visual(x)  # (b, dim), (b, N, width)
-    finally:
-        visual.output_tokens = False
+    pooled, tokens = visual(x)  # (b, dim), (b, N, width)
     gh, gw = visual.grid_size
     b, n, width = tokens.shape
     if n != gh * gw:  # e.g. register tokens: fall back to the mean patch token per cell

@@ -241,6 +241,9 @@ def train_reranker(
     best_score, best_state, start_epoch, stale = -1.0, None, 0, 0
 
     ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None:
+        with contextlib.suppress(OSError):
+            _checkpoint_tmp(ckpt).unlink()  # half-written by a killed run
     fingerprint = {"options": asdict(opts), "config": config.as_dict(), "n_train": len(train), "n_val": len(val)}
     if ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=False)
@@ -333,6 +336,17 @@ def rerank_matrix_first_stage(data: TrainingSet) -> np.ndarray:
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    tmp = _checkpoint_tmp(path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _checkpoint_tmp(path: Path) -> Path:
+    """The temp file a checkpoint is written to before ``os.replace``; one left by
+    a killed run is removed when the next run starts."""
+    return path.with_name(path.name + ".tmp")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import faiss
 import numpy as np
 
-from frozenlens.errors import IndexCorruptError, IndexInputError
+from frozenlens.errors import IndexCorruptError, IndexInputError, VectorFileMismatchError
 from frozenlens.retriever._stores import METRICS, IdMapStore, make_store
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class _Sink:
         self.f, self.nbytes, self.crc = f, 0, 0
 
     def __call__(self, chunk: bytes) -> None:
-        self.f.write(chunk)
+        self.f.write(chunk)  # an OSError (e.g. ENOSPC) passes through FAISS unchanged
         self.nbytes += len(chunk)
         self.crc = zlib.crc32(chunk, self.crc)
 
@@ -242,12 +242,15 @@ class ContainerReader:
 # plus "alive" (HNSW tombstone bitmap) when some vectors are dead.
 
 
-def save_index(vi: VectorIndex, path: str | os.PathLike[str]) -> None:
-    """Write ``vi`` (caller holds its lock) to ``path`` atomically."""
+def save_index(vi: VectorIndex, path: str | os.PathLike[str], *, owner: str | None = None) -> None:
+    """Write ``vi`` (caller holds its lock) to ``path`` atomically; ``owner``
+    (an opaque identity, e.g. of the index the file belongs to) is recorded."""
     store = vi._active
     meta = {"dim": vi.dim, "factory": vi.factory, "metric": vi.metric,
             "trained": vi.is_trained, "train_threshold": vi.train_threshold,
             "ef_search": vi.ef_search, "nprobe": vi.nprobe, "count": len(vi)}
+    if owner is not None:
+        meta["owner"] = owner
     sections = {"main" if vi.is_trained else "fallback": index_section(store.index)}
     if store.alive is not None:
         sections["alive"] = bytes_section(np.packbits(store.alive, bitorder="little").tobytes())
@@ -255,10 +258,18 @@ def save_index(vi: VectorIndex, path: str | os.PathLike[str]) -> None:
 
 
 def load_index(cls: type[VectorIndex], path: str | os.PathLike[str], *,
-               use_gpu: bool) -> VectorIndex:
-    """Read a ``VectorIndex`` written by :func:`save_index`."""
+               use_gpu: bool, owner: str | None = None) -> VectorIndex:
+    """Read a ``VectorIndex`` written by :func:`save_index`.
+
+    With ``owner``, a file recording another owner raises
+    :class:`VectorFileMismatchError` (a file recording none is accepted).
+    """
     with ContainerReader(path) as reader:
         meta = reader.meta
+        recorded = meta.get("owner")
+        if owner is not None and recorded is not None and recorded != owner:
+            raise VectorFileMismatchError(
+                f"vector index {reader.path} belongs to another index (identity {recorded}, expected {owner})")
         try:
             dim, factory, metric = int(meta["dim"]), str(meta["factory"]), str(meta["metric"])
             trained, count = bool(meta["trained"]), int(meta["count"])

@@ -27,7 +27,13 @@ largest codebook to fit (``nlist``, ``2**nbits`` of a PQ, 256 for OPQ):
 39 points per centroid is the minimum FAISS k-means accepts without warning.
 
 Threads: FAISS's OpenMP thread count is left alone unless :func:`set_threads`
-is called. A ``VectorIndex`` serialises its own methods with a lock.
+or :func:`threads` is called, and both act on the *calling thread* only:
+``omp_set_num_threads`` sets the nthreads-var ICV of the calling thread's
+task (OpenMP spec; measured with the libgomp faiss ships: a count set in one
+thread is not seen by the main thread, another thread, or threads started
+later). So concurrent searches that each enter ``threads(1)`` cannot leave
+any other thread, or the process, at one thread. A ``VectorIndex``
+serialises its own methods with a lock.
 """
 
 from __future__ import annotations
@@ -93,7 +99,11 @@ def recommend_factory(n: int, dim: int) -> str:
 
 
 def set_threads(n: int) -> None:
-    """Set FAISS's OpenMP thread count for this process (``n >= 1``)."""
+    """Set FAISS's OpenMP thread count for searches made by the calling thread (``n >= 1``).
+
+    Other threads keep theirs (OpenMP's per-thread ICV, see the module doc); for a
+    process-wide default set ``OMP_NUM_THREADS`` before FAISS is loaded.
+    """
     if n < 1:
         raise IndexInputError(f"thread count must be >= 1, got {n}")
     faiss.omp_set_num_threads(int(n))
@@ -101,10 +111,12 @@ def set_threads(n: int) -> None:
 
 @contextmanager
 def threads(n: int) -> Iterator[None]:
-    """Run FAISS with ``n`` OpenMP threads inside the block, then restore.
+    """Run FAISS with ``n`` OpenMP threads in the calling thread inside the block, then restore.
 
     One query at a time is latency-bound: on small machines a single thread
     beats the OpenMP fan-out (measured here: 8.6 ms vs 28.6 ms for 100k×512).
+    Safe to enter from many threads at once: the count saved and restored is
+    the calling thread's own, which no other thread changes (module doc).
     """
     previous = faiss.omp_get_max_threads()
     set_threads(n)
@@ -388,21 +400,25 @@ class VectorIndex:
                                         n_live=len(self))
 
     # -- persistence -------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> None:
+    def save(self, path: str | os.PathLike[str], *, owner: str | None = None) -> None:
         """Write the index to ``path`` atomically (temp file, fsync, ``os.replace``).
 
         The CPU copy is always authoritative, so a GPU replica needs no
         copying back. Write errors (:class:`OSError`) propagate and leave any
-        previous file at ``path`` intact.
+        previous file at ``path`` intact. ``owner`` is recorded in the file
+        (see :meth:`load`).
         """
         with self._lock:
-            _persist.save_index(self, path)
+            _persist.save_index(self, path, owner=owner)
         log.debug("saved %r to %s", self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, use_gpu: bool | None = None) -> VectorIndex:
+    def load(cls, path: str | os.PathLike[str], *, use_gpu: bool | None = None,
+             owner: str | None = None) -> VectorIndex:
         """Read an index written by :meth:`save`.
 
-        A missing, truncated or damaged file raises :class:`IndexCorruptError`.
+        A missing, truncated or damaged file raises :class:`IndexCorruptError`;
+        with ``owner``, a file saved with another owner raises its subclass
+        :class:`VectorFileMismatchError`.
         """
-        return _persist.load_index(cls, path, use_gpu=want_gpu(use_gpu))
+        return _persist.load_index(cls, path, use_gpu=want_gpu(use_gpu), owner=owner)

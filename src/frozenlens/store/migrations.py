@@ -13,6 +13,7 @@ from collections.abc import Callable
 from sqlalchemy import Connection, inspect, select, text
 
 from ..errors import SchemaVersionError
+from ..paths import to_text
 from .schema import Base, Meta
 
 
@@ -69,6 +70,23 @@ def _v5_image_tokens(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE {table} ADD COLUMN tokens {_blob_type(conn)}"))
 
 
+def _v6_path_text(conn: Connection) -> None:
+    """``images.path`` in the lossless text form of :mod:`frozenlens.paths`.
+
+    Before v6 the column held the path itself, so only paths with a
+    backslash or a control character change (a path that was not valid
+    UTF-8 could not be stored at all). Read and written as plain text here
+    (no :class:`~.schema.FsPathText` conversion). Longest first: a new text
+    can equal another row's old path only if that path is longer (escaping
+    lengthens), so it has been rewritten already and UNIQUE holds throughout.
+    """
+    rows = conn.execute(text("SELECT id, path FROM images")).all()
+    changed = [(i, p, to_text(p)) for i, p in rows if p is not None and to_text(p) != p]
+    changed.sort(key=lambda row: -len(row[1]))
+    for image_id, _old, new in changed:
+        conn.execute(text("UPDATE images SET path = :path WHERE id = :id"), {"path": new, "id": image_id})
+
+
 def _blob_type(conn: Connection) -> str:
     return "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
 
@@ -79,6 +97,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [
     _v3_reindex_staging,
     _v4_camera_index,
     _v5_image_tokens,
+    _v6_path_text,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,4 +1,11 @@
-"""Plain values passed into and out of the store (no SQLAlchemy objects leak)."""
+"""Plain values passed into and out of the store (no SQLAlchemy objects leak).
+
+Every ``path`` here (and each of :attr:`ImageRecord.duplicates`) is the OS
+path as Python has it (:func:`os.fsdecode`: undecodable bytes are lone
+surrogates), which reopens the file; the database holds its text form
+(:mod:`frozenlens.paths`), and anything shown to a person or sent as JSON
+must use :func:`frozenlens.paths.to_text` too.
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,19 @@ its index files with the database by id sets alone.
 Vectors are stored as float16 blobs beside their rows, so one database
 transaction commits a row and its vectors together (see
 :mod:`frozenlens.indexer.pipeline` for the full commit protocol).
+
+Paths: ``images.path`` holds the lossless text form of
+:mod:`frozenlens.paths` (schema v6), valid UTF-8 on every backend: a
+backslash is ``\\\\``, a newline/tab/CR ``\\n``/``\\t``/``\\r``, a byte that is
+not UTF-8 or an ASCII control ``\\xNN``, C1 controls, lone surrogates and
+bidi/line-separator controls ``\\uNNNN``; everything else is itself.
+:class:`FsPathText` converts on the way in and out, so Python code (and
+``ImageRow.path == p``) always sees the OS path, which reopens the file.
+Prefix filters (``ImageRow.path.startswith(prefix, autoescape=True)``) bind
+the prefix through it too: LIKE-escaping (``/`` before ``%``, ``_``, ``/``)
+and the text form commute, neither touches what the other adds. SQLite runs
+with ``PRAGMA case_sensitive_like=ON`` so a prefix never matches a name that
+differs only in case.
 """
 
 from __future__ import annotations
@@ -25,8 +38,12 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from ..errors import IndexCorruptError
+from ..paths import from_text, to_text
 
 # Status of an ``images`` row.
 INDEXED = "indexed"      # has vectors, searchable
@@ -36,6 +53,24 @@ FAILED = "failed"        # could not be decoded; ``error_reason`` says why
 # Integer primary key that is BIGINT on PostgreSQL but INTEGER (rowid alias)
 # on SQLite, where only "INTEGER PRIMARY KEY" gets AUTOINCREMENT.
 IdType = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class FsPathText(TypeDecorator[str]):
+    """An OS path (surrogateescape ``str``) stored as its text form (:func:`frozenlens.paths.to_text`)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: object) -> str | None:
+        return None if value is None else to_text(value)
+
+    def process_result_value(self, value: str | None, dialect: object) -> str | None:
+        if value is None:
+            return None
+        try:
+            return from_text(value)
+        except ValueError as exc:
+            raise IndexCorruptError(f"a stored path is not in the path text form ({exc}): {value[:200]!r}") from None
 
 
 class Base(DeclarativeBase):
@@ -61,7 +96,7 @@ class ImageRow(Base):
     )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
+    path: Mapped[str] = mapped_column(FsPathText, unique=True)  # text form, see the module docstring
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     content_hash: Mapped[str | None] = mapped_column(String(64))

@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 
 from ..errors import IndexCorruptError
+from ..paths import to_text
 from .schema import (
     FAILED,
     INDEXED,
@@ -111,7 +112,7 @@ class Staging:
             if failures:
                 c.execute(
                     StagedFailureRow.__table__.insert(),
-                    [{"image_id": i, "reason": r, "message": m[:2000]} for i, r, m in failures],
+                    [{"image_id": i, "reason": r, "message": to_text(m)[:2000]} for i, r, m in failures],
                 )
 
     # -- captions --------------------------------------------------------------

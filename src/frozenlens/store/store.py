@@ -20,9 +20,10 @@ import numpy as np
 from sqlalchemy import Engine, and_, create_engine, event, func, or_, select
 from sqlalchemy.engine import make_url
 
-from ..errors import IndexCorruptError
+from ..errors import IndexCorruptError, IndexReadOnlyError
 from ..types import FailedFile, SearchFilters
-from .migrations import SCHEMA_VERSION, migrate, upsert_meta
+from .connection import connect_args, sqlite_file, translate_errors
+from .migrations import SCHEMA_VERSION, current_version, migrate, upsert_meta
 from .records import FileState, ImageRecord
 from .schema import DUPLICATE, FAILED, INDEXED, CaptionChunkRow, CaptionRow, ImageRow, Meta, VectorRow
 from .writer import BatchWriter, id_chunks, from_blobs
@@ -32,34 +33,53 @@ log = logging.getLogger(__name__)
 class Store:
     """Metadata database of one index. Create with :meth:`open`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self.engine = engine
+        self.read_only = read_only
 
     @classmethod
-    def open(cls, url: str) -> Store:
+    def open(cls, url: str, *, read_only: bool = False) -> Store:
         """Open (and create/migrate) the database at a SQLAlchemy URL.
 
         SQLite databases use WAL journaling (readers never block the indexer),
         ``synchronous=NORMAL`` (durable against process crashes; a power cut
         may lose the last transactions, never consistency) and a 30 s busy
         timeout. Other backends get their defaults.
+
+        ``read_only=True`` (an index on read-only media) opens a SQLite file
+        through its read-only URI (see :mod:`.connection`) and writes nothing:
+        no journal mode switch, no migration (an older schema raises
+        :class:`IndexReadOnlyError`). A damaged SQLite file raises
+        :class:`DatabaseDamagedError`, here or from any later call.
         """
         is_sqlite = make_url(url).get_backend_name() == "sqlite"
-        engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
+        engine = create_engine(url, **connect_args(url, read_only))
         if is_sqlite:
+            translate_errors(engine, str(sqlite_file(url) or url))
 
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA query_only=ON" if read_only else "PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute("PRAGMA case_sensitive_like=ON")  # path prefixes: /a/Photos/ is not /a/photos/
                 cur.close()
 
-        with engine.begin() as conn:
-            migrate(conn)
-        return cls(engine)
+        try:
+            with engine.connect() if read_only else engine.begin() as conn:
+                found = current_version(conn) if read_only else SCHEMA_VERSION
+                if found < SCHEMA_VERSION:
+                    raise IndexReadOnlyError(
+                        f"the index database {sqlite_file(url) or 'of this index'} has schema version {found} and "
+                        f"must be upgraded to {SCHEMA_VERSION} on writable media (open a writable copy once)"
+                    )
+                migrate(conn)  # read-only: refuses a newer schema, writes nothing at the current one
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, read_only=read_only)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -94,7 +114,12 @@ class Store:
 
     # -- incremental indexing reads ---------------------------------------
     def file_states(self, roots: Sequence[str]) -> dict[str, FileState]:
-        """Rows whose path is one of ``roots`` or lies under one of them."""
+        """Rows whose path is one of ``roots`` or lies under one of them.
+
+        Paths are OS paths here and the lossless text form of
+        :mod:`frozenlens.paths` in the database (:class:`~.schema.FsPathText`,
+        which also binds the LIKE prefix); prefixes match exactly (case too).
+        """
         conds = []
         for root in roots:
             root = root.rstrip("/") or "/"
@@ -170,10 +195,9 @@ class Store:
         if f.after is not None:
             conds.append(ImageRow.taken_at >= _as_start(f.after))
         if f.before is not None:
-            if isinstance(f.before, dt.datetime):
-                conds.append(ImageRow.taken_at < f.before)
-            else:
-                conds.append(ImageRow.taken_at < _as_start(f.before) + dt.timedelta(days=1))
+            end = _end_of(f.before)
+            # the last day of the calendar has no next day: every dated photo is before it
+            conds.append(ImageRow.taken_at.is_not(None) if end is None else ImageRow.taken_at < end)
         if f.camera:
             # match the substring against the few distinct camera labels, then
             # use the indexed column (a LIKE '%x%' over every row cannot)
@@ -385,6 +409,17 @@ def bump_generation(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
     """Count one more write transaction (see :meth:`Store.generation`)."""
     current = conn.execute(select(Meta.value).where(Meta.key == "generation")).scalar()
     upsert_meta(conn, {"generation": str(int(current or 0) + 1)})
+
+
+def _end_of(before: dt.datetime | dt.date) -> dt.datetime | None:
+    """The exclusive upper bound of a ``before`` filter (a date includes its
+    whole day); ``None`` when it lies past the last representable instant."""
+    if isinstance(before, dt.datetime):
+        return before
+    try:
+        return _as_start(before) + dt.timedelta(days=1)
+    except OverflowError:
+        return None
 
 
 def _as_start(value: dt.datetime | dt.date) -> dt.datetime:

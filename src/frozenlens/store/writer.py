@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 
 from ..errors import IndexCorruptError
+from ..paths import to_text
 from .records import CaptionVector, ChunkVector, Delta, PhotoFields
 from .schema import DUPLICATE, FAILED, INDEXED, CaptionChunkRow, CaptionRow, ImageRow, VectorRow
 
@@ -144,7 +145,11 @@ class BatchWriter:
     def add_failure(
         self, *, path: str, size: int, mtime_ns: int, content_hash: str | None, reason: str, message: str
     ) -> int:
-        """Record a file that could not be indexed (replacing any older row)."""
+        """Record a file that could not be indexed (replacing any older row).
+
+        ``message`` is stored in the text form of :mod:`frozenlens.paths`
+        (it may quote the path, whose bytes need not be UTF-8).
+        """
         self._delete_path(path)
         return self._insert_image(
             path=path,
@@ -156,7 +161,7 @@ class BatchWriter:
             labels=None,
             caption_sig=None,
             error_reason=reason,
-            error_message=message[:2000],
+            error_message=to_text(message)[:2000],  # may quote the path: stored in its text form
         )
 
     def move(self, image_id: int, *, path: str, size: int, mtime_ns: int) -> None:

@@ -24,6 +24,7 @@ from ..errors import (
     RerankerError,
 )
 from ..media import resolved_inside
+from ..paths import from_text, to_text
 from ..types import Hit, SearchFilters
 from . import format as fmt
 
@@ -72,12 +73,13 @@ def error_view(exc: BaseException, state: ServerState) -> View:
 def error_status(exc: BaseException, state: ServerState) -> str:
     if isinstance(exc, NoIndexError):
         return fmt.status_html(fmt.no_index_text(state.settings.index_dir, state.indexing_allowed), "empty")
+    message = to_text(str(exc))  # it may quote a path: shown in the path text form (frozenlens.paths)
     if isinstance(exc, RerankerError):
-        return fmt.status_html(f"Reranking is not available: {exc}", "error")
+        return fmt.status_html(f"Reranking is not available: {message}", "error")
     if isinstance(exc, ImageNotFoundError):
-        return fmt.status_html(f"That photo is no longer in the index ({exc}). Search again.", "error")
+        return fmt.status_html(f"That photo is no longer in the index ({message}). Search again.", "error")
     if isinstance(exc, FrozenLensError):
-        return fmt.status_html(_sentence(str(exc)), "error")
+        return fmt.status_html(_sentence(message), "error")
     log.exception("the search page failed")
     return fmt.status_html(
         f"Something went wrong on the server ({type(exc).__name__}). The details are in the server log.", "error")
@@ -125,7 +127,10 @@ def _filters(form: Form) -> SearchFilters:
             raise QueryError(f"The {name} filter is too long or contains a NUL character.")
     if after is not None and before is not None and _day(after) > _day(before):
         raise QueryError("The “after” date is later than the “before” date: no photo can match both.")
-    folder = (form.folder or "").strip()
+    try:
+        folder = from_text((form.folder or "").strip())  # typed as the page shows paths
+    except ValueError as exc:
+        raise QueryError(f"The folder filter is not a path as this page writes them: {exc}") from None
     return SearchFilters(after=after, before=before, camera=(form.camera or "").strip() or None,
                          under=folder or None)
 
@@ -154,8 +159,9 @@ def _view(engine: Engine, hits: list[Hit], what: str, form: Form, sort: str, min
 
 
 def with_thumb(hit: Hit, thumb: Path | None) -> dict[str, object]:
-    """The hit as a dict plus the URL of its cached thumbnail (``None``: the photo is unavailable)."""
-    row = hit.to_dict()
+    """The hit as a dict (paths in their text form, see :mod:`frozenlens.paths`) plus the URL of its
+    cached thumbnail (``None``: the photo is unavailable)."""
+    row = {**hit.to_dict(), "path": to_text(hit.path), "duplicates": [to_text(d) for d in hit.duplicates]}
     row["thumb"] = None if thumb is None else f"api/v1/images/{hit.id}/thumbnail?v={thumb.stem}"
     return row
 
@@ -231,7 +237,7 @@ def more_like(state: ServerState, image_id: object, form: Form) -> View:
         raise ImageNotFoundError(f"no image {str(image_id)[:20]!r}") from None
     k, filters, sort, min_score = _checked(state, form)
     with state.engine() as engine:
-        name = Path(engine.image_by_id(ident).path).name
+        name = to_text(Path(engine.image_by_id(ident).path).name)
         hits = engine.similar(ident, k, filters=filters, min_score=min_score, sort=sort)
         view = _view(engine, hits, f"like “{name}”", form, sort, min_score, filters, "")
     return view
@@ -272,9 +278,12 @@ def index_folder(state: ServerState, folder: str, poll_seconds: float = 0.5, sle
 
     sleep = sleep or time.sleep
     try:
-        job = state.start_index((folder or "").strip())
+        job = state.start_index(from_text((folder or "").strip()))  # typed as the page shows paths
+    except ValueError as exc:
+        yield fmt.status_html(_sentence(f"not a folder path as this page writes them: {exc}"), "error"), True
+        return
     except IndexingNotAllowedError as exc:
-        yield fmt.status_html(_sentence(str(exc)), "error"), True
+        yield fmt.status_html(_sentence(to_text(str(exc))), "error"), True
         return
     while True:
         snapshot = state.job(job.id)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import QueryError
+from ..paths import to_text
 from ..types import parse_when
 
 SORT_CHOICES = (("Best match first", "relevance"), ("Newest first", "newest"), ("Oldest first", "oldest"))
@@ -53,8 +54,9 @@ def fmt_bytes(n: float | None) -> str:
 
 
 def short_path(path: str, parts: int = 2) -> str:
-    """The last ``parts`` components of a path, with a leading ``…/`` when shortened."""
-    pieces = [p for p in path.replace("\\", "/").split("/") if p]
+    """The last ``parts`` components of a path (its text form: ``\\`` is an escape, not a
+    separator), with a leading ``…/`` when shortened."""
+    pieces = [p for p in path.split("/") if p]
     if len(pieces) <= parts:
         return path
     return "…/" + "/".join(pieces[-parts:])
@@ -274,7 +276,7 @@ def stats_html(stats: Mapping[str, object], has_head: bool) -> str:
         ("vectors", vec_text or "–"),
         ("reranker head", "trained" if has_head else "none (first-stage scores only)"),
         ("disk use", fmt_bytes(stats.get("bytes_on_disk"))),  # type: ignore[arg-type]
-        ("index folder", str(stats.get("index_dir", ""))),
+        ("index folder", to_text(str(stats.get("index_dir", "")))),
     ]
     table = "".join(f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in rows)
     cameras = stats.get("cameras") or {}
@@ -303,7 +305,8 @@ def failed_rows(failures: Iterable[object], limit: int = 1000) -> list[list[str]
     """Rows of the failed-files table (objects with path, reason, message)."""
     rows = []
     for f in failures:
-        rows.append([str(getattr(f, "path", "")), str(getattr(f, "reason", "")), str(getattr(f, "message", ""))])
+        rows.append([to_text(str(getattr(f, "path", ""))), str(getattr(f, "reason", "")),
+                     str(getattr(f, "message", ""))])
         if len(rows) >= limit:
             break
     return rows
@@ -316,7 +319,8 @@ def job_html(job: object | None) -> str:
     state = str(getattr(job, "state", ""))
     stage = str(getattr(job, "stage", "") or "")
     done, total = int(getattr(job, "done", 0) or 0), getattr(job, "total", None)
-    path = str(getattr(job, "path", ""))
+    path = to_text(str(getattr(job, "path", "")))  # the text form of frozenlens.paths, as everywhere
+    message = to_text(str(getattr(job, "message", "") or ""))
     if state in ("queued", "running"):
         bar = (f'<progress max="{int(total)}" value="{min(done, int(total))}"></progress>' if total
                else "<progress></progress>")
@@ -324,9 +328,9 @@ def job_html(job: object | None) -> str:
         text = f"Indexing {path}: {stage or 'starting'} {amount} files…"
     elif state == "done":
         bar = '<progress max="1" value="1"></progress>'
-        text = f"Finished indexing {path}: {getattr(job, 'message', '')}."
+        text = f"Finished indexing {path}: {message}."
     else:
         bar = ""
-        text = f"Indexing {path} failed: {getattr(job, 'message', '') or 'unknown error'}"
+        text = f"Indexing {path} failed: {message or 'unknown error'}"
     return (f'<div class="fl-job fl-job-{esc(state)}" data-state="{esc(state)}" role="status">'
             f"{bar}<div>{esc(text)}</div></div>")
