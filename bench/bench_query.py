@@ -40,6 +40,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -68,9 +69,13 @@ DATE_SPAN_S = 20 * 365 * 86400
 
 # --------------------------------------------------------------- building
 def _fingerprint(*patterns: str) -> str:
-    """Hash of the source files (under src/frozenlens) that shape a built index."""
+    """Hash of the source files (of the frozenlens package actually imported:
+    ``bench/ab_previous.py`` runs this harness over another tree's code) that
+    shape a built index."""
+    import frozenlens
+
     h = hashlib.sha256(str(BUILD_FORMAT).encode())
-    src = REPO / "src" / "frozenlens"
+    src = Path(frozenlens.__file__).resolve().parent
     for p in sorted(q for pat in patterns for q in src.glob(pat)):
         h.update(p.name.encode())
         h.update(p.read_bytes())
@@ -162,9 +167,14 @@ def build_index(encoder, n: int, factory: str, *, seed: int, caption_fraction: f
 
     stem = f"query-n{n}-{factory}-s{seed}-c{caption_fraction:g}-db"
     index_dir = CACHE / f"{stem}{_db_fingerprint()}"
-    for old in CACHE.glob(f"{stem}*"):  # indexes built by older store code (~1.2 GB each at 100k)
-        if old != index_dir and old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+    # indexes built by other store code (~1.2 GB each at 100k): the two most recently used are kept
+    # (bench/ab_previous.py alternates between two trees), older ones deleted
+    others = sorted((d for d in CACHE.glob(f"{stem}*") if d != index_dir and d.is_dir()),
+                    key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in others[1:]:
+        shutil.rmtree(old, ignore_errors=True)
+    if index_dir.is_dir():
+        os.utime(index_dir)  # most recently used
     done = index_dir / "bench-build.json"
     faiss_fp = _faiss_fingerprint()
     info: dict = {}
