@@ -73,13 +73,17 @@ def testdata_dir() -> Path:
 
 
 def kpa_index(encoder) -> tuple[Path, Path]:  # noqa: ANN001
-    """(index dir, photo folder): the KPhotoAlbum archive indexed in ``.cache/bench/serve-kpa/``."""
+    """(index dir, photo folder): the KPhotoAlbum archive indexed in ``.cache/bench/serve-kpa-<code>/``."""
     from frozenlens.engine import Engine
 
     src = testdata_dir() / "kphotoalbum"
     if not (src / "captions.jsonl").exists():
         raise SystemExit(f"KPhotoAlbum test photos missing in {src}: run `python scripts/fetch_test_data.py`")
-    root = CACHE / "serve-kpa"
+    from bench_query import _db_fingerprint
+
+    # one index per store code (bench/ab_previous.py runs this harness over two trees, and
+    # newer code migrates an index's schema, which older code then refuses)
+    root = CACHE / f"serve-kpa-{_db_fingerprint()}"
     photos, index = root / "photos", root / "index"
     if not photos.is_dir():
         tmp = root / "photos.tmp"
