@@ -1,0 +1,147 @@
+"""A search request: one typed object, one set of limits, one validation.
+
+Every front door — :class:`frozenlens.engine.Engine`, the CLI, the REST API
+and the web page — builds a :class:`SearchRequest` and reports the
+:class:`~frozenlens.errors.QueryError` it raises; no other module checks a
+query's length, ``k``, the sort or fusion names, or the score options. The
+API's OpenAPI schema states the limits by reading the constants below.
+
+Limits (documented in the README):
+
+- a text query: 1 to :data:`MAX_QUERY_CHARS` characters after stripping
+  white space, no NUL character;
+- ``k``: 1 to :data:`MAX_K` results;
+- ``rerank_candidates``: 1 to :data:`MAX_K`;
+- ``caption_weight``: 0 to 1; ``min_score``: a finite number;
+- ``sort``: one of :data:`SORTS`; ``fusion``: one of :data:`FUSIONS`;
+- filters: ``after`` not later than ``before`` (else no photo could match),
+  ``camera``/``under`` at most :data:`MAX_FILTER_CHARS` characters, no NUL;
+  ``min_width``/``min_height`` positive.
+
+A request is valid once built (validation runs in ``__post_init__``) and
+immutable, so it can be shared between threads and passed down the layers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field, replace
+
+from .errors import QueryError
+from .types import SearchFilters
+
+#: longest text query, in characters (after stripping white space)
+MAX_QUERY_CHARS = 1000
+#: most results one request may ask for (also the most reranked candidates)
+MAX_K = 1000
+#: longest camera or folder filter, in characters
+MAX_FILTER_CHARS = 1000
+#: result orders: by relevance, or by date taken among the relevant photos
+SORTS: tuple[str, ...] = ("relevance", "newest", "oldest")
+#: how pixel and caption evidence are combined for text queries
+FUSIONS: tuple[str, ...] = ("max", "weighted", "rrf")
+DEFAULT_K = 10
+DEFAULT_RERANK_CANDIDATES = 100
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """One search, validated on construction (:class:`QueryError` otherwise).
+
+    query: the text of a text search (stripped), or ``None`` for a search by
+        example image or for :meth:`Engine.similar`.
+    k: how many results.
+    filters: SQL filters (date, camera, folder, size).
+    sort: ``"relevance"``, or ``"newest"``/``"oldest"`` first among the
+        relevant photos (see :func:`frozenlens.engine.ranking.date_sorted`).
+    fusion / caption_weight: how image and caption scores combine (text only).
+    rerank: ``None`` reranks text queries when the index has a head,
+        ``False`` never, ``True`` requires one.
+    rerank_candidates: how many first-stage candidates the head rescores
+        (at least ``k`` are used).
+    min_score: drop hits scoring below this.
+    """
+
+    query: str | None = None
+    k: int = DEFAULT_K
+    filters: SearchFilters = field(default_factory=SearchFilters)
+    sort: str = "relevance"
+    fusion: str = "max"
+    caption_weight: float = 0.5
+    rerank: bool | None = None
+    rerank_candidates: int = DEFAULT_RERANK_CANDIDATES
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.query is not None:
+            object.__setattr__(self, "query", check_query(self.query))
+        check_k(self.k)
+        if self.sort not in SORTS:
+            raise QueryError(f"unknown sort {self.sort!r}; choose one of {', '.join(SORTS)}")
+        if self.fusion not in FUSIONS:
+            raise QueryError(f"unknown fusion {self.fusion!r}; choose one of {', '.join(FUSIONS)}")
+        if not _is_number(self.caption_weight) or not 0.0 <= self.caption_weight <= 1.0:
+            raise QueryError("caption_weight must be between 0 and 1")
+        if self.rerank not in (None, True, False):
+            raise QueryError(f"rerank must be true, false or unset, not {self.rerank!r}")
+        if not _is_int(self.rerank_candidates) or not 1 <= self.rerank_candidates <= MAX_K:
+            raise QueryError(f"rerank_candidates must be an integer between 1 and {MAX_K}")
+        if self.min_score is not None and (not _is_number(self.min_score) or not math.isfinite(self.min_score)):
+            raise QueryError(f"min_score must be a finite number, not {self.min_score!r}")
+        if not isinstance(self.filters, SearchFilters):
+            raise QueryError("filters must be a SearchFilters")
+        check_filters(self.filters)
+
+    def with_query(self, query: str | None) -> SearchRequest:
+        """The same options for another query (validated)."""
+        return replace(self, query=query)
+
+
+def check_query(text: str) -> str:
+    """A text query, stripped; :class:`QueryError` when empty, too long or holding NUL."""
+    if not isinstance(text, str):
+        raise QueryError(f"a text query must be a string, not {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise QueryError("empty query")
+    if len(text) > MAX_QUERY_CHARS:
+        raise QueryError(f"the query is longer than {MAX_QUERY_CHARS} characters")
+    if "\x00" in text:
+        raise QueryError("the query contains a NUL character")
+    return text
+
+
+def check_k(k: object) -> int:
+    """``k`` when it is an integer between 1 and :data:`MAX_K`, else :class:`QueryError`."""
+    if not _is_int(k) or not 1 <= k <= MAX_K:  # type: ignore[operator]
+        raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+    return int(k)  # type: ignore[call-overload]
+
+
+def check_filters(f: SearchFilters) -> SearchFilters:
+    """The filter rules every front door shares (see the module docstring)."""
+    for name in ("camera", "under"):
+        value = getattr(f, name)
+        if value is not None and (len(value) > MAX_FILTER_CHARS or "\x00" in value):
+            raise QueryError(f"the {name} filter is longer than {MAX_FILTER_CHARS} characters or holds a NUL character")
+    for name in ("min_width", "min_height"):
+        value = getattr(f, name)
+        if value is not None and (not _is_int(value) or value < 1):
+            raise QueryError(f"{name} must be a positive integer")
+    if f.after is not None and f.before is not None and _day(f.after) > _day(f.before):
+        raise QueryError("The “after” date is later than the “before” date: no photo can match both.")
+    return f
+
+
+def _day(value: dt.date | dt.datetime) -> dt.date:
+    """The day of a date or date-time (a datetime is also a date, so test it first)."""
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
