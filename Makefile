@@ -3,7 +3,8 @@
 #
 #   make setup   create .venv and install FrozenLens (+ the CPU torch wheel)
 #   make demo    setup, then index a real photo archive and search it in several languages
-#   make test    setup with dev + clip + serve extras and chromium, fetch the test photos, run the whole test suite
+#   make test    setup with dev + clip + serve extras and chromium, fetch the test photos, lint (ruff) and
+#                check the layer contracts (import-linter, .importlinter), run the whole test suite
 
 PYTHON ?= python3
 VENV   := .venv
@@ -55,6 +56,8 @@ test: setup-dev browser
 	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
 	$(BIN)/python scripts/fetch_tuxpaint.py --dest $(DATA)/tuxpaint
 	$(BIN)/python scripts/fetch_fashion_mnist.py --dest $(DATA)/fashion-mnist
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/lint-imports
 	FROZENLENS_TESTDATA=$(abspath $(DATA)) $(BIN)/python -m pytest -q
 
 bench: setup-dev

@@ -35,21 +35,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from common import CACHE, Timer, log, median, print_table, verdict  # noqa: E402
+import common
+from common import CACHE, Timer, log, median, print_table, verdict
 
 TARGET_VS_ENCODER = 0.80
 TARGET_VS_NAIVE = 3.0
 
 
 # ---------------------------------------------------------------- variants
-def make_encoder():  # noqa: ANN201
+def make_encoder():
     from frozenlens.models import create_encoder
 
     return create_encoder("lite", cache_dir=common.model_cache_dir())
 
 
-def run_pipeline(encoder, folder: Path, workers: int | None = None,  # noqa: ANN001
+def run_pipeline(encoder, folder: Path, workers: int | None = None,
                  torch_threads: int | None = None) -> tuple[float, int, float]:
     """(images/s, encoded, seconds) for one fresh index of ``folder``.
 
@@ -82,7 +82,7 @@ def run_pipeline(encoder, folder: Path, workers: int | None = None,  # noqa: ANN
         shutil.rmtree(index_dir, ignore_errors=True)
 
 
-def prepared_batches(encoder, files: list[Path], batch: int = 32) -> list[np.ndarray]:  # noqa: ANN001
+def prepared_batches(encoder, files: list[Path], batch: int = 32) -> list[np.ndarray]:
     """Decode (with draft) + prepare ``files`` once → uint8 batches (batch, 224, 224, 3)."""
     from frozenlens.indexer.decode import decode_file
 
@@ -90,7 +90,7 @@ def prepared_batches(encoder, files: list[Path], batch: int = 32) -> list[np.nda
     return [np.stack(arrays[i : i + batch]) for i in range(0, len(arrays) - batch + 1, batch)]
 
 
-def run_encoder_alone(encoder, batches: list[np.ndarray], torch_threads: int | None = None) -> float:  # noqa: ANN001
+def run_encoder_alone(encoder, batches: list[np.ndarray], torch_threads: int | None = None) -> float:
     """images/s of ``embed_prepared`` over ``batches`` (one untimed warm-up batch first)."""
     import torch
 
@@ -109,7 +109,7 @@ def run_encoder_alone(encoder, batches: list[np.ndarray], torch_threads: int | N
     return n / t.seconds
 
 
-def naive_model():  # noqa: ANN201
+def naive_model():
     """EfficientNet-Lite0 exactly as loaded from the checkpoint: eager, NCHW, float32."""
     from frozenlens.models.efficientnet_lite import load_efficientnet_lite0
 
@@ -131,7 +131,7 @@ def naive_preprocess(path: Path) -> np.ndarray:
     return ((x - 0.5) / 0.5).transpose(2, 0, 1)  # (3, 224, 224)
 
 
-def run_naive(model, files: list[Path], batch: int = 32) -> float:  # noqa: ANN001
+def run_naive(model, files: list[Path], batch: int = 32) -> float:
     """images/s of the naive sequential loop over ``files``."""
     import torch
 
@@ -144,7 +144,7 @@ def run_naive(model, files: list[Path], batch: int = 32) -> float:  # noqa: ANN0
     return len(files) / t.seconds
 
 
-def run_decode(encoder, files: list[Path], draft: bool, prepare: bool) -> float:  # noqa: ANN001
+def run_decode(encoder, files: list[Path], draft: bool, prepare: bool) -> float:
     """Single-thread images/s of ``decode_file`` (+ ``encoder.prepare``)."""
     from frozenlens.indexer.decode import decode_file
 
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     r_enc = median(p / e for p, e in zip(res["pipeline"], res["encoder"]))
     r_naive = median(p / q for p, q in zip(res["pipeline"], res["naive"]))
     cores = torch.get_num_threads()
-    from frozenlens.indexer.pipeline import usable_cores
+    from frozenlens.cores import usable_cores
 
     usable = usable_cores()
     # If the encoder keeps all cores busy and decode+prepare is perfectly

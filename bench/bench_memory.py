@@ -28,8 +28,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from common import CACHE, log, median, print_table, verdict  # noqa: E402
+import common
+from common import CACHE, log, median, print_table, verdict
 
 WIDTH, HEIGHT = 640, 480
 BYTES_PER_IMAGE_FAISS = (512 + 1280) * 4
@@ -61,7 +61,7 @@ def child(n: int, trace: bool = False) -> None:
         t0 = time.perf_counter()
         scan_done: list[int] = []
 
-        def on_progress(p) -> None:  # noqa: ANN001
+        def on_progress(p) -> None:
             if trace and p.stage == "scan" and p.total is not None and not scan_done:
                 scan_done.append(tracemalloc.get_traced_memory()[0])
 

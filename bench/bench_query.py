@@ -48,9 +48,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from common import CACHE, REPO, Timer, log, print_table, summarize, verdict  # noqa: E402
-from queries import all_queries  # noqa: E402
+import common
+from common import CACHE, REPO, Timer, log, print_table, summarize, verdict
+from queries import all_queries
 
 TARGET_P50_MS = 30.0
 DIM, VISUAL_DIM = 512, 1280
@@ -87,7 +87,7 @@ def _db_fingerprint() -> str:
 
 
 def _faiss_fingerprint() -> str:
-    return _fingerprint("retriever/*.py", "spaces.py")
+    return _fingerprint("retriever/*.py")
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -112,7 +112,7 @@ def _chunk_rows(start: int, n: int, seed: int, caption_fraction: float, class_na
     }
 
 
-def _insert_writer(store, n: int, seed: int, caption_fraction: float, class_names: list[str], chunk: int,  # noqa: ANN001
+def _insert_writer(store, n: int, seed: int, caption_fraction: float, class_names: list[str], chunk: int,
                    n_regions: int = 0) -> None:
     """Synthetic rows through ``BatchWriter.add_image``; ``n_regions`` > 0 also
     stores that many seeded random unit region tokens per image (for the reranker)."""
@@ -154,7 +154,7 @@ def _insert_writer(store, n: int, seed: int, caption_fraction: float, class_name
                 )
 
 
-def build_index(encoder, n: int, factory: str, *, seed: int, caption_fraction: float,  # noqa: ANN001
+def build_index(encoder, n: int, factory: str, *, seed: int, caption_fraction: float,
                 rebuild: bool = False) -> tuple[Path, dict[str, float]]:
     """A cached index directory with ``n`` synthetic images; returns (dir, build seconds by step).
 
@@ -228,7 +228,7 @@ def build_index(encoder, n: int, factory: str, *, seed: int, caption_fraction: f
 
 
 # ------------------------------------------------------------ measuring
-def _component_times(engine, q: np.ndarray, k: int = 10) -> dict[str, float]:  # noqa: ANN001
+def _component_times(engine, q: np.ndarray, k: int = 10) -> dict[str, float]:
     """Re-run the pieces of ``Engine._search_text`` (after text encoding) one by one, in ms."""
     fetch = max(4 * k, 100)
     out: dict[str, float] = {}
@@ -253,7 +253,7 @@ def _component_times(engine, q: np.ndarray, k: int = 10) -> dict[str, float]:  #
     return out
 
 
-def conse_like_recall(encoder, n: int, qvecs: np.ndarray, factory: str, seed: int) -> list[tuple]:  # noqa: ANN001
+def conse_like_recall(encoder, n: int, qvecs: np.ndarray, factory: str, seed: int) -> list[tuple]:
     """Recall@10 of ``factory`` vs Flat on ConSE-like vectors (raw VectorIndex, semantic space only).
 
     Random unit vectors are the worst case for a graph index (no structure,
@@ -321,7 +321,7 @@ def conse_like_recall(encoder, n: int, qvecs: np.ndarray, factory: str, seed: in
     return rows
 
 
-def _single_thread_search(engine, text: str, faiss_threads: int) -> list:  # noqa: ANN001
+def _single_thread_search(engine, text: str, faiss_threads: int) -> list:
     from frozenlens.retriever import set_threads
 
     set_threads(1)

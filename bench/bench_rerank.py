@@ -133,7 +133,7 @@ def counted_gflop(head, text, images) -> float:
 
 # ------------------------------------------------------------------ index
 def _index_fingerprint() -> str:
-    return _fingerprint("store/*.py", "retriever/*.py", "spaces.py")
+    return _fingerprint("store/*.py", "retriever/*.py")
 
 
 def _insert(store, n: int, seed: int, caption_fraction: float, class_names: list[str], n_regions: int,

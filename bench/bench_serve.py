@@ -59,9 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from common import CACHE, REPO, log, print_table, summarize, verdict  # noqa: E402
-from queries import all_queries  # noqa: E402
+import common
+from common import CACHE, REPO, log, print_table, summarize, verdict
+from queries import all_queries
 
 KPA_PHOTO = "skagen.jpg"  # the image query (800×600 JPEG)
 SERVER_START_TIMEOUT_S = 600.0
@@ -72,7 +72,7 @@ def testdata_dir() -> Path:
     return Path(os.environ.get("FROZENLENS_TESTDATA", REPO / ".cache" / "testdata"))
 
 
-def kpa_index(encoder) -> tuple[Path, Path]:  # noqa: ANN001
+def kpa_index(encoder) -> tuple[Path, Path]:
     """(index dir, photo folder): the KPhotoAlbum archive indexed in ``.cache/bench/serve-kpa-<code>/``."""
     from frozenlens.engine import Engine
 
@@ -228,12 +228,12 @@ def run_load(server: Server, clients: int, duration: float, send: Callable, n_it
 
 
 # ------------------------------------------------------------ one at a time
-def sequential(server: Server, engine, texts: list[str], photo: bytes, image_reps: int) -> dict[str, list[float]]:  # noqa: ANN001
+def sequential(server: Server, engine, texts: list[str], photo: bytes, image_reps: int) -> dict[str, list[float]]:
     """Each query once over HTTP (one keep-alive client) and once in process, interleaved (ms)."""
     import httpx
 
-    from frozenlens.api.settings import Limits
-    from frozenlens.api.uploads import decode_upload
+    from frozenlens.server.settings import Limits
+    from frozenlens.server.uploads import decode_upload
 
     lim = Limits()
     out: dict[str, list[float]] = {k: [] for k in ("http", "took", "engine", "img_http", "img_took", "img_engine")}
@@ -287,7 +287,7 @@ class ConfigResult:
     ab: dict[str, LoadResult] | None = None  # text load: "default" concurrency vs "one" (--concurrency 1)
 
 
-def bench_config(name: str, index_dir: Path, encoder, texts: list[str], load_texts: list[str],  # noqa: ANN001
+def bench_config(name: str, index_dir: Path, encoder, texts: list[str], load_texts: list[str],
                  photo: bytes, args: argparse.Namespace) -> ConfigResult:
     """Start a server on ``index_dir``; time ``texts`` one at a time, then load it with ``load_texts``."""
     import httpx
@@ -314,10 +314,10 @@ def bench_config(name: str, index_dir: Path, encoder, texts: list[str], load_tex
         log(f"{name}: {len(texts)} queries one at a time, HTTP and in process interleaved")
         seq = sequential(server, engine, texts, photo, args.image_reps)
 
-        def send_text(client, i: int):  # noqa: ANN001, ANN202
+        def send_text(client, i: int):
             return client.get("/api/v1/search", params={"q": load_texts[i], "k": 10})
 
-        def send_image(client, i: int):  # noqa: ANN001, ANN202
+        def send_image(client, i: int):
             return client.post("/api/v1/search/image", files={"file": (KPA_PHOTO, photo, "image/jpeg")},
                                data={"k": "10"})
 

@@ -54,7 +54,7 @@ from frozenlens.reranker.train import TrainOptions, train_reranker  # noqa: E402
 
 DATA = Path(os.environ.get("FROZENLENS_TESTDATA", REPO / ".cache" / "testdata"))
 CACHE = REPO / ".cache" / "bench" / "rerank"
-TEXT_TOWER_LANGS = ("ar de en es fr it ja ko nl pl pt ru th tr zh zh-Hant").split()
+TEXT_TOWER_LANGS = ["ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh", "zh-Hant"]
 
 #: variant name → RerankerConfig overrides (the ablations of the FrEVL paper, plus ours)
 VARIANTS: dict[str, dict[str, object]] = {

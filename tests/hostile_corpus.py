@@ -86,7 +86,7 @@ def _cmyk_image() -> Image.Image:
     return Image.fromarray(arr, mode="CMYK")
 
 
-def make_hostile_corpus(dir: Path) -> dict[str, str]:  # noqa: A002 - name from the brief
+def make_hostile_corpus(dir: Path) -> dict[str, str]:
     """Write the corpus into ``dir`` (created if needed); return expected outcomes."""
     dir = Path(dir)
     dir.mkdir(parents=True, exist_ok=True)

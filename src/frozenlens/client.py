@@ -25,6 +25,7 @@ import httpx
 
 from .errors import FrozenLensError
 from .paths import from_text, to_text
+from .request import DEFAULT_K
 from .types import CaptionInfo, Hit, SearchFilters
 
 API = "/api/v1"
@@ -63,14 +64,18 @@ class Client:
     def search(
         self,
         query: str | os.PathLike[str] | bytes,
-        k: int = 10,
+        k: int = DEFAULT_K,
         *,
         filters: SearchFilters | None = None,
         min_score: float | None = None,
         rerank: bool | None = None,
         sort: str = "relevance",
     ) -> list[Hit]:
-        """Top-``k`` hits for a text query, or for an example image (a path or encoded bytes)."""
+        """Top-``k`` hits for a text query, or for an example image (a path or encoded bytes).
+
+        The server checks the request (:mod:`frozenlens.request`'s limits);
+        its refusal raises :class:`ApiError`.
+        """
         fields = _filter_fields(filters)
         fields.update({"k": k, "sort": sort, "min_score": min_score})
         if isinstance(query, str):
@@ -82,7 +87,7 @@ class Client:
             data = self._json("POST", f"{API}/search/image", data=form, files={"file": ("query", payload)})
         return [hit_from_json(h) for h in data["hits"]]
 
-    def similar(self, image_id: int, k: int = 10, *, filters: SearchFilters | None = None,
+    def similar(self, image_id: int, k: int = DEFAULT_K, *, filters: SearchFilters | None = None,
                 min_score: float | None = None, sort: str = "relevance") -> list[Hit]:
         """Images most like the indexed image ``image_id`` (itself excluded)."""
         params = {key: v for key, v in {**_filter_fields(filters), "k": k, "min_score": min_score,

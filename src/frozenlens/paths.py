@@ -41,18 +41,26 @@ from __future__ import annotations
 import os
 import re
 
-__all__ = ["TEXT_PATTERN", "from_text", "from_user", "to_text"]
+__all__ = ["OS_PATH_TEXT_PATTERN", "TEXT_PATTERN", "from_text", "from_user", "to_text"]
 
 #: A regular expression (Python ``re``, Rust ``regex`` and ECMA-262 alike) that
 #: matches exactly the texts :func:`from_text` accepts, lone surrogates aside
 #: (those cannot reach a UTF-8 API): for schemas of fields holding a path text.
-TEXT_PATTERN = (
-    r"^(?:[^\\\x00-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069]"
-    r"|\\[\\ntr]"
-    r"|\\x(?:0[0-8bBcCeEfF]|1[0-9a-fA-F]|7[fF]|[89a-fA-F][0-9a-fA-F])"
-    r"|\\u(?:00[89][0-9a-fA-F]|[dD][89abAB][0-9a-fA-F]{2}|[dD][cC][0-7][0-9a-fA-F]|[dD][d-fD-F][0-9a-fA-F]{2}"
-    r"|202[89a-eA-E]|206[6-9]))*$"
-)
+def _text_pattern(x_escapes: str) -> str:
+    return (
+        r"^(?:[^\\\x00-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069]"
+        r"|\\[\\ntr]"
+        rf"|\\x(?:{x_escapes})"
+        r"|\\u(?:00[89][0-9a-fA-F]|[dD][89abAB][0-9a-fA-F]{2}|[dD][cC][0-7][0-9a-fA-F]|[dD][d-fD-F][0-9a-fA-F]{2}"
+        r"|202[89a-eA-E]|206[6-9]))*$"
+    )
+
+
+_X_NOT_NUL = r"0[1-8bBcCeEfF]|1[0-9a-fA-F]|7[fF]|[89a-fA-F][0-9a-fA-F]"
+TEXT_PATTERN = _text_pattern("00|" + _X_NOT_NUL)
+#: :data:`TEXT_PATTERN` without ``\x00``: the text of a path the OS can hold (no
+#: NUL byte), for request fields that name a real file or folder.
+OS_PATH_TEXT_PATTERN = _text_pattern(_X_NOT_NUL)
 
 #: characters that :func:`to_text` escapes
 _NEEDS_ESCAPE = re.compile("[\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028-\u202e\u2066-\u2069]")

@@ -8,6 +8,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+#: the file that marks a directory as a FrozenLens index (see
+#: :mod:`frozenlens.engine.index_dir`); the indexer's scan skips such
+#: directories, so an index inside a photo folder is never indexed
+MARKER = ".frozenlens-index"
+
 
 def parse_when(text: str) -> dt.date | dt.datetime:
     """A filter date from text: ``YYYY-MM-DD`` is a date (a whole day, so
@@ -105,7 +110,7 @@ class Hit:
             "lat": self.lat,
             "lon": self.lon,
             "captions": [{"text": c.text, "lang": c.lang, "source": c.source} for c in self.captions],
-            "labels": [{"label": l, "p": round(p, 6)} for l, p in self.labels],
+            "labels": [{"label": name, "p": round(p, 6)} for name, p in self.labels],
             "duplicates": list(self.duplicates),
             "reranked": self.reranked,
             "first_stage_image_score": None
@@ -146,3 +151,67 @@ class IndexReport:
     problems: list[str] = field(default_factory=list)
     not_scanned: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+#: the counts of :class:`IndexStats`, in the order they are reported
+STAT_COUNTS: tuple[str, ...] = ("images", "duplicates", "failed", "captions", "with_date")
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """What an index holds: :meth:`frozenlens.engine.Engine.stats`.
+
+    images: indexed photos (duplicates not included); duplicates: byte-identical
+    copies of indexed photos; failed: files that could not be indexed;
+    captions: caption rows; with_date: indexed photos with a date taken.
+    encoder: the index's encoder identity (``name``, ``version``, ``dim``,
+    ``visual_dim``); factory: the FAISS factory string; vectors: vectors per
+    FAISS space; cameras: indexed photos per camera, most photos first.
+
+    :meth:`to_json` gives the JSON form (the CLI's ``info --json`` and the
+    REST API's ``/stats`` are built from it). Reading a field by its JSON
+    key (``stats["images"]``, ``"images" in stats``) still works, for code
+    written when ``stats()`` returned that dict; new code reads attributes.
+    """
+
+    images: int
+    duplicates: int
+    failed: int
+    captions: int
+    with_date: int
+    encoder: dict[str, str | int]
+    factory: str
+    vectors: dict[str, int]
+    schema_version: int
+    index_dir: str
+    database: str
+    bytes_on_disk: int
+    created_at: str | None = None
+    cameras: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The photo and caption counts by name (:data:`STAT_COUNTS`)."""
+        return {name: getattr(self, name) for name in STAT_COUNTS}
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-serialisable dict (a fresh copy: changing it changes nothing here)."""
+        return {
+            **self.counts,
+            "encoder": dict(self.encoder),
+            "factory": self.factory,
+            "vectors": dict(self.vectors),
+            "schema_version": self.schema_version,
+            "index_dir": self.index_dir,
+            "database": self.database,
+            "bytes_on_disk": self.bytes_on_disk,
+            "created_at": self.created_at,
+            "cameras": dict(self.cameras),
+        }
+
+    def __getitem__(self, key: str) -> object:
+        """The field by its JSON key (``KeyError`` for another key)."""
+        return self.to_json()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_json()

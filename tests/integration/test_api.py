@@ -21,8 +21,9 @@ from frozenlens import cli
 fastapi = pytest.importorskip("fastapi", reason="the serve extra is installed by `make test`")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from frozenlens.api.app import create_app  # noqa: E402
-from frozenlens.api.settings import Limits, ServerConfigError, ServerSettings, read_token  # noqa: E402
+from frozenlens.request import MAX_K  # noqa: E402
+from frozenlens.server.app import create_app  # noqa: E402
+from frozenlens.server.settings import Limits, ServerConfigError, ServerSettings, read_token  # noqa: E402
 
 TOKEN = "t0ken-for-tests-0123456789abcdef"
 H2_2005 = {"anne_helene.jpg", "cold_water.jpg", "skagen.jpg", "donna.jpg", "jesper.jpg", "jesper_2.jpg", "sunset.jpg"}
@@ -140,7 +141,7 @@ def test_query_errors_are_json_with_status(client):
     assert_error(client.get("/api/v1/search", params={"q": "x\x00y"}), 422, "q")
     assert_error(client.get("/api/v1/search", params={"q": "x" * 1001}), 422, "at most 1000 characters")
     assert_error(client.get("/api/v1/search", params={"q": "x", "k": 0}), 422, "k")
-    assert_error(client.get("/api/v1/search", params={"q": "x", "k": 201}), 422, "k")
+    assert_error(client.get("/api/v1/search", params={"q": "x", "k": MAX_K + 1}), 422, "k")
     assert_error(client.get("/api/v1/search", params={"q": "x", "k": "many"}), 422, "k")
     assert_error(client.get("/api/v1/search", params={"q": "x", "after": "last week"}), 422, "after")
     assert_error(client.get("/api/v1/search", params={"q": "x", "before": "2005-13-45"}), 422, "not an ISO 8601 date")
@@ -491,7 +492,7 @@ def test_reranked_search_through_the_api(archive, tmp_path, capsys):
 # -- DNS rebinding: without a token, only loopback host names -----------------------------
 def test_host_header_must_be_loopback_without_a_token(archive):
     _, index, _ = archive
-    from frozenlens.api.hosts import host_allowed, host_name
+    from frozenlens.server.hosts import host_allowed, host_name
 
     assert host_name("[::1]:7860") == "::1" and host_name("LocalHost:80") == "localhost"
     assert host_name("127.0.0.1") == "127.0.0.1" and host_name("example.org.") == "example.org"

@@ -25,7 +25,8 @@ from tests.conftest import index_kphotoalbum
 
 open_clip = pytest.importorskip("open_clip")
 
-from frozenlens.models.openclip import NLLB_CODES, OpenClipEncoder
+from frozenlens.models.openclip import OpenClipEncoder  # noqa: E402
+from frozenlens.models.presets import NLLB_CODES  # noqa: E402
 
 TINY_ARCH = "fl-concurrency-vit"
 #: (text, ISO 639-1 tag or None) pairs issued concurrently; None → the encoder's default (English)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from frozenlens import cli
-from frozenlens.checkup import doctor
 from frozenlens.engine import Engine
+from frozenlens.engine.checkup import doctor
 from frozenlens.errors import DatabaseDamagedError
 
 from ..conftest import index_kphotoalbum
@@ -163,8 +163,8 @@ def test_damaged_database_in_the_api_is_a_json_503(clean, tmp_path):
     pytest.importorskip("fastapi", reason="the serve extra is installed by `make test`")
     from fastapi.testclient import TestClient
 
-    from frozenlens.api.app import create_app
-    from frozenlens.api.settings import ServerSettings
+    from frozenlens.server.app import create_app
+    from frozenlens.server.settings import ServerSettings
 
     _, index = clean
     copy = tmp_path / "index"

@@ -36,7 +36,7 @@ def indexed(tmp_path_factory, testdata, shared_lite):
     engine.close()
 
 
-def expected(taken: dict[int, dt.datetime], after, before) -> set[int]:  # noqa: ANN001
+def expected(taken: dict[int, dt.datetime], after, before) -> set[int]:
     def ok(t: dt.datetime) -> bool:
         if after is not None:
             start = after if isinstance(after, dt.datetime) else dt.datetime.combine(after, dt.time())
@@ -86,8 +86,8 @@ def test_last_day_of_the_calendar_through_the_api(indexed):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from frozenlens.api.app import create_app
-    from frozenlens.api.settings import ServerSettings
+    from frozenlens.server.app import create_app
+    from frozenlens.server.settings import ServerSettings
 
     _, index, taken = indexed
     with TestClient(create_app(ServerSettings(index_dir=index), ui=False), base_url="http://127.0.0.1") as c:

@@ -13,8 +13,8 @@ import pytest
 
 from frozenlens import cli
 from frozenlens.engine import Engine
-from frozenlens.index_dir import DB_NAME
-from frozenlens.spaces import SPACES
+from frozenlens.engine.index_dir import DB_NAME
+from frozenlens.retriever.spaces import SPACES
 
 from ..conftest import write_noise_jpegs
 

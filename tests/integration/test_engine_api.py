@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from frozenlens import engine as engine_mod
 from frozenlens.engine import Engine
+from frozenlens.engine import search as engine_mod
 from frozenlens.errors import EncoderMismatchError, IndexNotFoundError, QueryError, UnknownEncoderError
 from frozenlens.models.lite import LiteEncoder
 from frozenlens.types import SearchFilters

@@ -6,7 +6,6 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-
 from frozenlens.engine import Engine
 from frozenlens.indexer import pipeline
 from frozenlens.indexer.scan import image_extensions

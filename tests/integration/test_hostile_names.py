@@ -24,8 +24,8 @@ from frozenlens.types import SearchFilters
 fastapi = pytest.importorskip("fastapi", reason="the serve extra is installed by `make test`")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from frozenlens.api.app import create_app  # noqa: E402
-from frozenlens.api.settings import ServerSettings  # noqa: E402
+from frozenlens.server.app import create_app  # noqa: E402
+from frozenlens.server.settings import ServerSettings  # noqa: E402
 
 CAFE = "café-n.jpg"
 LONG = ("é" * 125).encode() + b"x.jpg"
@@ -324,8 +324,8 @@ def test_an_index_made_before_v6_is_migrated(tmp_path, testdata, lite_encoder):
 def test_the_page_shows_every_name_in_the_text_form(corpus):
     import html
 
-    from frozenlens.api.state import ServerState
-    from frozenlens.ui import actions
+    from frozenlens.server.state import ServerState
+    from frozenlens.server.ui import actions
 
     root, index, files = corpus
     state = ServerState(ServerSettings(index_dir=Path(index)))

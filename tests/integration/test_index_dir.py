@@ -18,10 +18,10 @@ import pytest
 
 from frozenlens import cli
 from frozenlens.engine import Engine
+from frozenlens.engine.index_dir import DB_NAME, IDENTITY_KEY, MARKER, database_url, resolve
 from frozenlens.errors import IndexNotFoundError
-from frozenlens.index_dir import DB_NAME, IDENTITY_KEY, MARKER, database_url, resolve
 from frozenlens.retriever import VectorIndex
-from frozenlens.spaces import SPACES
+from frozenlens.retriever.spaces import SPACES
 
 from ..conftest import index_kphotoalbum, write_noise_jpegs
 

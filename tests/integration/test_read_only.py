@@ -166,8 +166,8 @@ def test_api_on_read_only_media(archive):
     pytest.importorskip("fastapi", reason="the serve extra is installed by `make test`")
     from fastapi.testclient import TestClient
 
-    from frozenlens.api.app import create_app
-    from frozenlens.api.settings import ServerSettings
+    from frozenlens.server.app import create_app
+    from frozenlens.server.settings import ServerSettings
 
     photos, mnt, expected = archive
     image_id = expected["first"][0]
@@ -202,8 +202,8 @@ def test_api_on_damaged_read_only_index_is_503(archive):
     pytest.importorskip("fastapi", reason="the serve extra is installed by `make test`")
     from fastapi.testclient import TestClient
 
-    from frozenlens.api.app import create_app
-    from frozenlens.api.settings import ServerSettings
+    from frozenlens.server.app import create_app
+    from frozenlens.server.settings import ServerSettings
 
     _, mnt, _ = archive
     with TestClient(create_app(ServerSettings(index_dir=mnt / "damaged"), ui=False), base_url="http://127.0.0.1") as c:

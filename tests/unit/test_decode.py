@@ -78,7 +78,7 @@ def test_no_warnings_escape_and_pillow_globals_untouched(
         for name in expected:
             outcome(decode_file, directory / name)
     assert caught == []
-    assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before
+    assert before == (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)
 
 
 def test_pixel_limit_is_ours_not_pillows() -> None:

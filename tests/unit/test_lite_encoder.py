@@ -24,8 +24,8 @@ from frozenlens.models import (
     create_encoder,
     encoder_names,
     register_encoder,
+    registry,
 )
-from frozenlens.models import registry
 from frozenlens.models.lite import LiteEncoder, default_cache_dir
 
 skdata = pytest.importorskip("skimage.data")

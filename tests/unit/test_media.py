@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from frozenlens.engine.media import prune_thumbnails, served_file, thumbnail, thumbnail_path
 from frozenlens.errors import DecodeError, FileAccessError, ImageNotFoundError
-from frozenlens.media import prune_thumbnails, served_file, thumbnail, thumbnail_path
 
 
 @pytest.fixture

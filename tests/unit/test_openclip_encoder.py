@@ -26,22 +26,14 @@ from PIL import Image
 
 open_clip = pytest.importorskip("open_clip")
 
-import torch
+import torch  # noqa: E402
 
-from frozenlens.engine import Engine
-from frozenlens.errors import (
-    EncoderMismatchError,
-    UnknownEncoderError,
-    WeightsNotFoundError,
-)
-from frozenlens.models import create_encoder, encoder_names
-from frozenlens.models.openclip import (
-    PRESETS,
-    OpenClipEncoder,
-    _arch_preprocess,
-    list_presets,
-    prepare_image,
-)
+from frozenlens.engine import Engine  # noqa: E402
+from frozenlens.errors import EncoderMismatchError, UnknownEncoderError, WeightsNotFoundError  # noqa: E402
+from frozenlens.models import create_encoder, encoder_names  # noqa: E402
+from frozenlens.models.loading import arch_preprocess as _arch_preprocess  # noqa: E402
+from frozenlens.models.openclip import OpenClipEncoder, prepare_image  # noqa: E402
+from frozenlens.models.presets import PRESETS, list_presets  # noqa: E402
 
 VIT_ARCH = "fl-tiny-vit"
 XLMR_ARCH = "fl-tiny-xlmr"
@@ -358,7 +350,7 @@ def test_presets_match_open_clip_tables():
 
 def test_importing_the_models_stays_light():
     code = (
-        "import sys, frozenlens.models, frozenlens.models.openclip as oc; oc.list_presets();"
+        "import sys, frozenlens.models, frozenlens.models.openclip, frozenlens.models.presets as oc; oc.list_presets();"
         "print(sorted(m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -511,7 +503,7 @@ class _RecordingNllbTokenizer:
 
 
 def test_caption_language_reaches_nllb_style_tokenizers(tmp_path, testdata, tiny):
-    from frozenlens.models.openclip import NLLB_CODES
+    from frozenlens.models.presets import NLLB_CODES
 
     enc = OpenClipEncoder(str(tiny["a"]), arch=VIT_ARCH, device="cpu")
     enc.tokenizer = _RecordingNllbTokenizer(enc.tokenizer)

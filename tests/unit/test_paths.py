@@ -214,3 +214,11 @@ def test_v5_paths_are_migrated_to_the_text_form(tmp_path):
     store = Store.open(url)  # opening again changes nothing
     assert sorted(store.file_states(["/p"])) == sorted(paths)
     store.close()
+
+
+def test_os_path_pattern_is_the_text_pattern_without_nul() -> None:
+    from frozenlens.paths import OS_PATH_TEXT_PATTERN
+
+    for candidate in ("/photos/caf\\xe9.jpg", "a\\nb", "\\x01", "plain"):
+        assert re.fullmatch(OS_PATH_TEXT_PATTERN, candidate) and re.fullmatch(TEXT_PATTERN, candidate)
+    assert re.fullmatch(TEXT_PATTERN, "a\\x00b") and not re.fullmatch(OS_PATH_TEXT_PATTERN, "a\\x00b")

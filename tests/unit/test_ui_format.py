@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from frozenlens.errors import QueryError
+from frozenlens.server.ui import actions
+from frozenlens.server.ui import format as fmt
 from frozenlens.types import CaptionInfo, Hit
-from frozenlens.ui import actions
-from frozenlens.ui import format as fmt
 
 
 def hit_row(**over) -> dict:
@@ -136,8 +136,8 @@ def test_select_only_picks_shown_hits():
 
 
 def test_no_index_yet_is_an_empty_state_not_an_error(tmp_path):
-    from frozenlens.api.settings import ServerSettings
-    from frozenlens.api.state import ServerState
+    from frozenlens.server.settings import ServerSettings
+    from frozenlens.server.state import ServerState
 
     state = ServerState(ServerSettings(index_dir=tmp_path / "none"))
     view = actions.search_text(state, "un lapin", actions.Form())
@@ -150,7 +150,7 @@ def test_no_index_yet_is_an_empty_state_not_an_error(tmp_path):
 
 
 def test_importing_the_ui_package_does_not_import_gradio():
-    code = "import sys, frozenlens.ui, frozenlens.ui.format, frozenlens.ui.actions; assert 'gradio' not in sys.modules"
+    code = "import sys, frozenlens.server.ui, frozenlens.server.ui.format, frozenlens.server.ui.actions; assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -158,8 +158,8 @@ def test_forged_upload_paths_are_never_opened(tmp_path):
     """The page's upload payload comes from the browser: only files in the upload folder are read."""
     from PIL import Image
 
-    from frozenlens.api.settings import ServerSettings
-    from frozenlens.api.state import ServerState
+    from frozenlens.server.settings import ServerSettings
+    from frozenlens.server.state import ServerState
 
     state = ServerState(ServerSettings(index_dir=tmp_path / "none"))
     uploads = tmp_path / "uploads"

@@ -246,7 +246,7 @@ def load_caption_manifest(path: str | os.PathLike[str]) -> dict[str, list[Captio
     base = os.path.dirname(manifest)
     result: dict[str, list[Caption]] = {}
     try:
-        f = open(manifest, "rb")
+        f = open(manifest, "rb")  # noqa: SIM115 - closed by the `with f:` below (the open error has its own message)
     except OSError as exc:
         raise ManifestError(f"cannot read caption manifest: {exc.strerror or exc}",
                             path=manifest) from exc

@@ -191,13 +191,13 @@ def _allowed_formats() -> tuple[str, ...]:
             import pillow_heif  # type: ignore[import-not-found]
 
             pillow_heif.register_heif_opener()
-        except Exception:  # noqa: BLE001 - broken plugin: no HEIF then
+        except Exception:
             log.warning("pillow_heif is installed but failed to load", exc_info=True)
     Image.init()
     if "AVIF" not in Image.OPEN and importlib.util.find_spec("pillow_avif") is not None:
         try:
             import pillow_avif  # type: ignore[import-not-found]  # noqa: F401
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("pillow_avif is installed but failed to load", exc_info=True)
     return tuple(f for f in _WANTED_FORMATS if f in Image.OPEN)
 
@@ -217,7 +217,7 @@ def _decode_stream(
         except UnidentifiedImageError as exc:
             reason = _sniff_unidentified(prefix)
             raise DecodeError(reason, f"{name}: {_REASON_TEXT[reason]}") from exc
-        except Exception as exc:  # noqa: BLE001 - any parser failure is bad data
+        except Exception as exc:
             raise _pixel_error(exc, name) from exc
     _log_warnings(caught, name)
     with im:
@@ -233,13 +233,13 @@ def _decode_stream(
         if draft_size:
             try:
                 im.draft("RGB", (draft_size, draft_size))
-            except Exception:  # noqa: BLE001 - draft is an optimisation only
+            except Exception:
                 log.debug("%s: draft failed", name, exc_info=True)
         try:
             im.load()
         except Image.DecompressionBombError as exc:
             raise DecodeError("too-many-pixels", f"{name}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _pixel_error(exc, name) from exc
         with _header_lock, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -251,7 +251,7 @@ def _decode_stream(
             rgb = _to_rgb(im, icc if isinstance(icc, bytes) else None)
         except DecodeError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _pixel_error(exc, name) from exc
     method = _ORIENTATION_TRANSPOSE.get(orientation(exif))
     if method is not None:
@@ -384,7 +384,7 @@ def _icc_to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image | None:
         if im.mode == "RGB" and "srgb" in ImageCms.getProfileDescription(src).lower():
             return None
         out = ImageCms.profileToProfile(im, src, _srgb_profile(), outputMode="RGB")
-    except Exception:  # noqa: BLE001 - a broken profile must not lose the photo
+    except Exception:
         log.debug("ICC conversion failed; using plain conversion", exc_info=True)
         return None
     return out if isinstance(out, Image.Image) else None

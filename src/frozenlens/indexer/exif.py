@@ -60,7 +60,7 @@ def read_exif(im: Image.Image, name: str) -> Image.Exif | None:
     """The image's EXIF, or None when it cannot be parsed (``name`` is for logs)."""
     try:
         return im.getexif()
-    except Exception:  # noqa: BLE001 - malformed EXIF: no metadata, still an image
+    except Exception:
         log.debug("%s: unreadable EXIF", name, exc_info=True)
         return None
 
@@ -109,7 +109,7 @@ def orientation(exif: Image.Exif | None) -> int:
 def _sub_ifd(exif: Image.Exif, tag: int) -> dict[int, Any]:
     try:
         return dict(exif.get_ifd(tag))
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.debug("unreadable EXIF IFD 0x%04x", tag, exc_info=True)
         return {}
 

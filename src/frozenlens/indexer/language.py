@@ -15,15 +15,15 @@ import re
 import unicodedata
 
 _STOPWORDS: dict[str, frozenset[str]] = {
-    "en": frozenset("the and of to in is on with a at this that my was for are from by an it his her".split()),
-    "de": frozenset("der die das und ist ein eine im mit auf den dem nicht ich zu von des beim wir mein sich".split()),
-    "fr": frozenset("le la les et est un une des du dans sur avec pour au aux ce qui je mon ma pas".split()),
-    "es": frozenset("el la los las y es un una del en con por para que se mi al su lo".split()),
-    "it": frozenset("il lo la gli le e è un una del della di che con per nel sul mio mia non".split()),
-    "nl": frozenset("de het een en is van op met in dat die voor niet ik mijn zijn bij aan".split()),
-    "pt": frozenset("o a os as e é um uma do da dos das em com para que no na meu minha não".split()),
-    "pl": frozenset("i w na z jest się do to nie że o jak po ze przy mój moja".split()),
-    "tr": frozenset("ve bir bu da de ile için çok ne gibi olan benim ama".split()),
+    "en": frozenset(["the", "and", "of", "to", "in", "is", "on", "with", "a", "at", "this", "that", "my", "was", "for", "are", "from", "by", "an", "it", "his", "her"]),
+    "de": frozenset(["der", "die", "das", "und", "ist", "ein", "eine", "im", "mit", "auf", "den", "dem", "nicht", "ich", "zu", "von", "des", "beim", "wir", "mein", "sich"]),
+    "fr": frozenset(["le", "la", "les", "et", "est", "un", "une", "des", "du", "dans", "sur", "avec", "pour", "au", "aux", "ce", "qui", "je", "mon", "ma", "pas"]),
+    "es": frozenset(["el", "la", "los", "las", "y", "es", "un", "una", "del", "en", "con", "por", "para", "que", "se", "mi", "al", "su", "lo"]),
+    "it": frozenset(["il", "lo", "la", "gli", "le", "e", "è", "un", "una", "del", "della", "di", "che", "con", "per", "nel", "sul", "mio", "mia", "non"]),
+    "nl": frozenset(["de", "het", "een", "en", "is", "van", "op", "met", "in", "dat", "die", "voor", "niet", "ik", "mijn", "zijn", "bij", "aan"]),
+    "pt": frozenset(["o", "a", "os", "as", "e", "é", "um", "uma", "do", "da", "dos", "das", "em", "com", "para", "que", "no", "na", "meu", "minha", "não"]),
+    "pl": frozenset(["i", "w", "na", "z", "jest", "się", "do", "to", "nie", "że", "o", "jak", "po", "ze", "przy", "mój", "moja"]),
+    "tr": frozenset(["ve", "bir", "bu", "da", "de", "ile", "için", "çok", "ne", "gibi", "olan", "benim", "ama"]),
 }
 #: scripts that (for our purposes) name their language
 _SCRIPT_LANGUAGE = {"hangul": "ko", "han": "zh", "thai": "th", "arabic": "ar", "greek": "el", "hebrew": "he"}

@@ -51,11 +51,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..cores import usable_cores
 from ..errors import DecodeError
 from ..models.base import Encoder
 from ..paths import to_text
 from ..progress import Progress, ProgressCallback, ignore_progress
-from ..spaces import VectorSpaces
+from ..retriever.spaces import VectorSpaces
 from ..store import INDEXED, CaptionVector, ChunkVector, FileState, PhotoFields, Store
 from ..types import IndexReport
 from .captions import Caption, captions_signature, load_caption_manifest, read_sidecar_captions
@@ -90,13 +91,6 @@ class IndexOptions:
     captions_manifest: str | None = None
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     follow_links: bool = False
-
-
-def usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def hash_bytes(data: bytes) -> str:
@@ -293,7 +287,7 @@ class Indexer:
             pixels = self.encoder.prepare(decoded.image)
         except DecodeError as exc:
             return _Result(work, "failed", content_hash, reason=exc.reason, message=str(exc))
-        except Exception as exc:  # noqa: BLE001 - a hostile file must never stop the run
+        except Exception as exc:
             log.warning("unexpected error decoding %s", to_text(entry.path), exc_info=True)
             return _Result(work, "failed", content_hash, reason="corrupt", message=f"{type(exc).__name__}: {exc}")
         md = decoded.metadata

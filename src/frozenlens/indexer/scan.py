@@ -41,8 +41,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from frozenlens.errors import ScanRootNotFoundError
-from frozenlens.index_dir import MARKER
 from frozenlens.paths import to_text
+from frozenlens.types import MARKER
 
 __all__ = [
     "IMAGE_EXTENSIONS",

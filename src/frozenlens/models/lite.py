@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from frozenlens.cores import usable_cores
 from frozenlens.models._blas import blas_threads
 from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings, Label
 from frozenlens.models.efficientnet_lite import (
@@ -82,14 +83,6 @@ _CACHE_FORMAT = 1
 # OpenBLAS worker spins against torch's threads while the head runs
 # (bench/bench_rerank.py: rerank step p50 27.6 -> 13.6 ms, p99 127 -> 17 ms).
 _FEW_TEXTS = 8
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (affinity-aware)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def default_cache_dir() -> Path:

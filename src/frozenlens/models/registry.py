@@ -8,16 +8,24 @@ Two kinds of entries:
   calls ``factory("ViT-B-32", **options)``. The longest matching prefix wins.
 
 Built-in factories import their implementation module only when called, so
-importing this module (or :mod:`frozenlens.models`) never imports torch.
+importing this module (or :mod:`frozenlens.models`) never imports torch, and
+:func:`list_models` (what ``frozenlens models`` prints) reads only the
+torch-free catalogue in :mod:`frozenlens.models.presets`.
+
+There is one way to build an encoder: ``create_encoder(name, **options)``,
+which calls the registered factory, which calls the encoder's one constructor
+(``LiteEncoder(**options)``, ``OpenClipEncoder(model, **options)``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from frozenlens.errors import UnknownEncoderError
 from frozenlens.models.base import Encoder
+from frozenlens.models.presets import LITE, PREFIX, PRESETS, ModelRow, list_presets
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +91,21 @@ def create_encoder(name: str, **options: object) -> Encoder:
         return _PREFIXED[prefix](rest, **options)
     known = ", ".join(encoder_names())
     raise UnknownEncoderError(f"unknown encoder {name!r}; known encoders: {known}")
+
+
+def list_models(*, check_cache: bool = False) -> list[ModelRow]:
+    """The built-in encoders with their sizes, languages and download costs: ``lite``, then the open_clip presets.
+
+    Torch-free (the catalogue is plain data). ``check_cache`` fills in
+    ``cached`` for the presets by looking into the local Hugging Face cache
+    (no network; imports open_clip, and says not cached without the ``clip``
+    extra). Other ``openclip:`` names (``<arch>/<tag>``, ``hf-hub:<repo>``, a
+    local checkpoint) and encoders added with :func:`register_encoder` are not listed.
+    """
+    rows = [LITE, *list_presets()]
+    if not check_cache:
+        return rows
+    from frozenlens.models.loading import preset_cached  # open_clip only when asked
+
+    cached = {PREFIX + p.name: preset_cached(p.arch, p.pretrained) for p in PRESETS.values()}
+    return [replace(r, cached=cached[r.name]) if r.name in cached else r for r in rows]

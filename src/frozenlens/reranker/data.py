@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from frozenlens.progress import ProgressCallback, ignore_progress
 from frozenlens.reranker.features import ImageTokens, encode_texts_with_units
 from frozenlens.reranker.head import Reranker
 from frozenlens.reranker.train import TrainingSet
+
+if TYPE_CHECKING:
+    from frozenlens.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def split_by_image(image_ids: Sequence[int], val_fraction: float, seed: int) -> 
     return out
 
 
-def from_store(store, encoder: Encoder, *, val_fraction: float = 0.1, seed: int = 0,
+def from_store(store: Store, encoder: Encoder, *, val_fraction: float = 0.1, seed: int = 0,
                languages: Sequence[str] | None = None) -> tuple[TrainingSet, TrainingSet]:
     """(train, val) from an index's own captions; images without captions are
     left out (they would only be negatives)."""

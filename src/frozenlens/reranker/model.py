@@ -43,6 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# the presets' owner is the torch-free options module; preset_config below reads them
+from frozenlens.reranker.options import PRESETS
+
 Fusion = Literal["full", "concat"]
 
 #: tokens per side the slot embeddings are sized for
@@ -92,17 +95,6 @@ class RerankerConfig:
         if unknown:
             raise ValueError(f"unknown reranker config keys: {', '.join(sorted(unknown))}")
         return cls(**data)
-
-
-#: architecture presets (``dim``/``visual_dim``/``encoder`` come from the encoder)
-PRESETS: dict[str, dict[str, Any]] = {
-    # sized to meet p50 <= 25 ms for 100 candidates on 2 CPU cores
-    "cpu": {"d_model": 128, "layers": 2, "heads": 4, "ffn_mult": 2, "mlp_hidden": 128, "self_attention": False},
-    # the published size: 512-d, 4 layers, 8 heads, ~68 M parameters, most of
-    # them in the cross-attention blocks (the paper does not give every width;
-    # the feed-forward and MLP widths here are chosen to land on its count)
-    "paper": {"d_model": 512, "layers": 4, "heads": 8, "ffn_mult": 11, "mlp_hidden": 6144, "self_attention": False},
-}
 
 
 def preset_config(name: str, *, dim: int, visual_dim: int, encoder: dict[str, Any], **overrides: Any) -> RerankerConfig:

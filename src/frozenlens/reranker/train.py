@@ -43,6 +43,7 @@ from frozenlens.progress import Progress, ProgressCallback, ignore_progress
 from frozenlens.reranker.features import ImageTokens, TextTokens, pair_batch
 from frozenlens.reranker.head import Reranker
 from frozenlens.reranker.model import FusionHead, preset_config
+from frozenlens.reranker.options import TrainOptions  # owned by options (torch-free); used here
 
 log = logging.getLogger(__name__)
 
@@ -70,29 +71,6 @@ class TrainingSet:
         """float32 (T', I) cosine scores of texts ``rows`` (default all) against all images."""
         g = self.texts.global_ if rows is None else self.texts.global_[rows]
         return g @ self.images.semantic.T
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    preset: str = "cpu"
-    epochs: int = 12
-    batch_size: int = 32
-    hard_negatives: int = 7
-    hard_pool: int = 30
-    in_batch: int = 4
-    lr: float | None = None  # default: 1e-3 for "cpu", 2e-4 for bigger presets
-    weight_decay: float = 0.01
-    align_weight: float = 0.1
-    warmup: float = 0.05  # fraction of all steps
-    patience: int = 3
-    candidates: int = 100  # K': first-stage candidates reranked in validation
-    max_steps_per_epoch: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    overrides: dict[str, Any] = field(default_factory=dict)  # RerankerConfig fields (ablations)
-
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else (1e-3 if self.preset == "cpu" else 2e-4)
 
 
 @dataclass

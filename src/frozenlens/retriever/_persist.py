@@ -1,4 +1,8 @@
-"""Saving and loading a :class:`~frozenlens.retriever.VectorIndex` (internal).
+"""Saving and loading the contents of a :class:`~frozenlens.retriever.VectorIndex` (internal).
+
+Depends on the stores (:mod:`._stores`) only, never on the index type: the
+index hands over an :class:`IndexSnapshot` to save and is rebuilt from the one
+:func:`load_index` returns.
 
 One file, written atomically (temp file in the same directory, flush, fsync,
 ``os.replace``, fsync of the directory), so a crash leaves either the old file
@@ -27,18 +31,16 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import faiss
 import numpy as np
 
 from frozenlens.errors import IndexCorruptError, IndexInputError, VectorFileMismatchError
-from frozenlens.retriever._stores import METRICS, IdMapStore, make_store
-
-if TYPE_CHECKING:
-    from frozenlens.retriever.vector_index import VectorIndex
+from frozenlens.retriever._stores import METRICS, IdMapStore, Store, make_store
 
 HEAD = b"FLVIDX\x00\x01"
 TAIL = b"FLVIEND1"
@@ -147,7 +149,7 @@ class ContainerReader:
             raise
 
     def corrupt(self, why: str) -> IndexCorruptError:
-        return IndexCorruptError(f"vector index {self.path} is corrupt: {why}")
+        return corrupt(self.path, why)
 
     def _read_footer(self) -> tuple[dict[str, Any], dict[str, tuple[int, int, int]]]:
         f = self._f
@@ -236,33 +238,59 @@ class ContainerReader:
         self.close()
 
 
-# -- VectorIndex <-> container ------------------------------------------------------
+# -- index snapshot <-> container ---------------------------------------------------
 # Sections: "main" (trained index) or "fallback" (the exact IDMap2 of an
 # untrained one; the untrained real index is rebuilt from the factory string),
 # plus "alive" (HNSW tombstone bitmap) when some vectors are dead.
 
 
-def save_index(vi: VectorIndex, path: str | os.PathLike[str], *, owner: str | None = None) -> None:
-    """Write ``vi`` (caller holds its lock) to ``path`` atomically; ``owner``
-    (an opaque identity, e.g. of the index the file belongs to) is recorded."""
-    store = vi._active
-    meta = {"dim": vi.dim, "factory": vi.factory, "metric": vi.metric,
-            "trained": vi.is_trained, "train_threshold": vi.train_threshold,
-            "ef_search": vi.ef_search, "nprobe": vi.nprobe, "count": len(vi)}
+@dataclass(frozen=True)
+class IndexSnapshot:
+    """What one vector-index file holds: the searchable store and the facts to rebuild the index around it.
+
+    ``store`` is the trained index (``trained``) or the exact IDMap2 fallback
+    of a trainable factory that is not trained yet; ``count`` is the number of
+    live ids. :class:`~frozenlens.retriever.VectorIndex` makes one to save and
+    is rebuilt from one on load; this module never sees the index type itself.
+    """
+
+    dim: int
+    factory: str
+    metric: str
+    trained: bool
+    train_threshold: int
+    ef_search: int | None
+    nprobe: int | None
+    count: int
+    store: Store
+
+
+def corrupt(path: str | os.PathLike[str], why: str) -> IndexCorruptError:
+    """The error for a damaged vector-index file at ``path``."""
+    return IndexCorruptError(f"vector index {os.fspath(path)} is corrupt: {why}")
+
+
+def save_index(snap: IndexSnapshot, path: str | os.PathLike[str], *, owner: str | None = None) -> None:
+    """Write ``snap`` to ``path`` atomically (the caller keeps its store unchanged meanwhile);
+    ``owner`` (an opaque identity, e.g. of the index the file belongs to) is recorded."""
+    meta = {"dim": snap.dim, "factory": snap.factory, "metric": snap.metric,
+            "trained": snap.trained, "train_threshold": snap.train_threshold,
+            "ef_search": snap.ef_search, "nprobe": snap.nprobe, "count": snap.count}
     if owner is not None:
         meta["owner"] = owner
-    sections = {"main" if vi.is_trained else "fallback": index_section(store.index)}
+    store = snap.store
+    sections = {"main" if snap.trained else "fallback": index_section(store.index)}
     if store.alive is not None:
         sections["alive"] = bytes_section(np.packbits(store.alive, bitorder="little").tobytes())
     write_atomic(path, meta, sections)
 
 
-def load_index(cls: type[VectorIndex], path: str | os.PathLike[str], *,
-               use_gpu: bool, owner: str | None = None) -> VectorIndex:
-    """Read a ``VectorIndex`` written by :func:`save_index`.
+def load_index(path: str | os.PathLike[str], *, owner: str | None = None) -> IndexSnapshot:
+    """Read an :class:`IndexSnapshot` written by :func:`save_index`.
 
-    With ``owner``, a file recording another owner raises
-    :class:`VectorFileMismatchError` (a file recording none is accepted).
+    A missing or damaged file raises :class:`IndexCorruptError`; with ``owner``,
+    a file recording another owner raises :class:`VectorFileMismatchError`
+    (a file recording none is accepted).
     """
     with ContainerReader(path) as reader:
         meta = reader.meta
@@ -290,16 +318,8 @@ def load_index(cls: type[VectorIndex], path: str | os.PathLike[str], *,
             store = make_store(part, alive=alive)
             if not trained and not isinstance(store, IdMapStore):
                 raise ValueError("the untrained fallback is not an IDMap2 index")
-            vi = cls(dim, factory, metric, train_threshold=threshold, use_gpu=use_gpu,
-                     main=store if trained else None,
-                     fallback=None if trained else store)  # type: ignore[arg-type]
         except (IndexInputError, ValueError) as exc:
             raise reader.corrupt(str(exc)) from exc
-        ids = vi.ids()
-        if ids.size != count or np.any(ids[1:] == ids[:-1]):
-            raise reader.corrupt(f"holds {ids.size} ids (or duplicates), recorded {count}")
-    if ef_search is not None and vi.ef_search is not None:
-        vi.ef_search = int(ef_search)
-    if nprobe is not None and vi.nprobe is not None:
-        vi.nprobe = int(nprobe)
-    return vi
+    return IndexSnapshot(dim, factory, metric, trained, threshold,
+                         None if ef_search is None else int(ef_search),
+                         None if nprobe is None else int(nprobe), count, store)

@@ -38,15 +38,13 @@ serialises its own methods with a lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import faiss
 import numpy as np
@@ -409,7 +407,12 @@ class VectorIndex:
         (see :meth:`load`).
         """
         with self._lock:
-            _persist.save_index(self, path, owner=owner)
+            snapshot = _persist.IndexSnapshot(
+                dim=self.dim, factory=self.factory, metric=self.metric, trained=self.is_trained,
+                train_threshold=self.train_threshold, ef_search=self.ef_search, nprobe=self.nprobe,
+                count=len(self), store=self._active,
+            )  # fmt: skip
+            _persist.save_index(snapshot, path, owner=owner)
         log.debug("saved %r to %s", self, path)
 
     @classmethod
@@ -421,4 +424,19 @@ class VectorIndex:
         with ``owner``, a file saved with another owner raises its subclass
         :class:`VectorFileMismatchError`.
         """
-        return _persist.load_index(cls, path, use_gpu=want_gpu(use_gpu), owner=owner)
+        gpu = want_gpu(use_gpu)
+        snap = _persist.load_index(path, owner=owner)
+        try:
+            vi = cls(snap.dim, snap.factory, snap.metric, train_threshold=snap.train_threshold, use_gpu=gpu,
+                     main=snap.store if snap.trained else None,
+                     fallback=None if snap.trained else snap.store)  # type: ignore[arg-type]
+        except (IndexInputError, ValueError) as exc:
+            raise _persist.corrupt(path, str(exc)) from exc
+        ids = vi._ids
+        if ids.size != snap.count or np.any(ids[1:] == ids[:-1]):
+            raise _persist.corrupt(path, f"holds {ids.size} ids (or duplicates), recorded {snap.count}")
+        if snap.ef_search is not None and vi.ef_search is not None:
+            vi.ef_search = snap.ef_search
+        if snap.nprobe is not None and vi.nprobe is not None:
+            vi.nprobe = snap.nprobe
+        return vi

@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from sqlalchemy import Engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 
 from ..errors import DatabaseDamagedError, IndexNotFoundError, IndexReadOnlyError
 
@@ -132,7 +132,7 @@ def translate_errors(engine: Engine, label: str) -> None:
     statement and connection of ``engine`` (``label`` names the database)."""
 
     @event.listens_for(engine, "handle_error")
-    def _translate(ctx) -> None:  # ctx: sqlalchemy ExceptionContext
+    def _translate(ctx: ExceptionContext) -> None:
         exc = ctx.original_exception
         detail = damage_of(exc)
         if detail is not None:

@@ -112,7 +112,7 @@ def repair_database(path: Path) -> RepairReport:
 
     The caller holds the index's writer lock (nobody else writes meanwhile).
     """
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     tmp = path.with_name(f"{path.name}.repair-{stamp}.tmp")
     tmp.unlink(missing_ok=True)
     try:
@@ -176,7 +176,7 @@ def _schema(src: sqlite3.Connection) -> list[tuple[str, str, str, str | None]]:
 def _copy_all(src: sqlite3.Connection, dst: sqlite3.Connection, schema: list) -> list[TableSalvage]:
     reports = []
     tables = [r for r in schema if r[0] == "table" and r[3] and not r[1].startswith("sqlite_")]
-    for _, name, _, sql in tables:
+    for *_, sql in tables:
         dst.execute(sql)
     for _, name, _, _ in tables:
         reports.append(_copy_table(src, dst, name, [r[1] for r in schema if r[0] == "index" and r[2] == name]))

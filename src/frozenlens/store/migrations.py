@@ -16,7 +16,6 @@ from ..errors import SchemaVersionError
 from ..paths import to_text
 from .schema import Base, Meta
 
-
 _V1_TABLES = ("meta", "images", "image_vectors", "captions")
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select, update
 
 from ..errors import IndexCorruptError
 from ..paths import to_text
+from .migrations import upsert_meta
 from .schema import (
     FAILED,
     INDEXED,
@@ -29,7 +30,6 @@ from .schema import (
     StagedImageRow,
     VectorRow,
 )
-from .migrations import upsert_meta
 from .store import Store, bump_generation
 from .writer import _now, to_blob
 

@@ -26,7 +26,7 @@ from .connection import connect_args, sqlite_file, translate_errors
 from .migrations import SCHEMA_VERSION, current_version, migrate, upsert_meta
 from .records import FileState, ImageRecord
 from .schema import DUPLICATE, FAILED, INDEXED, CaptionChunkRow, CaptionRow, ImageRow, Meta, VectorRow
-from .writer import BatchWriter, id_chunks, from_blobs
+from .writer import BatchWriter, from_blobs, id_chunks
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ class Store:
                 lens=row.lens,
                 lat=row.lat,
                 lon=row.lon,
-                labels=[(str(l), float(p)) for l, p in json.loads(row.labels)] if row.labels else [],
+                labels=[(str(label), float(p)) for label, p in json.loads(row.labels)] if row.labels else [],
                 captions=caps.get(i, []),
                 duplicates=dups.get(i, []),
                 duplicate_of=row.duplicate_of,

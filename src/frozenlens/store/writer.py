@@ -22,7 +22,7 @@ _CHUNK = 500  # ids per IN (...) clause: stays under every backend's limit
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def to_blob(vector: np.ndarray) -> bytes:

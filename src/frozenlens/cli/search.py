@@ -1,0 +1,100 @@
+"""``frozenlens search`` and ``frozenlens similar``: build the request, call the engine, print hits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ..errors import QueryError
+from ..paths import from_user, to_text
+from ..request import SearchRequest
+from ..types import Hit, SearchFilters
+
+
+def filters_of(args: argparse.Namespace) -> SearchFilters:
+    """The filter options as typed (``--under`` made absolute)."""
+    return SearchFilters(
+        after=args.after,
+        before=args.before,
+        camera=args.camera,
+        under=os.path.abspath(from_user(args.under)) if args.under else None,
+        min_width=args.min_width,
+        min_height=args.min_height,
+    )
+
+
+def request_of(args: argparse.Namespace, query: str | None = None) -> SearchRequest:
+    """The validated request (:class:`frozenlens.request.SearchRequest`) for the search options."""
+    return SearchRequest(
+        query=query, k=args.k, filters=filters_of(args), sort=args.sort, min_score=args.min_score,
+        fusion=getattr(args, "fusion", SearchRequest.fusion),
+        rerank=False if getattr(args, "no_rerank", False) else None,
+        rerank_candidates=getattr(args, "rerank_candidates", SearchRequest.rerank_candidates),
+    )
+
+
+def cmd_search(args: argparse.Namespace, index_dir: str) -> int:
+    from ..engine import Engine
+
+    if args.image and args.query:
+        raise QueryError("give either a text query or --image, not both")
+    if not args.image and args.query is None:
+        raise QueryError("empty query: give some words to search for, or --image FILE")
+    request = request_of(args, None if args.image else args.query)
+    if args.image and not os.path.isfile(args.image):
+        raise QueryError(f"query image not found: {args.image}")
+    with Engine.open(index_dir) as engine:
+        hits = engine.search(request, image=Path(args.image)) if args.image else engine.search(request)
+    print_hits(hits, args)
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace, index_dir: str) -> int:
+    from ..engine import Engine
+
+    request = request_of(args)
+    with Engine.open(index_dir) as engine:
+        target = int(args.image) if args.image.isdigit() and not os.path.exists(args.image) else from_user(args.image)
+        hits = engine.similar(target, request)
+    print_hits(hits, args)
+    return 0
+
+
+def print_hits(hits: list[Hit], args: argparse.Namespace) -> None:
+    """One line per hit (``--explain``: its score parts, labels, captions), or JSON (``--json``)."""
+    if args.json:
+        rows = [{**h.to_dict(), "path": to_text(h.path), "duplicates": [to_text(d) for d in h.duplicates]} for h in hits]
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        print("no results")
+        return
+    for rank, h in enumerate(hits, 1):
+        date = h.taken_at.strftime("%Y-%m-%d") if h.taken_at else "          "
+        date += "~" if h.date_source == "mtime" else " "  # ~ = the file's modification time (no EXIF date)
+        print(f"{rank:3d}. {h.score:.3f}  {date} {to_text(h.path)}")  # the path text: one line, see frozenlens.paths
+        if args.explain:
+            _explain(h, getattr(args, "fusion", "max"))
+
+
+def _explain(h: Hit, fusion: str) -> None:
+    parts = []
+    if h.image_score is not None:
+        parts.append(f"image {h.image_score:.3f}")
+    if h.caption_score is not None:
+        parts.append(f"caption {h.caption_score:.3f}")
+    if parts:
+        print(f"       score = {fusion}({', '.join(parts)})")
+    if h.reranked and h.first_stage_image_score is not None and h.image_score is not None:
+        print(f"       reranked: image {h.first_stage_image_score:.3f} -> {h.image_score:.3f}")
+    if h.labels:
+        print("       sees: " + ", ".join(f"{label} {p:.0%}" for label, p in h.labels[:5]))
+    for c in h.captions[:3]:
+        lang = f"[{c.lang}] " if c.lang else ""
+        print(f"       caption: {lang}{c.text[:100]}")
+    if h.camera:
+        print(f"       camera: {h.camera}")
+    if h.date_source == "mtime":
+        print("       date: the file's modification time (the photo has no EXIF date)")

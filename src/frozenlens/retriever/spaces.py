@@ -1,0 +1,163 @@
+"""The three FAISS vector spaces of an index, kept consistent with the database.
+
+Spaces: ``semantic`` (image vectors comparable with text, id = image id),
+``visual`` (image→image vectors, id = image id) and ``caption`` (caption text
+vectors, id = caption id).
+
+The database is the source of truth (vectors are stored there as float16 next
+to their rows); the FAISS files in the index directory are a derived cache.
+:meth:`VectorSpaces.reconcile` makes the in-memory indexes hold exactly the
+ids the database holds. Because ids are never reused, a vector never changes
+under the same id, so comparing id sets is a complete consistency check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import IndexCorruptError, VectorFileMismatchError
+from ..store import Delta, Store
+from .vector_index import VectorIndex
+
+log = logging.getLogger("frozenlens.spaces")  # the name it had before moving here: users' logging settings keep working
+
+SPACES = ("semantic", "visual", "caption")
+_RECONCILE_CHUNK = 4096
+
+
+class VectorSpaces:
+    """Owns one :class:`VectorIndex` per space and its file in ``index_dir``."""
+
+    def __init__(
+        self, index_dir: Path, indexes: dict[str, VectorIndex], dims: dict[str, int], epoch: int = 0,
+        owner: str | None = None,
+    ) -> None:
+        self.index_dir = index_dir
+        self.indexes = indexes
+        self.dims = dims
+        self.epoch = epoch
+        #: the index's identity, recorded in every file saved (see :meth:`open`)
+        self.owner = owner
+
+    @staticmethod
+    def file_name(space: str, epoch: int) -> str:
+        """``semantic.faiss`` for epoch 0, ``semantic.e2.faiss`` after two re-indexes."""
+        return f"{space}.faiss" if epoch == 0 else f"{space}.e{epoch}.faiss"
+
+    @classmethod
+    def open(
+        cls, index_dir: Path, dims: dict[str, int], factory: str, epoch: int = 0, owner: str | None = None
+    ) -> VectorSpaces:
+        """Load each space's file of this vector epoch if present (else create it empty).
+
+        The epoch changes when the index is re-indexed with another encoder,
+        so files holding the previous encoder's vectors are never loaded.
+
+        A file that cannot be used is treated like a missing one (the space
+        starts empty and :meth:`reconcile` rebuilds it from the database),
+        with a warning, and is renamed ``<name>.corrupt-<UTC time>`` for
+        inspection: a damaged (truncated, overwritten) file, one of another
+        dimension, and — with ``owner``, the index's identity — a valid file
+        of another index (``<name>.foreign-<UTC time>``). A file saved before
+        files recorded their owner is accepted (and records it when next saved).
+        """
+        indexes: dict[str, VectorIndex] = {}
+        for space in SPACES:
+            path = index_dir / cls.file_name(space, epoch)
+            loaded = _load_usable(path, dims[space], owner) if path.exists() else None
+            # captions are few per image: exact search is always affordable
+            indexes[space] = loaded or VectorIndex.create(dims[space], factory if space != "caption" else "Flat")
+        return cls(index_dir, indexes, dims, epoch, owner)
+
+    def __getitem__(self, space: str) -> VectorIndex:
+        return self.indexes[space]
+
+    def reconcile(self, store: Store) -> dict[str, tuple[int, int]]:
+        """Make every space hold exactly the database's ids; returns (added, removed) per space."""
+        out: dict[str, tuple[int, int]] = {}
+        for space in SPACES:
+            index = self.indexes[space]
+            db_ids = store.vector_ids(space)
+            have = index.ids()
+            missing = np.setdiff1d(db_ids, have, assume_unique=True)
+            extra = np.setdiff1d(have, db_ids, assume_unique=True)
+            if extra.size:
+                index.remove(extra)
+            for i in range(0, missing.size, _RECONCILE_CHUNK):
+                chunk = missing[i : i + _RECONCILE_CHUNK]
+                index.add(chunk, store.vectors(space, chunk.tolist(), self.dims[space]))
+            if missing.size or extra.size:
+                log.info("space %s: added %d, removed %d to match the database", space, missing.size, extra.size)
+            out[space] = (int(missing.size), int(extra.size))
+        return out
+
+    def apply(self, delta: Delta) -> None:
+        """Mirror a committed transaction's changes (removals first)."""
+        if delta.removed_image_ids:
+            ids = np.asarray(delta.removed_image_ids, np.int64)
+            self.indexes["semantic"].remove(ids)
+            self.indexes["visual"].remove(ids)
+        if delta.removed_caption_ids:
+            self.indexes["caption"].remove(np.asarray(delta.removed_caption_ids, np.int64))
+        if delta.image_ids:
+            ids = np.asarray(delta.image_ids, np.int64)
+            self.indexes["semantic"].add(ids, np.stack(delta.semantic))
+            self.indexes["visual"].add(ids, np.stack(delta.visual))
+        if delta.caption_ids:
+            self.indexes["caption"].add(np.asarray(delta.caption_ids, np.int64), np.stack(delta.caption_vectors))
+
+    def save(self) -> None:
+        """Write every space atomically (temp file + ``os.replace``)."""
+        os.makedirs(self.index_dir, exist_ok=True)
+        for space in SPACES:
+            self.indexes[space].save(self.index_dir / self.file_name(space, self.epoch), owner=self.owner)
+
+    def remove_stale_files(self) -> list[str]:
+        """Delete FAISS files of other epochs (an old encoder's, e.g. after a
+        killed ``reindex``) and temp files of interrupted saves (call with the
+        writer lock held: nobody else saves meanwhile)."""
+        keep = {self.file_name(space, self.epoch) for space in SPACES}
+        removed = []
+        for pattern in ("*.faiss", ".*.faiss.*.tmp"):
+            for path in self.index_dir.glob(pattern):
+                if path.name not in keep:
+                    path.unlink(missing_ok=True)
+                    removed.append(path.name)
+        if removed:
+            log.info("removed stale vector files from %s: %s", self.index_dir, ", ".join(sorted(removed)))
+        return removed
+
+    def sizes(self) -> dict[str, int]:
+        return {space: len(self.indexes[space]) for space in SPACES}
+
+
+def _load_usable(path: Path, dim: int, owner: str | None) -> VectorIndex | None:
+    """The index in ``path``, or ``None`` (after setting the file aside) when
+    it is damaged, of another dimension or of another index."""
+    try:
+        index = VectorIndex.load(path, owner=owner)
+        if index.dim != dim:
+            raise IndexCorruptError(f"vector index {path} holds {index.dim}-d vectors, this index uses {dim}-d")
+        return index
+    except VectorFileMismatchError as exc:
+        kind, problem = "foreign", str(exc)
+    except IndexCorruptError as exc:
+        kind, problem = "corrupt", str(exc)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.{kind}-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.{kind}-{stamp}-{n}")
+    try:
+        os.replace(path, aside)
+        kept = f"the file was kept as {aside.name}"
+    except OSError as exc:  # read-only media: rebuild in memory, leave the file
+        kept = f"the file stays in place ({exc.strerror or exc})"
+    log.warning("%s; rebuilding it from the database (%s)", problem, kept)
+    return None
