@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
-from common import CACHE, REPO, Timer, log, print_table, summarize, verdict
+from common import CACHE, Timer, log, print_table, summarize, verdict
 from queries import all_queries
 
 TARGET_P50_MS = 30.0
