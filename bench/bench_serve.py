@@ -232,8 +232,12 @@ def sequential(server: Server, engine, texts: list[str], photo: bytes, image_rep
     """Each query once over HTTP (one keep-alive client) and once in process, interleaved (ms)."""
     import httpx
 
-    from frozenlens.server.settings import Limits
-    from frozenlens.server.uploads import decode_upload
+    try:
+        from frozenlens.server.settings import Limits
+        from frozenlens.server.uploads import decode_upload
+    except ModuleNotFoundError:  # code before issue 12 (bench/ab_previous.py runs this harness over it)
+        from frozenlens.api.settings import Limits  # type: ignore[no-redef]
+        from frozenlens.api.uploads import decode_upload  # type: ignore[no-redef]
 
     lim = Limits()
     out: dict[str, list[float]] = {k: [] for k in ("http", "took", "engine", "img_http", "img_took", "img_engine")}
