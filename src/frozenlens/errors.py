@@ -149,3 +149,12 @@ class IndexReadOnlyError(FrozenLensError):
     """The index lies on read-only media (or this account may not write it)
     and the operation needs to write: indexing, re-indexing, training a
     reranker into it, repairing it, or upgrading its schema."""
+
+
+class EncoderConfigError(FrozenLensError, ValueError):
+    """An encoder was asked for something its model cannot do: a block it
+    does not have, an unknown option value, or a checkpoint of another shape."""
+
+
+class CaptionTruncatedWarning(UserWarning):
+    """A caption was cut to fit the text tower's context; the message names it."""
