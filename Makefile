@@ -31,7 +31,7 @@ $(VENV)/.setup-done: $(BIN)/python pyproject.toml
 
 $(VENV)/.dev-done: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TEST_TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[dev,clip,serve]"
+	$(BIN)/pip install --quiet -e ".[dev,clip,serve,flame]"
 	touch $@ $(VENV)/.setup-done
 
 setup: $(VENV)/.setup-done

@@ -116,7 +116,7 @@ def embed_captions(
     vecs = np.zeros((len(flat), encoder.identity.dim), np.float32)
     for lang in dict.fromkeys(flat_langs):
         rows = [i for i, x in enumerate(flat_langs) if x == lang]
-        vecs[rows] = encoder.encode_texts_in([flat[i] for i in rows], lang)
+        vecs[rows] = encoder.encode_captions_in([flat[i] for i in rows], lang)
     out: list[EmbeddedCaption] = []
     k = 0
     for chunks in plans:

@@ -121,6 +121,22 @@ class Encoder(ABC):
         """
         return self.encode_texts(texts)
 
+    def encode_captions_in(self, texts: Sequence[str], lang: str | None) -> np.ndarray:
+        """Embed captions of indexed images (``lang`` as in :meth:`encode_texts_in`) → float32 (n, dim).
+
+        Default: the same as a query. A text tower that reads captions with
+        another prompt than queries (FLAME: seven facets) overrides it.
+        """
+        return self.encode_texts_in(texts, lang)
+
+    def encode_text_facets(self, texts: Sequence[str], lang: str | None = None) -> np.ndarray | None:
+        """float32 (n, k, dim) L2-normalised text tokens for the reranker, or None.
+
+        ``None`` (the default): the reranker embeds the text's words and
+        sentences as its tokens. FLAME returns its seven facet embeddings.
+        """
+        return None
+
     def embed_images(self, images: Sequence[Image.Image]) -> ImageEmbeddings:
         """Prepare and embed RGB PIL images (convenience for small batches)."""
         if len(images) == 0:

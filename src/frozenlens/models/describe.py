@@ -14,14 +14,18 @@ from frozenlens.models.presets import PREFIX, ModelRow
 from frozenlens.models.registry import list_models
 
 #: encoder names the table cannot list (any open_clip model), said under it
-OTHER_NAMES = f"Also: {PREFIX}<arch>/<pretrained>, {PREFIX}hf-hub:<org>/<repo>, {PREFIX}<local checkpoint>"
+OTHER_NAMES = (
+    f"Also: {PREFIX}<arch>/<pretrained>, {PREFIX}hf-hub:<org>/<repo>, {PREFIX}<local checkpoint>;\n"
+    "      flame:<llm>/<checkpoint> with <llm> gemma-3-270m (packaged, CPU), mistral-nemo or <org>/<model>,\n"
+    "      and <checkpoint> a FLAME checkpoint file or hf-hub:<org>/<repo>/<file> (or --weights)"
+)
 
 
 def model_json(rows: Sequence[ModelRow] | None = None) -> list[dict[str, object]]:
     """One dict per encoder (default: :func:`list_models`): name, dim, image_size,
     languages, download_mb (0: packaged), source, license."""
     return [{"name": r.name, "dim": r.dim, "image_size": r.image_size, "languages": r.languages,
-             "download_mb": r.download_mb, "source": r.source, "license": r.license}
+             "download_mb": r.download_mb, "source": r.source, "license": r.license, "hardware": r.hardware}
             for r in (list_models() if rows is None else rows)]
 
 
@@ -31,7 +35,8 @@ def model_lines(rows: Sequence[ModelRow] | None = None) -> list[str]:
     for r in list_models() if rows is None else rows:
         size = "packaged" if not r.download_mb else f"{r.download_mb / 1000:.1f} GB"
         out.append(f"{r.name:40s} {r.dim:4d} {r.image_size:4d} {size:>9s}  {r.languages}")
-    return [*out, "", OTHER_NAMES]
+    notes = [f"{r.name}: {r.hardware}" for r in (list_models() if rows is None else rows) if r.hardware]
+    return [*out, "", *notes, *([""] if notes else []), *OTHER_NAMES.split("\n")]
 
 
 __all__ = ["OTHER_NAMES", "model_json", "model_lines"]

@@ -258,8 +258,12 @@ class FlameTextTower:
 
     def facet_tokens(self, captions: Sequence[str], template: PromptTemplate = SHORT,
                      *, batch_size: int = 8) -> np.ndarray:
-        """float32 (B, K, H): the hidden state at each facet span's closing quote (not normalised)."""
-        out = np.zeros((len(captions), template.k, self.hidden_size), dtype=np.float32)
+        """(B, K, H) hidden states at each facet span's closing quote (not normalised).
+
+        float32, or float64 for a float64 model (used to check equivalence exactly).
+        """
+        wide = self.dtype == torch.float64
+        out = np.zeros((len(captions), template.k, self.hidden_size), dtype=np.float64 if wide else np.float32)
         for start in range(0, len(captions), batch_size):
             chunk = list(captions[start:start + batch_size])
             out[start:start + len(chunk)] = self._forward(chunk, template)
@@ -277,13 +281,13 @@ class FlameTextTower:
             ).last_hidden_state
             rows = torch.arange(hidden.shape[0], device=device)[:, None]
             picked = hidden[rows, batch.ends.to(device)]  # (B, K, H)
-        return picked.float().cpu().numpy()
+        return (picked if picked.dtype == torch.float64 else picked.float()).cpu().numpy()
 
     def encode(self, captions: Sequence[str], template: PromptTemplate = SHORT, *, batch_size: int = 8) -> np.ndarray:
         """float32 (B, H): the facets averaged, then L2-normalised."""
         facets = self.facet_tokens(captions, template, batch_size=batch_size)
         mean = facets.mean(axis=1)
-        return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+        return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
     def count_tokens(self, caption: str, template: PromptTemplate = SHORT) -> int:
         """How many tokens one caption's prompt takes (prefix + all spans), before any cut."""

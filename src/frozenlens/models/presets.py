@@ -92,6 +92,7 @@ class ModelRow:
     download_mb: int  # 0: packaged, nothing to download
     license: str
     cached: bool | None  # weights in the local Hugging Face cache (None: not checked, or nothing to download)
+    hardware: str = ""  # what it needs to run well, where that is more than a CPU
 
 
 #: the packaged offline default (frozenlens.models.lite); tests/unit/test_package_imports.py checks these facts

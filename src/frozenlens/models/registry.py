@@ -46,8 +46,15 @@ def _create_openclip(model: str, **options: object) -> Encoder:
     return OpenClipEncoder(model, **options)  # type: ignore[arg-type]
 
 
+def _create_flame(model: str, **options: object) -> Encoder:
+    """Factory of ``flame:<llm>/<checkpoint>`` (imports torch and transformers on call)."""
+    from frozenlens.models.flame import FlameEncoder
+
+    return FlameEncoder(model, **options)  # type: ignore[arg-type]
+
+
 _NAMED: dict[str, EncoderFactory] = {"lite": _create_lite}
-_PREFIXED: dict[str, EncoderFactory] = {"openclip:": _create_openclip}
+_PREFIXED: dict[str, EncoderFactory] = {"openclip:": _create_openclip, "flame:": _create_flame}
 
 
 def register_encoder(name: str, factory: EncoderFactory, *, replace: bool = False) -> None:
@@ -102,7 +109,9 @@ def list_models(*, check_cache: bool = False) -> list[ModelRow]:
     extra). Other ``openclip:`` names (``<arch>/<tag>``, ``hf-hub:<repo>``, a
     local checkpoint) and encoders added with :func:`register_encoder` are not listed.
     """
-    rows = [LITE, *list_presets()]
+    from frozenlens.models.flame_presets import flame_rows
+
+    rows = [LITE, *list_presets(), *flame_rows()]
     if not check_cache:
         return rows
     from frozenlens.models.loading import preset_cached  # open_clip only when asked

@@ -121,11 +121,18 @@ def encode_texts_with_units(
     encoder: Encoder, texts: Sequence[str], langs: Sequence[str | None] | None = None,
     max_units: int = MAX_UNITS, batch_size: int = 256,
 ) -> TextTokens:
-    """Embed texts and their units (one encoder call per language and batch)."""
+    """Embed texts and their units (one encoder call per language and batch).
+
+    An encoder with its own text tokens (:meth:`Encoder.encode_text_facets`,
+    e.g. FLAME's seven facets) gives those instead of words and sentences.
+    """
     texts = list(texts)
     langs = list(langs) if langs is not None else [None] * len(texts)
     if len(langs) != len(texts):
         raise ValueError("one language per text (or None)")
+    facets = _facet_tokens(encoder, texts, langs, batch_size)
+    if facets is not None:
+        return facets
     units = [text_units(t, max_units) for t in texts]
     m = 1 + max((len(u) for u in units), default=0)
     if m > MAX_TEXT_SLOTS:
@@ -152,6 +159,34 @@ def encode_texts_with_units(
         tokens[i, : len(rows)] = table[rows]
         mask[i, : len(rows)] = True
     return TextTokens(tokens[:, 0].copy(), tokens, mask)
+
+
+def _facet_tokens(encoder: Encoder, texts: list[str], langs: list[str | None], batch_size: int) -> TextTokens | None:
+    """[the text's vector; its facet tokens] per text, or None when the encoder has no facets."""
+    if not texts:
+        return None
+    dim = encoder.identity.dim
+    glob = np.zeros((len(texts), dim), np.float32)
+    tokens: np.ndarray | None = None
+    by_lang: dict[str | None, list[int]] = {}
+    for i, lang in enumerate(langs):
+        by_lang.setdefault(lang, []).append(i)
+    for lang, rows in by_lang.items():
+        for start in range(0, len(rows), batch_size):
+            part = rows[start:start + batch_size]
+            sub = [texts[i] for i in part]
+            facets = encoder.encode_text_facets(sub, lang)
+            if facets is None:
+                return None
+            if tokens is None:
+                if 1 + facets.shape[1] > MAX_TEXT_SLOTS:
+                    raise ValueError(f"at most {MAX_TEXT_SLOTS - 1} facet tokens per text")
+                tokens = np.zeros((len(texts), 1 + facets.shape[1], dim), np.float32)
+            glob[part] = encoder.encode_texts_in(sub, lang)
+            tokens[part, 1:] = facets
+    assert tokens is not None
+    tokens[:, 0] = glob
+    return TextTokens(glob, tokens, np.ones(tokens.shape[:2], bool))
 
 
 def pair_batch(text: TextTokens, text_idx: np.ndarray, images: ImageTokens, image_idx: np.ndarray,
