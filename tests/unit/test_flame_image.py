@@ -431,3 +431,21 @@ def test_importing_the_module_loads_no_open_clip():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_architecture_is_read_from_the_checkpoint():
+    from frozenlens.models.flame_image import infer_arch
+
+    def vit(width: int, patch: int, blocks: int, px: int) -> dict:
+        state = {"conv1.weight": torch.empty(width, 3, patch, patch),
+                 "positional_embedding": torch.empty((px // patch) ** 2 + 1, width)}
+        state |= {f"transformer.resblocks.{i}.ln_1.weight": torch.empty(width) for i in range(blocks)}
+        return state
+
+    assert infer_arch(vit(768, 16, 12, 224)) == "ViT-B-16"
+    assert infer_arch(vit(1024, 14, 24, 224)) == "ViT-L-14"
+    assert infer_arch(vit(1024, 14, 24, 336)) == "ViT-L-14-336"
+    with pytest.raises(EncoderConfigError, match="width 64, patch 56, 2 blocks, 224 px is not a known"):
+        infer_arch(vit(64, 56, 2, 224))
+    with pytest.raises(EncoderConfigError, match="no ViT patch embedding"):
+        infer_arch({})

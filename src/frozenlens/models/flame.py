@@ -80,7 +80,7 @@ class FlameEncoder(Encoder):
     ``batch_size`` (captions per LLM pass), ``query_cache_size``,
     ``max_length`` (tokens; default the LLM's context), ``arch`` (the
     checkpoint's open_clip ViT: a name such as ``ViT-L-14`` or an open_clip
-    model config dict; default the preset's, else ViT-B-16), and for tests or
+    model config dict; default the preset's, else read from the checkpoint), and for tests or
     custom models already built towers: ``text_tower``, ``image_tower``.
     """
 
@@ -123,7 +123,7 @@ class FlameEncoder(Encoder):
         self.position_mode = position_mode or (preset.position_mode if preset else "restart")
         self._device, self._dtype, self._max_length = device, dtype, max_length
         self.batch_size, self.image_batch_size = batch_size, image_batch_size
-        self._arch: str | dict[str, Any] = arch or (preset.arch if preset else "ViT-B-16")
+        self._arch: str | dict[str, Any] | None = arch or (preset.arch if preset else None)
         self._text = text_tower
         self._image = image_tower
         self._load_lock = threading.Lock()

@@ -199,7 +199,7 @@ def build_flame_image_tower(arch: str | Mapping[str, Any], *, dim: int, hidden: 
 def load_flame_checkpoint(
     path: str | os.PathLike[str],
     *,
-    arch: str | Mapping[str, Any] = "ViT-B-16",
+    arch: str | Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> FlameImageTower:
@@ -209,7 +209,8 @@ def load_flame_checkpoint(
     through the Hugging Face Hub cache, ``cache_dir`` if given). ``arch``: the
     open_clip ViT the checkpoint was trained with (``"ViT-B-16"``,
     ``"ViT-L-14"``) or a model config dict. The embedding size H is read from
-    the projector. The tower comes back in eval mode on ``device``.
+    the projector. ``arch=None`` reads the ViT from the checkpoint's shapes
+    (:func:`infer_arch`). The tower comes back in eval mode on ``device``.
 
     Raises :class:`WeightsNotFoundError` when the file is missing or cannot be
     downloaded, :class:`EncoderConfigError` (one line, naming the first
@@ -222,6 +223,8 @@ def load_flame_checkpoint(
     except Exception as exc:  # unsafe pickle, truncated or not a torch file
         raise EncoderConfigError(f"cannot read FLAME checkpoint {file}: {_load_error(exc)}") from exc
     vision, projector = split_flame_state_dict(raw, str(file))
+    if arch is None:
+        arch = infer_arch(vision, str(file))
     hidden = _shape(projector, "0.weight")[0]  # mm.0: (hidden, width)
     dim = _shape(projector, "2.weight")[0]  # mm.2: (H, hidden)
     tower = build_flame_image_tower(arch, dim=dim, hidden=hidden)
@@ -232,6 +235,29 @@ def load_flame_checkpoint(
     except RuntimeError as exc:  # _check_fits should have caught it
         raise EncoderConfigError(f"{file} does not fit {_arch_name(arch)}: {_first_line(exc)}") from exc
     return tower.to(torch.device(device))
+
+
+#: (width, patch, blocks, image size) of the ViTs FLAME was released with → open_clip names
+_KNOWN_VITS: dict[tuple[int, int, int, int], str] = {
+    (768, 16, 12, 224): "ViT-B-16", (768, 32, 12, 224): "ViT-B-32",
+    (1024, 14, 24, 224): "ViT-L-14", (1024, 14, 24, 336): "ViT-L-14-336",
+}
+
+
+def infer_arch(vision: Mapping[str, torch.Tensor], where: str = "checkpoint") -> str:
+    """The open_clip ViT name whose shapes a checkpoint's ViT state dict has (``conv1.``, ``positional_embedding``...)."""
+    conv, pos = vision.get("conv1.weight"), vision.get("positional_embedding")
+    blocks = {k.split(".")[2] for k in vision if k.startswith("transformer.resblocks.")}
+    if conv is None or pos is None or conv.ndim != 4:
+        raise EncoderConfigError(f"{where}: no ViT patch embedding (visual.conv1) to read the architecture from")
+    side = round((pos.shape[0] - 1) ** 0.5) * int(conv.shape[-1])
+    key = (int(conv.shape[0]), int(conv.shape[-1]), len(blocks), side)
+    if key not in _KNOWN_VITS:
+        raise EncoderConfigError(
+            f"{where}: a ViT of width {key[0]}, patch {key[1]}, {key[2]} blocks, {key[3]} px is not a known "
+            "FLAME architecture; pass arch= (an open_clip name or model config)"
+        )
+    return _KNOWN_VITS[key]
 
 
 def split_flame_state_dict(
