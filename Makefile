@@ -3,8 +3,8 @@
 #
 #   make setup   create .venv and install FrozenLens (+ the CPU torch wheel)
 #   make demo    setup, then index a real photo archive and search it in several languages
-#   make test    setup with dev + clip + serve extras and chromium, fetch the test photos, lint (ruff) and
-#                check the layer contracts (import-linter, .importlinter), run the whole test suite
+#   make test    setup with dev + clip + serve extras, chromium and PostgreSQL, fetch the test photos, lint (ruff)
+#                and check the layer contracts (import-linter, .importlinter), run the whole test suite
 
 PYTHON ?= python3
 VENV   := .venv
@@ -18,7 +18,7 @@ TEST_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DATA   ?= .cache/testdata
 DEMO_INDEX ?= .cache/demo-index
 
-.PHONY: setup setup-dev browser demo test bench clean
+.PHONY: setup setup-dev browser postgres demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,7 +52,13 @@ demo: setup
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: setup-dev browser
+# The store, engine, crash-safety and concurrency tests run on SQLite and on a
+# real PostgreSQL server that the tests start on loopback (tests/pg.py); Debian's
+# server binaries are installed once, as root, from the Debian mirror.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: setup-dev browser postgres
 	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
 	$(BIN)/python scripts/fetch_tuxpaint.py --dest $(DATA)/tuxpaint
 	$(BIN)/python scripts/fetch_fashion_mnist.py --dest $(DATA)/fashion-mnist

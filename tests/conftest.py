@@ -1,4 +1,5 @@
-"""Shared fixtures: real photos, the real packaged `lite` encoder, temp indexes."""
+"""Shared fixtures: real photos, the real packaged `lite` encoder, temp indexes,
+and both metadata back ends (SQLite, a real PostgreSQL server: see tests/pg.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+# the PostgreSQL server and the back-end fixtures (db_url: sqlite | postgresql)
+from tests.pg import db_url, module_db_url, pg_server, pg_url, store_url  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,16 +67,18 @@ def write_noise_jpegs(folder: Path, n: int, *, seed: int = 0, size: tuple[int, i
     return out
 
 
-def index_kphotoalbum(root: Path, testdata: Path) -> tuple[Path, Path]:
+def index_kphotoalbum(root: Path, testdata: Path, database_url: str | None = None) -> tuple[Path, Path]:
     """Copy the KPhotoAlbum demo archive to ``root/photos`` and index it with its captions
-    into ``root/index`` through the CLI (in-process) → (photos, index)."""
+    into ``root/index`` through the CLI (in-process) → (photos, index). ``database_url``:
+    the metadata database (default: the index's own SQLite file)."""
     import shutil
 
     from frozenlens import cli
 
     photos, index = root / "photos", root / "index"
     shutil.copytree(testdata / "kphotoalbum", photos)
+    db = ["--database-url", database_url] if database_url else []
     rc = cli.main(["index", str(photos), "--index", str(index), "--captions", str(photos / "captions.jsonl"),
-                   "--no-progress"])
+                   "--no-progress", *db])
     assert rc == 0
     return photos, index

@@ -145,6 +145,11 @@ class DatabaseDamagedError(FrozenLensError):
         self.detail = detail
 
 
+class DatabaseUnavailableError(FrozenLensError):
+    """The index's database server (PostgreSQL ...) cannot be reached, refuses
+    the connection, or its driver is not installed; nothing was changed."""
+
+
 class IndexReadOnlyError(FrozenLensError):
     """The index lies on read-only media (or this account may not write it)
     and the operation needs to write: indexing, re-indexing, training a

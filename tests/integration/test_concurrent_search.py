@@ -1,5 +1,6 @@
 """One Engine searched from many threads at once (as the web server does), also while
-another Engine indexes new photos into the same index: real SQLite, FAISS and encoder."""
+another Engine indexes new photos into the same index: real SQLite and PostgreSQL (each
+test runs on both), FAISS and encoder."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ QUERIES = ["un lapin", "a pool table", "ein Hund", "Grand Canyon", "the northern
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory, testdata, shared_lite):
+def archive(tmp_path_factory, testdata, shared_lite, module_db_url):
     root = tmp_path_factory.mktemp("concurrent")
-    return (root, *index_kphotoalbum(root, testdata))
+    return (root, *index_kphotoalbum(root, testdata, module_db_url))
 
 
 def ids(hits) -> list[int]:

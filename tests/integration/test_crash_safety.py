@@ -1,4 +1,5 @@
-"""SIGKILL a real indexing subprocess at several points, rerun, verify consistency."""
+"""SIGKILL a real indexing subprocess at several points, rerun, verify consistency
+(the kill test on both metadata back ends: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,44 +27,67 @@ pytestmark = pytest.mark.slow
 N_IMAGES = 120
 
 
+QUERIES = {
+    "rows": "SELECT count(*) FROM images",
+    "indexed_without_vectors": (
+        "SELECT count(*) FROM images WHERE status='indexed' AND id NOT IN (SELECT image_id FROM image_vectors)"
+    ),
+    "orphan_vectors": "SELECT count(*) FROM image_vectors WHERE image_id NOT IN (SELECT id FROM images)",
+    "orphan_captions": "SELECT count(*) FROM captions WHERE image_id NOT IN (SELECT id FROM images)",
+    "vectors_of_non_indexed": (
+        "SELECT count(*) FROM image_vectors v JOIN images i ON i.id = v.image_id WHERE i.status != 'indexed'"
+    ),
+}
+
+
 def db_counts(db: Path) -> dict[str, int]:
     if not db.exists():
         return {"rows": 0}
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        q = lambda sql: con.execute(sql).fetchone()[0]  # noqa: E731
-        return {
-            "rows": q("SELECT count(*) FROM images"),
-            "indexed_without_vectors": q(
-                "SELECT count(*) FROM images WHERE status='indexed' AND id NOT IN (SELECT image_id FROM image_vectors)"
-            ),
-            "orphan_vectors": q("SELECT count(*) FROM image_vectors WHERE image_id NOT IN (SELECT id FROM images)"),
-            "orphan_captions": q("SELECT count(*) FROM captions WHERE image_id NOT IN (SELECT id FROM images)"),
-            "vectors_of_non_indexed": q(
-                "SELECT count(*) FROM image_vectors v JOIN images i ON i.id = v.image_id WHERE i.status != 'indexed'"
-            ),
-        }
+        return {key: con.execute(sql).fetchone()[0] for key, sql in QUERIES.items()}
     except sqlite3.OperationalError:  # schema not created yet
         return {"rows": 0}
     finally:
         con.close()
 
 
-def start_indexer(photos: Path, index: Path, manifest: Path) -> subprocess.Popen:
+class PgCounts:
+    """``db_counts`` for an index whose metadata lives in PostgreSQL (read in autocommit)."""
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
+
+        self.engine = create_engine(url, isolation_level="AUTOCOMMIT")
+
+    def __call__(self) -> dict[str, int]:
+        from sqlalchemy import text
+        from sqlalchemy.exc import ProgrammingError
+
+        with self.engine.connect() as c:
+            try:
+                return {key: c.execute(text(sql)).scalar() for key, sql in QUERIES.items()}
+            except ProgrammingError:  # schema not created yet
+                return {"rows": 0}
+
+
+def start_indexer(photos: Path, index: Path, manifest: Path, database_url: str | None = None) -> subprocess.Popen:
     cmd = [
         sys.executable, "-m", "frozenlens", "index", str(photos), "--index", str(index),
         "--captions", str(manifest), "--batch-size", "4", "--checkpoint-seconds", "0", "--no-progress",
+        *(["--database-url", database_url] if database_url else []),
     ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
 
 
-def kill_when(proc: subprocess.Popen, db: Path, *, rows: int | None = None, seconds: float | None = None) -> bool:
+def kill_when(proc: subprocess.Popen, counts: Callable[[], dict[str, int]], *, rows: int | None = None,
+              seconds: float | None = None) -> bool:
     """SIGKILL once the database holds ``rows`` rows (or after ``seconds``); False if it finished first."""
     start = time.monotonic()
     while proc.poll() is None:
         if seconds is not None and time.monotonic() - start >= seconds:
             break
-        if rows is not None and db_counts(db)["rows"] >= rows:
+        if rows is not None and counts()["rows"] >= rows:
             break
         time.sleep(0.01)
     if proc.poll() is not None:
@@ -71,7 +97,8 @@ def kill_when(proc: subprocess.Popen, db: Path, *, rows: int | None = None, seco
     return True
 
 
-def test_sigkill_at_several_points_then_rerun_is_consistent(tmp_path, testdata):
+def test_sigkill_at_several_points_then_rerun_is_consistent(tmp_path, testdata, db_url):
+    """On both back ends: SQLite in the index directory, and a PostgreSQL database."""
     photos = tmp_path / "photos"
     write_noise_jpegs(photos, N_IMAGES)
     # a few duplicates, captions and a bad file, so every kind of write is exercised
@@ -84,21 +111,21 @@ def test_sigkill_at_several_points_then_rerun_is_consistent(tmp_path, testdata):
         encoding="utf-8",
     )
     index = tmp_path / "index"
-    db = index / "frozenlens.db"
+    counts = PgCounts(db_url) if db_url else partial(db_counts, index / "frozenlens.db")
 
     kills = 0
     for point in ({"seconds": 0.5}, {"rows": 6}, {"rows": 40}, {"rows": 90}):
-        before = db_counts(db)["rows"]
-        proc = start_indexer(photos, index, manifest)
-        if kill_when(proc, db, **point):
+        before = counts()["rows"]
+        proc = start_indexer(photos, index, manifest, db_url)
+        if kill_when(proc, counts, **point):
             kills += 1
-        c = db_counts(db)
+        c = counts()
         assert c["rows"] >= before  # committed work is never lost
         for key in ("indexed_without_vectors", "orphan_vectors", "orphan_captions", "vectors_of_non_indexed"):
             assert c.get(key, 0) == 0, (point, c)
     assert kills >= 3, "the indexer finished before it could be killed: make the data set larger"
 
-    proc = start_indexer(photos, index, manifest)
+    proc = start_indexer(photos, index, manifest)  # the index's marker names its database
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()
 
@@ -134,6 +161,8 @@ def test_sigkill_at_several_points_then_rerun_is_consistent(tmp_path, testdata):
         np.testing.assert_allclose(va, vb, atol=2e-3)
     engine.close()
     ref.close()
+    if db_url:
+        counts.engine.dispose()
 
 
 def test_second_indexer_refused_and_search_works_during_indexing(tmp_path):

@@ -1,4 +1,5 @@
-"""Engine API: encoder identity checks, filters via both FAISS paths, query validation."""
+"""Engine API: encoder identity checks, filters via both FAISS paths, query validation
+(those answered from SQL on both metadata back ends: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,26 @@ from frozenlens.models.lite import LiteEncoder
 from frozenlens.types import SearchFilters
 
 
-@pytest.fixture(scope="module")
-def kpa_index(tmp_path_factory, testdata, lite_encoder):
-    root = tmp_path_factory.mktemp("api")
+def build_kpa_index(root, testdata, encoder, database_url=None):
     shutil.copytree(testdata / "kphotoalbum", root / "photos")
-    eng = Engine.open(root / "index", encoder=lite_encoder, create=True)
+    eng = Engine.open(root / "index", encoder=encoder, create=True, database_url=database_url)
     eng.index([root / "photos"], captions=root / "photos" / "captions.jsonl")
     eng.close()
     return root
+
+
+@pytest.fixture(scope="module")
+def kpa_index(tmp_path_factory, testdata, lite_encoder):
+    return build_kpa_index(tmp_path_factory.mktemp("api"), testdata, lite_encoder)
+
+
+@pytest.fixture(scope="module")
+def db_index(request, module_db_url, tmp_path_factory, testdata, lite_encoder):
+    """The same index with its metadata in SQLite (``kpa_index`` itself) and in PostgreSQL:
+    for the tests whose answers come from SQL (filters, counts)."""
+    if module_db_url is None:
+        return request.getfixturevalue("kpa_index")
+    return build_kpa_index(tmp_path_factory.mktemp("api-pg"), testdata, lite_encoder, module_db_url)
 
 
 def test_missing_index_is_a_clear_error(tmp_path):
@@ -41,22 +54,22 @@ def test_other_encoder_is_refused_naming_both(kpa_index, model_cache):
 
 
 def test_unknown_encoder_for_new_index(tmp_path):
-    with pytest.raises(UnknownEncoderError, match="known encoders: lite"):
+    with pytest.raises(UnknownEncoderError, match=r"known encoders: flame:, lite, openclip:"):
         Engine.open(tmp_path / "new", encoder="no-such-model", create=True)
 
 
-def test_filters_give_same_results_with_selector_and_over_fetch(kpa_index, lite_encoder, monkeypatch):
-    eng = Engine.open(kpa_index / "index", encoder=lite_encoder)
+def test_filters_give_same_results_with_selector_and_over_fetch(db_index, lite_encoder, monkeypatch):
+    eng = Engine.open(db_index / "index", encoder=lite_encoder)
     cases = [
         SearchFilters(camera="olympus"),
         SearchFilters(after=dt.date(2005, 1, 1), before=dt.date(2005, 12, 31)),
-        SearchFilters(under=str(kpa_index / "photos"), min_width=700),
+        SearchFilters(under=str(db_index / "photos"), min_width=700),
     ]
     selector = [[h.id for h in eng.search("people at the sea", k=5, filters=f)] for f in cases]
-    visual_sel = [[h.id for h in eng.similar(kpa_index / "photos" / "pool.jpg", k=4, filters=f)] for f in cases]
+    visual_sel = [[h.id for h in eng.similar(db_index / "photos" / "pool.jpg", k=4, filters=f)] for f in cases]
     monkeypatch.setattr(engine_mod, "SELECTOR_LIMIT", 0)  # force the over-fetch path
     overfetch = [[h.id for h in eng.search("people at the sea", k=5, filters=f)] for f in cases]
-    visual_of = [[h.id for h in eng.similar(kpa_index / "photos" / "pool.jpg", k=4, filters=f)] for f in cases]
+    visual_of = [[h.id for h in eng.similar(db_index / "photos" / "pool.jpg", k=4, filters=f)] for f in cases]
     assert selector == overfetch and visual_sel == visual_of
     # and every hit satisfies its filter, with k results whenever k matches exist
     olympus = eng.search("people", k=20, filters=cases[0])
@@ -64,8 +77,8 @@ def test_filters_give_same_results_with_selector_and_over_fetch(kpa_index, lite_
     eng.close()
 
 
-def test_min_score_and_k_validation(kpa_index, lite_encoder):
-    eng = Engine.open(kpa_index / "index", encoder=lite_encoder)
+def test_min_score_and_k_validation(db_index, lite_encoder):
+    eng = Engine.open(db_index / "index", encoder=lite_encoder)
     hits = eng.search("a rabbit", k=24)
     assert len(hits) == 24 and all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     cut = hits[5].score
@@ -80,13 +93,13 @@ def test_min_score_and_k_validation(kpa_index, lite_encoder):
     eng.close()
 
 
-def test_stats_and_explain(kpa_index, lite_encoder):
-    eng = Engine.open(kpa_index / "index", encoder=lite_encoder)
+def test_stats_and_explain(db_index, lite_encoder):
+    eng = Engine.open(db_index / "index", encoder=lite_encoder)
     stats = eng.stats()
     for key in ("images", "captions", "failed", "duplicates", "encoder", "factory", "vectors", "schema_version"):
         assert key in stats
     assert stats["encoder"]["name"] == "lite" and stats["factory"] == "Flat"
-    labels = eng.explain(kpa_index / "photos" / "pool.jpg")
+    labels = eng.explain(db_index / "photos" / "pool.jpg")
     assert labels[0][0] == "pool table" and 0 < labels[0][1] <= 1
     assert all(a[1] >= b[1] for a, b in zip(labels, labels[1:]))
     eng.close()

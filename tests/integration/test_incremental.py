@@ -1,7 +1,7 @@
 """Incremental indexing: add, modify, delete, rename, copy, touch, caption edits.
 
 Checks exactly what was re-encoded, with the real `lite` encoder, real SQLite
-and real FAISS.
+(and, for the tests taking ``db_url``, a real PostgreSQL server) and real FAISS.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def top_path(engine: Engine, query) -> str:
     return Path(engine.search(query, k=1)[0].path).name
 
 
-def test_incremental_runs_reencode_exactly_what_changed(tmp_path, library, lite_encoder):
+def test_incremental_runs_reencode_exactly_what_changed(tmp_path, library, lite_encoder, db_url):
     index_dir = tmp_path / "index"
-    engine = Engine.open(index_dir, encoder=lite_encoder, create=True)
+    engine = Engine.open(index_dir, encoder=lite_encoder, create=True, database_url=db_url)
     r = engine.index([library])
     assert (r.new, r.encoded, r.failed) == (6, 6, 0)
     assert_consistent(engine)
@@ -127,18 +127,18 @@ def test_incremental_runs_reencode_exactly_what_changed(tmp_path, library, lite_
     engine.close()
 
 
-def test_copy_of_new_content_in_same_run_is_a_duplicate(tmp_path, library, lite_encoder):
+def test_copy_of_new_content_in_same_run_is_a_duplicate(tmp_path, library, lite_encoder, db_url):
     shutil.copy(library / "rocket.jpg", library / "rocket2.jpg")
     shutil.copy(library / "rocket.jpg", library / "rocket3.jpg")
-    engine = Engine.open(tmp_path / "index", encoder=lite_encoder, create=True)
+    engine = Engine.open(tmp_path / "index", encoder=lite_encoder, create=True, database_url=db_url)
     r = engine.index([library])
     assert (r.new, r.duplicates, r.encoded) == (6, 2, 6)
     assert engine.stats()["duplicates"] == 2
     assert_consistent(engine)
 
 
-def test_move_out_of_scanned_root_reuses_vectors(tmp_path, library, lite_encoder):
-    engine = Engine.open(tmp_path / "index", encoder=lite_encoder, create=True)
+def test_move_out_of_scanned_root_reuses_vectors(tmp_path, library, lite_encoder, db_url):
+    engine = Engine.open(tmp_path / "index", encoder=lite_encoder, create=True, database_url=db_url)
     engine.index([library / "coffee.png"])
     other = tmp_path / "elsewhere"
     other.mkdir()

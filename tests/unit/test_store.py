@@ -1,4 +1,4 @@
-"""Store: real SQLite through SQLAlchemy."""
+"""Store: real SQLite and a real PostgreSQL server through SQLAlchemy (each test runs on both)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def unit(seed: int, dim: int) -> np.ndarray:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def store(store_url):
+    s = Store.open(store_url)
     yield s
     s.close()
 
@@ -42,18 +42,20 @@ def add(w, path, h, seed, *, taken=None, make=None, model=None, width=100, heigh
     )
 
 
-def test_sqlite_uses_wal_and_records_schema_version(tmp_path, store):
+def test_sqlite_uses_wal_and_records_schema_version(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
     con = sqlite3.connect(tmp_path / "db.sqlite")
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     con.close()
     assert store.get_meta()["schema_version"] == str(SCHEMA_VERSION)
+    store.close()
 
 
-def test_newer_schema_is_refused_untouched(tmp_path, store):
+def test_newer_schema_is_refused_untouched(store_url, store):
     store.set_meta({"schema_version": str(SCHEMA_VERSION + 1)})
     store.close()
     with pytest.raises(SchemaVersionError, match="upgrade FrozenLens"):
-        Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+        Store.open(store_url)
 
 
 def test_rows_vectors_and_delta_commit_together(store):
@@ -173,14 +175,14 @@ def test_generation_changes_on_every_write(store):
     assert store.generation() == g0 + 1
 
 
-def test_migration_v1_to_v2_keeps_caption_space_ids(tmp_path):
+def test_migration_v1_to_v2_keeps_caption_space_ids(store_url):
     """A v1 database (captions only) gains chunks with the same ids and vectors."""
     from sqlalchemy import create_engine
 
     from frozenlens.store.migrations import MIGRATIONS, _set_version
     from frozenlens.store.schema import Base
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+    url = store_url
     eng = create_engine(url)
     with eng.begin() as conn:
         MIGRATIONS[0](conn)
@@ -217,14 +219,14 @@ def test_long_caption_chunks_are_the_searchable_unit(store):
     assert len(w.delta.removed_caption_ids) == 2 and store.vector_ids("caption").size == 0
 
 
-def test_migration_v4_to_v5_adds_nullable_tokens(tmp_path):
+def test_migration_v4_to_v5_adds_nullable_tokens(store_url):
     """A v4 database (no tokens column) gains one; old rows read as "no tokens"."""
     from sqlalchemy import create_engine, text
 
     from frozenlens.store.migrations import MIGRATIONS, _set_version
     from frozenlens.store.schema import Base
 
-    url = f"sqlite:///{tmp_path / 'v4.db'}"
+    url = store_url
     eng = create_engine(url)
     with eng.begin() as conn:
         for step in MIGRATIONS[:4]:
@@ -246,3 +248,42 @@ def test_migration_v4_to_v5_adds_nullable_tokens(tmp_path):
     assert list(got) == [new] and got[new].shape == (2, 8)
     np.testing.assert_allclose(got[new][1], unit(6, 8), atol=1e-3)
     store.close()
+
+
+def test_ids_are_assigned_by_the_writer_without_gaps_after_a_rollback(store):
+    """FAISS ids are primary keys: a rolled-back batch must not use up ids (a
+    PostgreSQL sequence would), so both back ends number rows alike."""
+    with store.batch() as w:
+        first = [add(w, f"/p/{i}.jpg", f"h{i}", i, captions=["a caption"]) for i in range(3)]
+    assert first == [1, 2, 3] and w.delta.caption_ids == [1, 2, 3]
+    with pytest.raises(RuntimeError):
+        with store.batch() as w:
+            add(w, "/p/lost.jpg", "hx", 9, captions=["lost"])
+            raise RuntimeError("crash inside the batch")
+    with store.batch() as w:
+        after = add(w, "/p/kept.jpg", "hy", 10, captions=["kept"])
+        dup = w.add_duplicate(path="/p/kept-copy.jpg", size=10, mtime_ns=1, content_hash="hy", duplicate_of=after,
+                              captions=[], caption_sig=None)
+    assert (after, dup) == (4, 5) and w.delta.caption_ids == [4]
+    with store.batch() as w:
+        w.delete([dup, after])
+    with store.batch() as w:  # deleted ids are never handed out again
+        assert add(w, "/p/new.jpg", "hz", 11, captions=["new"]) == 6
+    assert w.delta.caption_ids == [5]
+
+
+def test_values_are_made_to_fit_every_backend(store):
+    """PostgreSQL refuses strings longer than their column and U+0000 in text;
+    SQLite accepts both. The store stores the same, fitted values on both."""
+    nul_caption = CaptionVector("before\x00after", "x" * 40, "sidecar-txt", unit(3, 8))
+    with store.batch() as w:
+        a = add(w, "/p/a\x00b.jpg", "h1", 1, make="M" * 200, model="Z" * 200, captions=[])
+        w.replace_captions(a, [nul_caption], "sig")
+        bad = w.add_failure(path="/p/bad.jpg", size=0, mtime_ns=1, content_hash=None, reason="r" * 50,
+                            message="broken\x00file")
+    rec = store.images([a])[a]
+    assert rec.path == "/p/a\x00b.jpg"  # paths keep their lossless text form
+    assert rec.camera == ("M" * 200 + " " + "Z" * 200)[:256]
+    assert rec.captions == [("before\ufffdafter", "x" * 16, "sidecar-txt")]
+    failure = store.failures()[0]
+    assert failure.reason == "r" * 32 and failure.message == "broken\\x00file" and bad == a + 1

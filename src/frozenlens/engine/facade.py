@@ -233,7 +233,7 @@ class Engine:
         counted in ``IndexReport.not_scanned["outside-roots"]``.
 
         Raises :class:`IndexLockedError` if another process is indexing into
-        this directory, ``FileNotFoundError``-like :class:`FrozenLensError`s
+        this directory (or, on PostgreSQL, into its database), ``FileNotFoundError``-like :class:`FrozenLensError`s
         for missing roots, :class:`ManifestError` for a malformed manifest.
         """
         from ..indexer.pipeline import Indexer, IndexOptions
@@ -251,7 +251,7 @@ class Engine:
             captions_manifest=str(captions) if captions else None,
             follow_links=follow_links,
         )
-        with stop_on_full_disk(self.store, self.index_dir), IndexLock(self.index_dir):
+        with stop_on_full_disk(self.store, self.index_dir), IndexLock(self.index_dir), self.store.writer_lock():
             spaces = self.sync()  # reconciles: repairs whatever a crash left
             encoder = self.encoder
             record_roots(self.store, paths)
@@ -291,7 +291,11 @@ class Engine:
         options = options_json(encoder_options if not isinstance(encoder, Encoder) else None)
         if enc.identity == self.identity:
             return ReindexReport()
-        with stop_on_full_disk(self.store, self.index_dir, "reindex"), IndexLock(self.index_dir):
+        with (
+            stop_on_full_disk(self.store, self.index_dir, "reindex"),
+            IndexLock(self.index_dir),
+            self.store.writer_lock(),
+        ):
             epoch = int(self._meta.get("vectors_epoch", "0"))
             report = run_reindex(
                 self.store, enc, epoch=epoch, batch_size=batch_size, workers=workers, progress=progress,

@@ -1,5 +1,9 @@
-"""How the store connects to SQLite: read-only opening, and SQLite's errors as
-FrozenLens's typed exceptions.
+"""How the store connects to its database: read-only opening, and the
+database's errors as FrozenLens's typed exceptions.
+
+PostgreSQL sessions are named ``frozenlens pid <process id>`` (so a refused
+second writer can say who holds the lock) and, read-only, start every
+transaction read-only; a write then raises :class:`IndexReadOnlyError`.
 
 Read-only databases (``Store.open(url, read_only=True)``) are opened through a
 SQLite URI with ``mode=ro``, so SQLite itself refuses every write. A WAL
@@ -33,6 +37,8 @@ from ..errors import DatabaseDamagedError, IndexNotFoundError, IndexReadOnlyErro
 
 log = logging.getLogger(__name__)
 
+#: PostgreSQL's SQLSTATE for a write in a read-only transaction
+PG_READ_ONLY_SQLSTATE = "25006"
 #: SQLite result codes (and extended codes starting so) meaning the file is damaged
 DAMAGED_CODES = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 #: the same, by message (for errors raised without a code)
@@ -63,8 +69,14 @@ def connect_args(url: str, read_only: bool) -> dict[str, object]:
     """Keyword arguments for ``create_engine(url, ...)``: a read-only SQLite
     file gets a connection ``creator`` that opens it through its read-only URI."""
     path = sqlite_file(url)
+    backend = make_url(url).get_backend_name()
+    if backend == "postgresql":
+        args: dict[str, object] = {"application_name": f"frozenlens pid {os.getpid()}"}
+        if read_only:
+            args["options"] = "-c default_transaction_read_only=on"
+        return {"connect_args": args}
     if path is None:  # another backend (its own defaults), or SQLite in memory
-        return {"connect_args": {"timeout": 30}} if make_url(url).get_backend_name() == "sqlite" else {}
+        return {"connect_args": {"timeout": 30}} if backend == "sqlite" else {}
     if not read_only:
         check_not_empty(path)
         return {"connect_args": {"timeout": 30}}
@@ -139,3 +151,5 @@ def translate_errors(engine: Engine, label: str) -> None:
             raise DatabaseDamagedError(label, detail) from exc
         if isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorname", None) in READ_ONLY_CODES:
             raise IndexReadOnlyError(f"the index database {label} is read-only ({exc})") from exc
+        if getattr(exc, "sqlstate", None) == PG_READ_ONLY_SQLSTATE:
+            raise IndexReadOnlyError(f"the index {label} is opened read-only ({' '.join(str(exc).split())})") from exc

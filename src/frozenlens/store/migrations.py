@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import BigInteger, Connection, Text, cast, inspect, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import SchemaVersionError
 from ..paths import to_text
@@ -123,11 +124,33 @@ def migrate(conn: Connection) -> int:
 
 
 def upsert_meta(conn: Connection, values: dict[str, str]) -> None:
-    """Set ``meta`` keys inside the caller's transaction (portable upsert)."""
+    """Set ``meta`` keys inside the caller's transaction (one ``INSERT ... ON
+    CONFLICT`` on SQLite and PostgreSQL: race-free between sessions)."""
     table = Meta.__table__
+    if not values:
+        return
+    if conn.dialect.name in ("sqlite", "postgresql"):
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(table).values([{"key": k, "value": v} for k, v in values.items()])
+        conn.execute(stmt.on_conflict_do_update(index_elements=[table.c.key], set_={"value": stmt.excluded.value}))
+        return
     for key, value in values.items():
         if not conn.execute(table.update().where(table.c.key == key).values(value=value)).rowcount:
             conn.execute(table.insert().values(key=key, value=value))
+
+
+def increment_meta(conn: Connection, key: str) -> None:
+    """Add one to the integer in ``meta[key]`` (1 when absent), in the caller's
+    transaction; one statement on SQLite and PostgreSQL."""
+    table = Meta.__table__
+    if conn.dialect.name in ("sqlite", "postgresql"):
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(table).values(key=key, value="1")
+        bumped = cast(cast(table.c.value, BigInteger) + 1, Text)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[table.c.key], set_={"value": bumped}))
+        return
+    current = conn.execute(select(table.c.value).where(table.c.key == key)).scalar()
+    upsert_meta(conn, {key: str(int(current or 0) + 1)})
 
 
 def _set_version(conn: Connection, version: int) -> None:

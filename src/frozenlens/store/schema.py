@@ -1,10 +1,13 @@
 """SQLAlchemy ORM tables of a FrozenLens index.
 
 Identity rule: ``images.id`` IS the FAISS id of the image's vectors and
-``captions.id`` the FAISS id of a caption's vector. Both tables use
-AUTOINCREMENT semantics (SQLite ``AUTOINCREMENT``, a sequence elsewhere) so an
-id is never reused after a delete — the retriever relies on this to reconcile
-its index files with the database by id sets alone.
+``caption_chunks.id`` the FAISS id of a caption chunk's vector. The writer
+assigns every id itself (:mod:`.ids`), never reusing one after a delete — the
+retriever relies on this to reconcile its index files with the database by id
+sets alone — and leaving no gaps after a rollback, so SQLite and PostgreSQL
+hold the same rows under the same ids. The columns keep their generators
+(SQLite ``AUTOINCREMENT``, a PostgreSQL sequence) from the schema's first
+versions; nothing draws from them any more.
 
 Vectors are stored as float16 blobs beside their rows, so one database
 transaction commits a row and its vectors together (see

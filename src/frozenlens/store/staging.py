@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select, update
 
 from ..errors import IndexCorruptError
 from ..paths import to_text
+from .ids import IdAllocator
 from .migrations import upsert_meta
 from .schema import (
     FAILED,
@@ -31,7 +32,7 @@ from .schema import (
     VectorRow,
 )
 from .store import Store, bump_generation
-from .writer import _now, to_blob
+from .writer import _now, fit_row, to_blob
 
 TARGET_KEY = "reindex_target"
 
@@ -154,6 +155,7 @@ class Staging:
         if self.pending_captions(1):
             raise IndexCorruptError("re-index is incomplete: some captions have no staged vectors")
         with self.store.engine.begin() as c:
+            ids = IdAllocator(c)
             for image_id, reason, message in c.execute(
                 select(StagedFailureRow.image_id, StagedFailureRow.reason, StagedFailureRow.message)
             ).all():
@@ -182,11 +184,13 @@ class Staging:
                 c.execute(
                     CaptionChunkRow.__table__.insert(),
                     [
-                        {"caption_id": caption_id, "position": k, "text": t, "n_tokens": n,
-                         "vector": blob[k * width : (k + 1) * width]}
-                        for k, (t, n) in enumerate(parts)
+                        fit_row(CaptionChunkRow.__table__, {
+                            "id": chunk_id, "caption_id": caption_id, "position": k, "text": t, "n_tokens": n,
+                            "vector": blob[k * width : (k + 1) * width]})
+                        for k, (chunk_id, (t, n)) in enumerate(zip(ids.take("caption_chunks", len(parts)), parts))
                     ],
                 )
+            ids.save()
             upsert_meta(c, meta)
             for t in (StagedImageRow, StagedFailureRow, StagedCaptionRow):
                 c.execute(delete(t))

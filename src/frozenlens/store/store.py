@@ -1,10 +1,12 @@
 """The metadata store: the only SQLAlchemy code of FrozenLens.
 
 One :class:`Store` wraps one database (SQLite file in the index directory by
-default; any SQLAlchemy URL works). All writes go through :meth:`Store.batch`,
+default; PostgreSQL through ``postgresql+psycopg://...``; the same schema,
+migrations and rows on both). All writes go through :meth:`Store.batch`,
 one database transaction per batch; the :class:`BatchWriter` collects a
 :class:`Delta` describing the vector changes the caller must mirror in FAISS
-*after* the commit succeeded.
+*after* the commit succeeded. A writer holds :meth:`Store.writer_lock` for
+its whole run (see :mod:`.postgres`).
 """
 
 
@@ -19,11 +21,13 @@ from contextlib import contextmanager
 import numpy as np
 from sqlalchemy import Engine, and_, create_engine, event, func, or_, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
-from ..errors import IndexCorruptError, IndexReadOnlyError
+from ..errors import DatabaseUnavailableError, IndexCorruptError, IndexReadOnlyError
 from ..types import FailedFile, SearchFilters
 from .connection import connect_args, sqlite_file, translate_errors
-from .migrations import SCHEMA_VERSION, current_version, migrate, upsert_meta
+from .migrations import SCHEMA_VERSION, current_version, increment_meta, migrate, upsert_meta
+from .postgres import lock_migrations, writer_lock
 from .records import FileState, ImageRecord
 from .schema import DUPLICATE, FAILED, INDEXED, CaptionChunkRow, CaptionRow, ImageRow, Meta, VectorRow
 from .writer import BatchWriter, from_blobs, id_chunks
@@ -50,12 +54,24 @@ class Store:
         through its read-only URI (see :mod:`.connection`) and writes nothing:
         no journal mode switch, no migration (an older schema raises
         :class:`IndexReadOnlyError`). A damaged SQLite file raises
-        :class:`DatabaseDamagedError`, here or from any later call.
+        :class:`DatabaseDamagedError`, here or from any later call. A
+        database server that cannot be reached (or a driver that is not
+        installed) raises :class:`DatabaseUnavailableError`.
+
+        Processes opening one PostgreSQL database at once migrate it one
+        after the other (an advisory lock, see :mod:`.postgres`).
         """
-        is_sqlite = make_url(url).get_backend_name() == "sqlite"
-        engine = create_engine(url, **connect_args(url, read_only))
+        parsed = make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        try:
+            engine = create_engine(url, **connect_args(url, read_only))
+        except ModuleNotFoundError as exc:
+            raise DatabaseUnavailableError(
+                f"the driver for {shown} is not installed ({exc.name}); for PostgreSQL: pip install 'psycopg[binary]'"
+            ) from exc
+        translate_errors(engine, str(sqlite_file(url) or shown))
         if is_sqlite:
-            translate_errors(engine, str(sqlite_file(url) or url))
 
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001
@@ -69,6 +85,8 @@ class Store:
 
         try:
             with engine.connect() if read_only else engine.begin() as conn:
+                if not read_only:
+                    lock_migrations(conn)
                 found = current_version(conn) if read_only else SCHEMA_VERSION
                 if found < SCHEMA_VERSION:
                     raise IndexReadOnlyError(
@@ -76,6 +94,11 @@ class Store:
                         f"must be upgraded to {SCHEMA_VERSION} on writable media (open a writable copy once)"
                     )
                 migrate(conn)  # read-only: refuses a newer schema, writes nothing at the current one
+        except OperationalError as exc:
+            engine.dispose()
+            if is_sqlite:
+                raise
+            raise DatabaseUnavailableError(f"cannot use the index database {shown}: {' '.join(str(exc.orig).split())}") from exc
         except BaseException:
             engine.dispose()
             raise
@@ -99,11 +122,20 @@ class Store:
 
     # -- writes ----------------------------------------------------------
     @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Be this index's only writer for the body (PostgreSQL: an advisory
+        lock of the database; SQLite: nothing, the index directory's file lock
+        does it). Raises :class:`IndexLockedError` while another writer runs."""
+        with writer_lock(self.engine):
+            yield
+
+    @contextmanager
     def batch(self) -> Iterator[BatchWriter]:
         """One transaction: commits on normal exit, rolls back on exception."""
         with self.engine.begin() as conn:
             writer = BatchWriter(conn)
             yield writer
+            writer.finish()
             bump_generation(conn)
 
     def generation(self) -> int:
@@ -407,8 +439,7 @@ def _select_states():  # noqa: ANN202 - a SQLAlchemy Select of FileState columns
 
 def bump_generation(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
     """Count one more write transaction (see :meth:`Store.generation`)."""
-    current = conn.execute(select(Meta.value).where(Meta.key == "generation")).scalar()
-    upsert_meta(conn, {"generation": str(int(current or 0) + 1)})
+    increment_meta(conn, "generation")
 
 
 def _end_of(before: dt.datetime | dt.date) -> dt.datetime | None:
