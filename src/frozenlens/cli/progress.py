@@ -18,7 +18,10 @@ def wanted(no_progress: bool, *, forced_by_env: bool = False) -> bool:
 
 
 class IndexBar:
-    """One bar over the images of an indexing run (the scan stage is not drawn)."""
+    """One bar over the images of an indexing run (the scan stage is not drawn).
+
+    The scan streams into the decoders, so the total is ``None`` (a counter)
+    until the scan ends; the bar gets its total then."""
 
     def __init__(self) -> None:
         from tqdm import tqdm
@@ -31,6 +34,8 @@ class IndexBar:
             return
         if self.bar is None:
             self.bar = self._tqdm(total=p.total, unit="img", desc="indexing", dynamic_ncols=True)
+        elif p.total is not None and self.bar.total != p.total:
+            self.bar.total = p.total
         self.bar.n = p.done
         self.bar.set_postfix(new=p.new, changed=p.changed, skipped=p.skipped, failed=p.failed, refresh=False)
         self.bar.refresh()

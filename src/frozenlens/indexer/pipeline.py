@@ -30,18 +30,28 @@ before → metadata touch; hash of an indexed row whose file is gone → move
 that still exists → recorded as a duplicate of it; else decoded and encoded
 (new content gets a new id). Failed files are retried only when they change.
 
+Streaming (memory flat in collection size): the scan is a generator that
+feeds the hash/decode pool directly, through a window of at most
+``batch_size * prefetch_batches`` files in flight; no list of the files to do
+is ever built. Rows already in the database under the roots are loaded once
+(path → state) and popped as the scan reaches them, so what is left at the end
+of the scan is exactly the set of missing files. Because the scan is not over
+while files are classified, a file whose content is held by an indexed row
+whose file still exists *and has not been reached by the scan yet* cannot be
+told apart from a move out of the scanned set; it is deferred to the end of
+the run (when the missing set is known), like a copy of content first seen in
+this run. The progress total is ``None`` until the scan ends.
+
 Decoding runs in a thread pool (Pillow releases the GIL while decoding and
 resizing) a few batches ahead of the encoder, which runs in the calling
-thread.
+thread. :mod:`.ray_engine` replaces that pool by a Ray Data job and commits
+through the same :meth:`Indexer._commit`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import logging
 import os
-import stat
 import threading
 import time
 from collections import deque
@@ -53,7 +63,7 @@ import numpy as np
 
 from ..cores import usable_cores
 from ..errors import DecodeError
-from ..models.base import Encoder
+from ..models.base import Encoder, ImageEmbeddings, split_embeddings, stack_embeddings
 from ..paths import to_text
 from ..progress import Progress, ProgressCallback, ignore_progress
 from ..retriever.spaces import VectorSpaces
@@ -61,9 +71,12 @@ from ..store import INDEXED, CaptionVector, ChunkVector, FileState, PhotoFields,
 from ..types import IndexReport
 from .captions import Caption, captions_signature, load_caption_manifest, read_sidecar_captions
 from .chunking import embed_captions
-from .decode import DecodeLimits, decode_bytes
+from .decode import DecodeLimits
+from .fileio import decode_photo, failure_of, hash_bytes, read_checked, read_regular_file
 from .language import detect_language
 from .scan import FileEntry, ScanProblem, scan
+
+__all__ = ["IndexOptions", "Indexer", "hash_bytes", "read_regular_file"]
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +106,6 @@ class IndexOptions:
     follow_links: bool = False
 
 
-def hash_bytes(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
 # -- worker results -----------------------------------------------------------
 @dataclass
 class _Work:
@@ -116,17 +125,33 @@ class _Result:
     fields: PhotoFields | None = None
     reason: str | None = None
     message: str | None = None
+    #: embeddings already computed elsewhere (a Ray encoder actor): n = 1
+    embedded: ImageEmbeddings | None = None
 
 
 class _Classifier:
-    """Thread-safe decisions about a file once its content hash is known."""
+    """Thread-safe decisions about a file once its content hash is known.
 
-    def __init__(self, store: Store, missing_by_hash: dict[str, FileState]) -> None:
+    ``unseen`` is the run's path → state map of database rows under the roots
+    that the scan has not reached yet (the scan pops from it); once
+    :meth:`scan_finished` has been called, what is left of it is missing.
+    """
+
+    def __init__(self, store: Store, unseen: dict[str, FileState]) -> None:
         self._store = store
-        self._missing = missing_by_hash
+        self._unseen = unseen
+        self._missing: dict[str, FileState] = {}
+        self._scanning = True
         self._claims: dict[str, str] = {}  # hash → path, for content not yet committed
         self._lock = threading.Lock()
         self.moved_ids: set[int] = set()
+
+    def scan_finished(self) -> None:
+        with self._lock:
+            self._scanning = False
+            self._missing = {
+                s.content_hash: s for s in self._unseen.values() if s.status == INDEXED and s.content_hash
+            }
 
     def classify(self, work: _Work, content_hash: str) -> tuple[str, FileState | None]:
         old = work.old
@@ -139,6 +164,8 @@ class _Classifier:
             if moved is None:
                 primary = self._store.indexed_by_hash([content_hash]).get(content_hash)
                 if primary is not None and primary.path != work.entry.path and os.path.exists(primary.path):
+                    if self._scanning and primary.path in self._unseen:
+                        return "defer", None  # a duplicate, or a move out of the scanned set: known at the end
                     return "duplicate", primary
                 moved = primary  # None, or an indexed row whose file left the scanned roots
             self._claims[content_hash] = work.entry.path
@@ -171,44 +198,21 @@ class Indexer:
         self.progress = progress or ignore_progress
         self.report = IndexReport()
         self._last_checkpoint = time.monotonic()
+        self._todo = 0  # files handed to the hash/decode stage so far
+        self._scan_done = False
 
     # -- public ---------------------------------------------------------
     def run(self, roots: Sequence[str]) -> IndexReport:
         started = time.monotonic()
         roots = [os.path.abspath(r) for r in roots]
         manifest = load_caption_manifest(self.options.captions_manifest) if self.options.captions_manifest else {}
-        known = self.store.file_states(roots)
+        unseen = self.store.file_states(roots)  # popped as the scan reaches each path
+        classifier = _Classifier(self.store, unseen)
 
-        seen: set[str] = set()
-        todo: list[_Work] = []
-        caption_updates: list[_Work] = []
-        links = "all" if self.options.follow_links else "inside"
-        for entry in scan(roots, links=links, on_problem=self._on_problem):
-            seen.add(entry.path)
-            self.report.scanned += 1
-            if self.report.scanned % 1000 == 0:
-                self._emit("scan", self.report.scanned, None)
-            old = known.get(entry.path)
-            manifest_caps = manifest.get(entry.path, [])
-            sig = captions_signature(entry, manifest_caps)
-            if old is not None and old.size == entry.size and old.mtime_ns == entry.mtime_ns:
-                self.report.skipped += 1
-                if old.status != "failed" and old.caption_sig != sig:
-                    caption_updates.append(_Work(entry, self._captions(entry, manifest_caps), sig, old))
-                continue
-            todo.append(_Work(entry, self._captions(entry, manifest_caps), sig, old))
-        self._emit("scan", self.report.scanned, self.report.scanned)
-
-        missing = {p: s for p, s in known.items() if p not in seen}
-        missing_by_hash = {
-            s.content_hash: s for s in missing.values() if s.status == INDEXED and s.content_hash
-        }
-        classifier = _Classifier(self.store, missing_by_hash)
-
-        self._process(todo, caption_updates, classifier)
+        self._process(self._scan_work(roots, manifest, unseen, classifier), classifier)
 
         # Files gone from disk that were not claimed by a move.
-        gone = [s.id for s in missing.values() if s.id not in classifier.moved_ids]
+        gone = [s.id for s in unseen.values() if s.id not in classifier.moved_ids]
         if gone:
             with self.store.batch() as w:
                 w.delete(gone)
@@ -218,63 +222,89 @@ class Indexer:
         if self.report.encoded or self.report.deleted or self.report.moved:
             self.store.analyze()  # keep the planner's choice of index right for filters
         self.report.seconds = time.monotonic() - started
-        self._emit("finish", len(todo), len(todo))
+        self._emit("finish", self._todo, self._todo)
         return self.report
 
     # -- stages -----------------------------------------------------------
-    def _process(self, todo: list[_Work], caption_updates: list[_Work], classifier: _Classifier) -> None:
+    def _scan_work(
+        self, roots: list[str], manifest: dict[str, list[Caption]], unseen: dict[str, FileState],
+        classifier: _Classifier,
+    ) -> Iterator[_Work]:
+        """Stream the files to hash/decode; skipped files whose captions
+        changed are committed here in batches. Ends the classifier's scan."""
+        caption_updates: list[_Work] = []
+        links = "all" if self.options.follow_links else "inside"
+        for entry in scan(roots, links=links, on_problem=self._on_problem):
+            self.report.scanned += 1
+            if self.report.scanned % 1000 == 0:
+                self._emit("scan", self.report.scanned, None)
+            old = unseen.pop(entry.path, None)
+            manifest_caps = manifest.get(entry.path, [])
+            sig = captions_signature(entry, manifest_caps)
+            if old is not None and old.size == entry.size and old.mtime_ns == entry.mtime_ns:
+                self.report.skipped += 1
+                if old.status != "failed" and old.caption_sig != sig:
+                    caption_updates.append(_Work(entry, self._captions(entry, manifest_caps), sig, old))
+                    if len(caption_updates) >= self.options.batch_size:
+                        self._commit([], [], caption_updates, classifier)
+                        caption_updates = []
+                continue
+            self._todo += 1
+            yield _Work(entry, self._captions(entry, manifest_caps), sig, old)
+        self._commit([], [], caption_updates, classifier)
+        classifier.scan_finished()
+        self._scan_done = True
+        self._emit("scan", self.report.scanned, self.report.scanned)
+
+    def _results(self, works: Iterator[_Work], classifier: _Classifier) -> Iterator[_Result]:
+        """Hash, classify and decode ``works`` in the decoder pool (in order, a window ahead)."""
+        opts = self.options
+        workers = opts.workers or usable_cores()
+        window = max(workers, opts.batch_size * opts.prefetch_batches)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frozenlens-decode") as pool:
+            yield from _bounded_map(pool, lambda w: self._work(w, classifier), works, window)
+
+    def _process(self, works: Iterator[_Work], classifier: _Classifier) -> None:
         opts = self.options
         pending: list[_Result] = []  # non-encode writes waiting for the next commit
         batch: list[_Result] = []
         deferred: list[_Work] = []
-        total = len(todo)
         done = 0
 
-        for i in range(0, len(caption_updates), opts.batch_size):
-            self._commit([], [], caption_updates[i : i + opts.batch_size], classifier)
+        for result in self._results(works, classifier):
+            done += 1
+            if result.action == "encode":
+                batch.append(result)
+            elif result.action == "defer":
+                deferred.append(result.work)
+            else:
+                pending.append(result)
+            if len(batch) >= opts.batch_size or len(pending) >= 4 * opts.batch_size:
+                self._commit(batch, pending, [], classifier)
+                batch, pending = [], []
+                self._emit("encode", done, self._todo if self._scan_done else None)
+        self._commit(batch, pending, [], classifier)
+        self._emit("encode", done, self._todo)
 
-        workers = opts.workers or usable_cores()
-        window = max(workers, opts.batch_size * opts.prefetch_batches)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frozenlens-decode") as pool:
-            for result in _bounded_map(pool, lambda w: self._work(w, classifier), iter(todo), window):
-                done += 1
-                if result.action == "encode":
-                    batch.append(result)
-                elif result.action == "defer":
-                    deferred.append(result.work)
-                else:
-                    pending.append(result)
-                if len(batch) >= opts.batch_size or len(pending) >= 4 * opts.batch_size:
-                    self._commit(batch, pending, [], classifier)
-                    batch, pending = [], []
-                    self._emit("encode", done, total)
-            self._commit(batch, pending, [], classifier)
-            self._emit("encode", done, total)
-
-            # Byte-identical copies of content first seen in this run: their
-            # primary is committed now (or failed, in which case they are
-            # decoded themselves and fail with their own reason).
-            results = [self._work(w, classifier) for w in deferred]
+        # Byte-identical copies of content first seen in this run, and copies
+        # of content whose primary the scan had not reached: their primary is
+        # committed (or failed, in which case they are decoded themselves and
+        # fail with their own reason) and the missing set is known now.
+        while deferred:
+            chunk, deferred = deferred[: opts.batch_size], deferred[opts.batch_size :]
+            results = [self._work(w, classifier) for w in chunk]
+            deferred += [r.work for r in results if r.action == "defer"]  # a copy of a copy: next round
             batch = [r for r in results if r.action == "encode"]
-            pending = [r for r in results if r.action != "encode"]
-            for i in range(0, max(len(batch), 1), opts.batch_size):
-                self._commit(batch[i : i + opts.batch_size], pending if i == 0 else [], [], classifier)
+            pending = [r for r in results if r.action not in ("encode", "defer")]
+            self._commit(batch, pending, [], classifier)
 
     def _work(self, work: _Work, classifier: _Classifier) -> _Result:
         """Runs in a decoder thread: hash, classify, decode if needed."""
         entry = work.entry
         try:
-            if entry.size > self.options.limits.max_file_bytes:
-                raise DecodeError("too-large", f"file is {entry.size} bytes, over the limit")
-            data = read_regular_file(entry.path)
+            data = read_checked(entry, self.options.limits)
         except DecodeError as exc:
             return _Result(work, "failed", reason=exc.reason, message=str(exc))
-        except FileNotFoundError:
-            return _Result(work, "failed", reason="vanished", message="file disappeared during indexing")
-        except PermissionError as exc:
-            return _Result(work, "failed", reason="unreadable", message=f"permission denied: {exc.strerror}")
-        except OSError as exc:
-            return _Result(work, "failed", reason="unreadable", message=str(exc))
         content_hash = hash_bytes(data)
         if not data:
             return _Result(work, "failed", content_hash, reason="empty", message="file is empty (0 bytes)")
@@ -282,19 +312,11 @@ class Indexer:
         if action != "encode":
             return _Result(work, action, content_hash, target=target)
         try:
-            decoded = decode_bytes(data, draft_size=self.encoder.draft_size, limits=self.options.limits,
-                                   name=os.path.basename(entry.path))
-            pixels = self.encoder.prepare(decoded.image)
-        except DecodeError as exc:
-            return _Result(work, "failed", content_hash, reason=exc.reason, message=str(exc))
-        except Exception as exc:
-            log.warning("unexpected error decoding %s", to_text(entry.path), exc_info=True)
-            return _Result(work, "failed", content_hash, reason="corrupt", message=f"{type(exc).__name__}: {exc}")
-        md = decoded.metadata
-        taken_at, source = md.taken_at, "exif"
-        if taken_at is None:
-            taken_at, source = dt.datetime.fromtimestamp(entry.mtime_ns / 1e9), "mtime"
-        fields = PhotoFields.copy_from(md, taken_at=taken_at, taken_at_source=source)
+            image, fields = decode_photo(entry, data, self.encoder.draft_size, self.options.limits)
+            pixels = self.encoder.prepare(image)
+        except Exception as exc:  # noqa: BLE001 - a bad file is a failure row; failure_of logs the unexpected
+            reason, message = failure_of(exc, entry.path)
+            return _Result(work, "failed", content_hash, reason=reason, message=message)
         return _Result(work, "encode", content_hash, pixels=pixels, fields=fields)
 
     def _commit(
@@ -303,7 +325,7 @@ class Indexer:
         if not (batch or pending or caption_updates):
             return
         if batch:
-            emb = self.encoder.embed_prepared(np.stack([r.pixels for r in batch]))
+            emb = self._embed(batch)
             self.report.encoded += len(batch)
         # One text-encoder call for every caption in this commit.
         works = [r.work for r in batch] + [r.work for r in pending if r.action in ("move", "duplicate", "touch")]
@@ -366,6 +388,15 @@ class Indexer:
             self._last_checkpoint = time.monotonic()
 
     # -- helpers ----------------------------------------------------------
+    def _embed(self, batch: list[_Result]) -> ImageEmbeddings:
+        """Embeddings of ``batch`` in its order: rows embedded elsewhere are
+        used as they are, the others go through the encoder in one call."""
+        todo = [r for r in batch if r.embedded is None]
+        if len(todo) == len(batch):
+            return self.encoder.embed_prepared(np.stack([r.pixels for r in batch]))
+        fresh = iter(split_embeddings(self.encoder.embed_prepared(np.stack([r.pixels for r in todo])))) if todo else None
+        return stack_embeddings([r.embedded if r.embedded is not None else next(fresh) for r in batch])
+
     def _captions(self, entry: FileEntry, manifest_caps: list[Caption]) -> list[Caption]:
         caps = read_sidecar_captions(entry) + list(manifest_caps)
         unique: dict[tuple[str, str | None], Caption] = {}
@@ -405,19 +436,6 @@ class Indexer:
                 failed=r.failed, moved=r.moved, duplicates=r.duplicates, deleted=r.deleted,
             )
         )
-
-
-def read_regular_file(path: str) -> bytes:
-    """Read a whole file; refuses anything that is not a regular file (a FIFO
-    swapped in after the scan must not block the run)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DecodeError("not-an-image", "not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            return fh.read()
-    finally:
-        os.close(fd)
 
 
 def _bounded_map(pool: ThreadPoolExecutor, fn, items: Iterator, window: int) -> Iterator:  # noqa: ANN001

@@ -223,6 +223,10 @@ def _scan(
     # the folders the scan may not leave (links="inside"), symlink-resolved
     inside = tuple(os.path.realpath(r) for r in roots if os.path.isdir(r))
     walker = _Walker(exts, links, inside, include_hidden, report)
+    # A directory is walked once (by inode), so walks alone never yield a path
+    # twice; only a root that is a file can repeat one. Remember yielded paths
+    # only then, so that scan memory stays flat in the number of files.
+    walker.track = any(not os.path.isdir(r) for r in roots)
     for root in roots:
         if os.path.isdir(root):
             yield from walker.walk(root)
@@ -248,6 +252,7 @@ class _Walker:
         self.report = report
         self.visited: set[tuple[int, int]] = set()
         self.yielded: set[str] = set()
+        self.track = True  # record yielded paths (see _scan)
 
     def single_file(self, path: str) -> Iterator[FileEntry]:
         """A root that is a file: yield it if it is an image."""
@@ -379,7 +384,8 @@ class _Walker:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        self.yielded.add(path)
+        if self.track:
+            self.yielded.add(path)
         return FileEntry(path, st.st_size, st.st_mtime_ns, self._sidecars(e.name, by_name))
 
     def _sidecars(

@@ -64,6 +64,32 @@ class ImageEmbeddings:
     tokens: np.ndarray | None = None
 
 
+def split_embeddings(emb: ImageEmbeddings) -> list[ImageEmbeddings]:
+    """One ``ImageEmbeddings`` of n = 1 per row of ``emb``."""
+    return [
+        ImageEmbeddings(
+            semantic=emb.semantic[i : i + 1],
+            visual=emb.visual[i : i + 1],
+            labels=emb.labels[i : i + 1] if emb.labels is not None else None,
+            tokens=emb.tokens[i : i + 1] if emb.tokens is not None else None,
+        )
+        for i in range(emb.semantic.shape[0])
+    ]
+
+
+def stack_embeddings(rows: Sequence[ImageEmbeddings]) -> ImageEmbeddings:
+    """Concatenate per-row embeddings (the inverse of :func:`split_embeddings`)."""
+    labels = None if any(r.labels is None for r in rows) else [lab for r in rows for lab in r.labels]
+    tokens = None if any(r.tokens is None for r in rows) else np.concatenate([r.tokens for r in rows])
+    return ImageEmbeddings(
+        semantic=np.concatenate([r.semantic for r in rows]),
+        visual=np.concatenate([r.visual for r in rows]),
+        labels=labels,
+        tokens=tokens,
+    )
+
+
+
 class Encoder(ABC):
     """A frozen image tower + text tower pair.
 
