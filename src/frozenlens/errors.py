@@ -163,3 +163,9 @@ class EncoderConfigError(FrozenLensError, ValueError):
 
 class CaptionTruncatedWarning(UserWarning):
     """A caption was cut to fit the text tower's context; the message names it."""
+
+
+class RayUnavailableError(FrozenLensError):
+    """``engine="ray"`` was asked for but Ray is not installed (``pip install
+    'frozenlens[ray]'``), the cluster at ``address`` cannot be reached, or the
+    Ray job failed (what was committed before stays; rerun to finish)."""

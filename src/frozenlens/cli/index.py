@@ -45,6 +45,8 @@ def cmd_index(args: argparse.Namespace, index_dir: str) -> int:
             workers=args.workers,
             checkpoint_seconds=args.checkpoint_seconds,
             follow_links=args.follow_links,
+            engine=args.engine,
+            address=args.address,
         )
         if bar:
             bar.close()

@@ -127,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-seconds", type=float, default=60.0, metavar="S",
         help="save the FAISS files at least this often during a run (default 60)",
     )
+    p.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="where images are decoded and encoded: this process (default) or Ray (needs frozenlens[ray])",
+    )
+    p.add_argument(
+        "--address", default=None, metavar="auto|ray://HOST:PORT",
+        help="with --engine ray: the Ray cluster to use (default: start Ray on this machine)",
+    )
 
     p = sub.add_parser("search", help="search by text (any of 16 languages) or by an example image", description="Search the index with a text query, or with --image FILE.")
     p.add_argument("query", nargs="?", default=None, help="text query")

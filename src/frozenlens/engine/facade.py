@@ -225,8 +225,14 @@ class Engine:
         workers: int | None = None,
         checkpoint_seconds: float = 60.0,
         follow_links: bool = False,
+        engine: str = "local",
+        address: str | None = None,
     ) -> IndexReport:
         """Index (or update) the photos under ``paths``; see :mod:`frozenlens.indexer.pipeline`.
+
+        ``engine="ray"`` decodes and encodes on Ray (started here, or the
+        cluster at ``address``: ``"auto"`` or ``"ray://host:port"``); see
+        :mod:`frozenlens.indexer.ray_engine`. The commits are the same.
 
         Symlinks are followed only while they stay inside ``paths``
         (``follow_links=True`` follows all of them); the others are skipped and
@@ -236,7 +242,8 @@ class Engine:
         this directory (or, on PostgreSQL, into its database), ``FileNotFoundError``-like :class:`FrozenLensError`s
         for missing roots, :class:`ManifestError` for a malformed manifest.
         """
-        from ..indexer.pipeline import Indexer, IndexOptions
+        from ..indexer.pipeline import IndexOptions
+        from .indexing import build_indexer
 
         self.require_writable("indexing")
         if not paths:
@@ -256,7 +263,9 @@ class Engine:
             encoder = self.encoder
             record_roots(self.store, paths)
             with self._rw.write():  # this engine's own searches wait; other engines and processes do not
-                report = Indexer(self.store, spaces, encoder, options, progress).run([str(p) for p in paths])
+                indexer = build_indexer(engine, self.store, spaces, encoder, options, progress, address=address,
+                                        encoder_name=self.identity.name, encoder_options=self._encoder_options)
+                report = indexer.run([str(p) for p in paths])
                 self._generation = self.store.generation()
             spaces.remove_stale_files()  # and the other files of interrupted runs:
             remove_leftovers(self.index_dir)
