@@ -59,6 +59,9 @@ from .scan import FileEntry
 
 __all__ = ["RayIndexer", "RayOptions", "import_ray"]
 
+#: memory (bytes) a decode task reserves on the cluster
+DECODE_TASK_MEMORY = 256 * 2**20
+
 
 @dataclass(frozen=True)
 class RayOptions:
@@ -224,9 +227,10 @@ class RayIndexer(Indexer):
         actors, gpus = self._actors()
         ds = ray.data.from_items(rows)
         ds = ds.map_batches(
-            # max_retries: a decode task on a lost worker is redone; its differing remote
-            # args also keep Ray from fusing decoding into the encoder actors
-            decode_batch, batch_size=self.ray_options.decode_batch, batch_format="numpy", num_cpus=1, max_retries=3,
+            # memory: what decoding a large photo may take; the differing resources also keep
+            # Ray from fusing the decode tasks into the encoder actors (decoding stays on CPU tasks)
+            decode_batch, batch_size=self.ray_options.decode_batch, batch_format="numpy", num_cpus=1,
+            memory=DECODE_TASK_MEMORY,
             fn_kwargs={"draft_size": self.encoder.draft_size, "limits": self.options.limits},
         )
         ds = ds.map_batches(
@@ -234,7 +238,7 @@ class RayIndexer(Indexer):
             compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1, num_gpus=gpus,
             fn_constructor_kwargs={"encoder_name": self.encoder_name, "encoder_options": self.encoder_options},
         )
-        batches = ds.iter_batches(batch_size=None, batch_format="numpy")
+        batches = iter(ds.iter_batches(batch_size=None, batch_format="numpy"))
         while True:
             try:
                 batch = next(batches)
