@@ -149,3 +149,40 @@ def test_tuned_values_survive_save_and_load(tmp_path):
     back = VectorIndex.load(tmp_path / "v.faiss")
     assert back.nprobe == t.value and back.factory == "IVF256,Flat"
     assert measure(back, chunks, POLICY, seed=0).recall == pytest.approx(t.recall)
+
+
+@pytest.mark.parametrize("factory", ["IVF64,Flat", "OPQ8,IVF64,PQ8"])
+def test_sharded_and_merged_build_equals_one_go(factory):
+    x = clustered(11, 12_000, 32, centres=100).astype(np.float16).astype(np.float32)
+    ids = np.random.default_rng(1).permutation(50_000)[:12_000].astype(np.int64)
+    chunks = chunks_of(ids, x, 1000)
+    whole = build(factory, 32, chunks)
+    sharded = build(factory, 32, chunks, shard=3500)  # shards of 4000, the last one partial
+    assert len(sharded) == len(whole) == 12_000
+    np.testing.assert_array_equal(sharded.ids(), np.sort(ids))
+    q = clustered(12, 40, 32, centres=100)
+    for vi in (whole, sharded):
+        vi.nprobe = 8
+    s1, i1 = whole.search(q, 10)
+    s2, i2 = sharded.search(q, 10)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-6)
+    # the merged index still reconstructs, removes and filters by id (its direct map was rebuilt)
+    np.testing.assert_allclose(sharded.reconstruct(ids[:5]), whole.reconstruct(ids[:5]), atol=1e-6)
+    assert sharded.remove(ids[:100]) == 100 and len(sharded) == 11_900
+    assert not np.isin(sharded.search(q, 10)[1], ids[:100]).any()
+    allowed = ids[100:2000]
+    got = sharded.search_filtered(q[0], 5, allowed_ids=allowed)[1]
+    assert np.isin(got, allowed).all() and len(got) == 5
+
+
+def test_merge_refuses_overlapping_ids_and_non_ivf():
+    x = clustered(13, 3000, 16)
+    ids = np.arange(3000, dtype=np.int64)
+    vi = build("IVF16,Flat", 16, chunks_of(ids, x))
+    shard = vi.empty_like()
+    shard.add(ids[:10], x[:10])
+    with pytest.raises(IndexInputError):
+        vi.merge(shard)
+    with pytest.raises(IndexInputError):
+        VectorIndex.create(16, "Flat").empty_like()

@@ -345,6 +345,21 @@ class IvfStore:
         sel, _keep = _id_selector_array(ids)  # the hashtable map wants an array
         self.index.remove_ids(sel)
 
+    def merge_from(self, other: IvfStore) -> None:
+        """Append ``other``'s inverted lists (same training, disjoint ids); ``other`` ends empty.
+
+        FAISS merges no direct map, so the hashtables are dropped for the merge and rebuilt.
+        """
+        for store in (self, other):
+            if store._hashtable:
+                store.ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+        try:
+            self.index.merge_from(other.index, 0)
+        finally:
+            for store in (self, other):
+                if store._hashtable:
+                    store.ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+
     def compact(self) -> None:
         """Nothing to do: IVF removals are physical."""
 

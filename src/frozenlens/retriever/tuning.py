@@ -75,13 +75,7 @@ def held_out_queries(chunks: Chunks, n: int, count: int, dim: int, seed: int = 0
     """float32 (q, dim): ``count`` random stored vectors, each moved by about the typical
     nearest-neighbour distance of the collection (see module doc)."""
     rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(n, size=min(count, n), replace=False))
-    out, seen = [], 0
-    for _, x in chunks():
-        local = pick[(pick >= seen) & (pick < seen + len(x))] - seen
-        out.append(x[local])
-        seen += len(x)
-    q = np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)
+    q = pick(chunks, np.sort(rng.choice(n, size=min(count, n), replace=False)), dim)
     if len(q) == 0 or n < 2:
         return np.ascontiguousarray(q)
     d, _ = exact_top_k(np.ascontiguousarray(q), chunks, 2, metric, with_scores=True)
@@ -183,25 +177,42 @@ def measure(index: VectorIndex, chunks: Chunks, policy: AutoPolicy, *, seed: int
                   len(q), recall >= policy.target_recall, round(time.perf_counter() - start, 3))
 
 
-def build(factory: str, dim: int, chunks: Chunks, *, metric: str = "ip") -> VectorIndex:
-    """A new index of ``factory`` holding every stored vector.
+def build(factory: str, dim: int, chunks: Chunks, *, metric: str = "ip", shard: int | None = None,
+          seed: int = 0) -> VectorIndex:
+    """A new index of ``factory`` holding every stored vector (``chunks()`` may be called several times).
 
-    A trainable factory is trained on a random sample of *all* the vectors
-    (not the first ones); other factories take the vectors chunk by chunk.
+    A trainable factory is trained on a random sample of *all* the vectors (never the first
+    ones), then the vectors are added chunk by chunk; with ``shard`` (IVF only), each ``shard``
+    vectors fill a shard (:meth:`VectorIndex.empty_like`) that is merged into the index with
+    FAISS ``merge_from`` -- the way shards built elsewhere are combined. Below the training
+    threshold the vectors stay in the exact fallback.
     """
     index = VectorIndex.create(dim, factory, metric=metric)
-    if index.is_trained:
+    n = sum(len(ids) for ids, _ in chunks())
+    if not index.is_trained and n >= index.train_threshold:
+        rng = np.random.default_rng(seed)
+        index.train(pick(chunks, np.sort(rng.choice(n, min(n, index.train_sample_size), replace=False)), dim))
+    if shard is None or index.nprobe is None or not index.is_trained:
         for ids, x in chunks():
             index.add(ids, x)
         return index
-    all_ids, all_x = _concat(chunks())
-    if all_ids.size:
-        index.add(all_ids, all_x)  # reaching the threshold trains on a random sample of these
+    part, filled = index.empty_like(), 0
+    for ids, x in chunks():
+        part.add(ids, x)
+        filled += len(ids)
+        if filled >= shard:
+            index.merge(part)
+            part, filled = index.empty_like(), 0
+    if filled:
+        index.merge(part)
     return index
 
 
-def _concat(parts: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    got = list(parts)
-    if not got:
-        return np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
-    return np.concatenate([i for i, _ in got]), np.concatenate([x for _, x in got])
+def pick(chunks: Chunks, positions: np.ndarray, dim: int) -> np.ndarray:
+    """float32 (len(positions), dim): the vectors at sorted ``positions`` of the chunk sequence."""
+    out, seen = [], 0
+    for _, x in chunks():
+        local = positions[(positions >= seen) & (positions < seen + len(x))] - seen
+        out.append(x[local])
+        seen += len(x)
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), np.float32)

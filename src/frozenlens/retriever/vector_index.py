@@ -53,6 +53,7 @@ from frozenlens.retriever._checks import as_ids, as_matrix, as_top_k, isin_sorte
 from frozenlens.retriever._stores import (
     METRICS,
     IdMapStore,
+    IvfStore,
     ReconstructUnsupported,
     Store,
     disable_polysemous_training,
@@ -270,6 +271,45 @@ class VectorIndex:
         self._fallback = None
         log.info("trained %r on %d of %d vectors in %.1f s", self.factory, len(sample), len(x),
                  time.perf_counter() - start)
+
+    @property
+    def train_sample_size(self) -> int:
+        """How many vectors training uses at most (``256 * K``, see module doc)."""
+        return max_training_points(self._main.index)
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train an empty trainable index on float (m, dim) ``sample`` now (the caller draws it at
+        random from the whole collection), so adds go straight to the real index."""
+        x = as_matrix(sample, self.dim, "sample", IndexInputError)
+        with self._lock:
+            if self._fallback is None or len(self):
+                raise IndexInputError("train() wants an empty, untrained index")
+            self._main.index.train(x)
+            self._fallback = None
+
+    def empty_like(self) -> VectorIndex:
+        """An empty index sharing this trained index's training (a shard to fill and :meth:`merge`)."""
+        with self._lock:
+            if not self.is_trained or not isinstance(self._main, IvfStore):
+                raise IndexInputError(f"shards need a trained IVF index, not {self!r}")
+            clone = make_store(faiss.clone_index(self._main.index))
+            clone.remove(clone.stored_ids())
+            clone.nprobe = self._main.nprobe
+        return VectorIndex(self.dim, self.factory, self.metric, train_threshold=self.train_threshold,
+                           use_gpu=self._use_gpu, main=clone)
+
+    def merge(self, shard: VectorIndex) -> None:
+        """Move every vector of ``shard`` (from :meth:`empty_like`, disjoint ids) into this index
+        with FAISS ``merge_from`` (inverted lists appended, nothing re-encoded); ``shard`` ends empty."""
+        with self._lock, shard._lock:
+            if not isinstance(self._main, IvfStore) or not isinstance(shard._main, IvfStore) or not shard.is_trained:
+                raise IndexInputError("merge needs two trained IVF indexes")
+            if np.any(isin_sorted(self._ids, shard._ids)):
+                raise IndexInputError("the shard holds ids already in the index")
+            self._main.merge_from(shard._main)
+            self._ids = np.sort(np.concatenate([self._ids, shard._ids]), kind="stable")
+            shard._ids = np.zeros(0, np.int64)
+            self._gpu_index = None
 
     def _new_main_like(self, old: Store) -> Store:
         new = self._new_main()
