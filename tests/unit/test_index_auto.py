@@ -36,7 +36,8 @@ POLICY = AutoPolicy(1 << 40, target_recall=0.95, queries=100)
 def test_tiers_follow_size_and_memory():
     assert recommend_factory(0, 512) == "Flat"
     assert recommend_factory(0, 5120) == "SQfp16"
-    assert recommend_factory(1_000_001, 512) == "HNSW32"
+    assert recommend_factory(100_000, 512) == "Flat" and recommend_factory(1_000_000, 512) == "HNSW32"
+    assert recommend_factory(10_000, 5120) == "SQfp16" and recommend_factory(10_001, 5120) == "HNSW32"
     # 500k x 512 exact needs ~1 GB: a 100 MB budget falls through HNSW to IVF-PQ with the widest codes that fit
     small = AutoPolicy(100 << 20)
     assert recommend_factory(500_000, 512, small) == "OPQ64,IVF2048,PQ64"
