@@ -26,7 +26,7 @@ def test_auto_index_crosses_a_tier_and_reports_recall(tmp_path, testdata, capsys
 
     assert cli.main(["index", str(first), "--index", str(index), "--no-progress"]) == 0
     with Engine.open(index) as engine:
-        assert engine.spaces["semantic"].factory == "Flat"  # 8 <= exact_max: exact, nothing tuned
+        assert engine.spaces["semantic"].factory == "SQfp16"  # 8 <= exact_max: exact, nothing tuned
         assert tunings_of(engine.store.get_meta()) == {}
 
     assert cli.main(["index", str(photos), "--index", str(index), "--no-progress"]) == 0

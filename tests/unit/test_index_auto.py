@@ -34,9 +34,9 @@ POLICY = AutoPolicy(1 << 40, target_recall=0.95, queries=100)
 
 
 def test_tiers_follow_size_and_memory():
-    assert recommend_factory(0, 512) == "Flat"
+    assert recommend_factory(0, 512) == "SQfp16"
     assert recommend_factory(0, 5120) == "SQfp16"
-    assert recommend_factory(100_000, 512) == "Flat" and recommend_factory(1_000_000, 512) == "HNSW32"
+    assert recommend_factory(100_000, 512) == "SQfp16" and recommend_factory(1_000_000, 512) == "HNSW32"
     assert recommend_factory(10_000, 5120) == "SQfp16" and recommend_factory(10_001, 5120) == "HNSW32"
     # 500k x 512 exact needs ~1 GB: a 100 MB budget falls through HNSW to IVF-PQ with the widest codes that fit
     small = AutoPolicy(100 << 20)
@@ -44,8 +44,10 @@ def test_tiers_follow_size_and_memory():
     assert recommend_factory(500_000, 512, AutoPolicy(20 << 20)) == "OPQ16,IVF2048,PQ16"
     # forced small tiers (what the integration test uses)
     tiny = AutoPolicy(1 << 30, exact_max=10, hnsw_max=100)
-    assert [recommend_factory(n, 64, tiny) for n in (10, 11, 100, 101)] == ["Flat", "HNSW32", "HNSW32",
+    assert [recommend_factory(n, 64, tiny) for n in (10, 11, 100, 101)] == ["SQfp16", "HNSW32", "HNSW32",
                                                                              "OPQ16,IVF32,PQ16"]
+    assert factory_for("flat", 10**9, 64) == "Flat"  # the name means Flat; auto's exact tier is SQfp16
+    assert factory_for("auto", 10, 64) == "SQfp16"
     assert factory_for("flat", 10**9, 64) == "Flat" and factory_for("hnsw", 0, 64) == "HNSW32"
     assert factory_for("IVF64,SQ8", 0, 64) == "IVF64,SQ8" and factory_for("ivfpq", 0, 64) == ivfpq_factory(10**6, 64)
     for n in (0, 50, 5_000, 2_000_000, 50_000_000):

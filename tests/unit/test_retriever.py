@@ -557,8 +557,8 @@ def test_gpu_replica_is_used_and_refreshed(small, monkeypatch, caplog):
 
 
 def test_recommend_factory():
-    assert recommend_factory(0, 512) == "Flat"
-    assert recommend_factory(100_000, 512) == "Flat"
+    assert recommend_factory(0, 512) == "SQfp16"
+    assert recommend_factory(100_000, 512) == "SQfp16"
     assert recommend_factory(100_001, 512) == "HNSW32"  # exact costs ~9 ms per query at 100k x 512
     assert recommend_factory(5_000_000, 512) == "HNSW32"
     assert recommend_factory(50_000_000, 512) == "OPQ64,IVF32768,PQ64"

@@ -6,17 +6,16 @@ autofaiss's ``get_optimal_index_keys_v2``: exact while it fits and is fast
 enough, a graph next, compressed IVF last; its numbers are re-derived here):
 
 * **exact** (``n <= exact_max`` and the codes fit the budget):
-  ``"SQfp16"`` for vectors of dim >= 640 (FLAME-wide), ``"Flat"`` below.
+  ``"SQfp16"``. The product feeds FAISS the float16 vectors its database
+  stores, so ``SQfp16`` is lossless for them (recall exactly Flat's) at half
+  the bytes, and faster one query at a time: 0.61-0.70x Flat's query time at
+  n >= 20k for H = 640 ... 5120 (docs/benchmarks.md, "Wide vectors") and
+  1.9x / 2.4x Flat's batch-1 QPS at 100k / 1M x 512 ("Index types"). Batches
+  of 256 are faster on Flat (BLAS), but searches come one query at a time.
   ``exact_max`` defaults to ``EXACT_WORK // dim`` (100k vectors at 512-d):
-  measured in ``bench/bench_index_types.py``, one query over 100k x 512 takes
-  ~9 ms on one core (Flat; SQfp16 ~5 ms), the 10 ms target of issue 14, and
-  exact time grows with n * d; at 1M it is ~10x that. The
-  product feeds FAISS the float16 vectors its database stores, so ``SQfp16``
-  is lossless for them: the wide-vector benchmark (docs/benchmarks.md, "Wide
-  vectors") measured exactly Flat's recall at half the bytes and 0.61-0.70x
-  Flat's query time at n >= 20k for H = 640 ... 5120. Below 640 dims that
-  speed-up was not measured, so Flat stays (``bench/bench_index_types.py``
-  compares both at 512).
+  one query over 100k x 512 takes ~9 ms on one core with Flat, ~5 ms with
+  SQfp16 (the 10 ms target of issue 14, with a margin for these noisy
+  machines), and exact time grows with n * d (1M x 512: 127 / 54 ms).
 * **graph** (``n <= hnsw_max``, default 10M, and ``4*d + 8 + 2*M*4`` bytes
   per vector fit): ``"HNSW32"``; ``efSearch`` is tuned to a target recall
   (100k x 512: efSearch 64 for recall@10 0.96 at ~0.2 ms per query).
@@ -54,8 +53,6 @@ INDEX_TYPES = {
 EXACT_WORK = 100_000 * 512
 HNSW_MAX = 10_000_000
 HNSW_M = 32
-#: the exact tier switches to SQfp16 from this dimension (where its speed-up was measured)
-SQFP16_MIN_DIM = 640
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
           "g": 1 << 30, "gb": 1 << 30, "t": 1 << 40, "tb": 1 << 40}
 
@@ -118,14 +115,15 @@ class AutoPolicy:
 def bytes_per_vector(tier: str, dim: int, m: int = 0) -> int:
     """Approximate RAM per vector of a tier (codes + id + structure)."""
     if tier == "exact":
-        return (2 if dim >= SQFP16_MIN_DIM else 4) * dim + 8
+        return 2 * dim + 8
     if tier == "hnsw":
         return 4 * dim + 8 + 2 * HNSW_M * 4
     return m + 16  # PQ codes, the id in the inverted list, its hashtable entry
 
 
 def exact_factory(dim: int) -> str:
-    return "SQfp16" if dim >= SQFP16_MIN_DIM else "Flat"
+    """The exact tier's factory (any ``dim``: see the module doc)."""
+    return "SQfp16"
 
 
 def ivfpq_factory(n: int, dim: int, memory_budget: int | None = None) -> str:

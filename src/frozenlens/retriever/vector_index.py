@@ -6,8 +6,8 @@ non-negative; -1 marks an empty result slot). Arrays in, arrays out.
 
 Choosing a factory string by collection size N: :func:`recommend_factory`
 (module :mod:`.choice`, the one owner of that rule and of the ``--index-type``
-names): exact (``"Flat"``, or ``"SQfp16"`` for vectors of dim >= 640, which is
-lossless for the float16 vectors the product stores) while one query costs
+names): exact (``"SQfp16"``, lossless for the float16 vectors the product
+stores, half Flat's bytes and faster per query) while one query costs
 ~10 ms on a core (100k vectors at 512-d), ``"HNSW32"`` up to 10M, ``"OPQ{m},IVF{nlist},PQ{m}"`` beyond, each within a
 memory budget. HNSW cannot delete: removals are tombstones filtered at search
 time and the graph is rebuilt once half of it is dead; ``ef_search`` (default
