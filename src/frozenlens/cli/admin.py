@@ -28,8 +28,12 @@ def cmd_info(args: argparse.Namespace, index_dir: str) -> int:
                     print(f"{f.reason:16s} {to_text(f.path)}: {f.message}")
             return 0
         stats = engine.stats()
+        recall = engine.measure_recall() if args.recall else None
     if args.json:
-        print(json.dumps(stats.to_json(), indent=2, default=str))
+        out = stats.to_json()
+        if recall is not None:
+            out["recall"] = {space: t.to_json() for space, t in recall.items()}
+        print(json.dumps(out, indent=2, default=str))
         return 0
     enc = stats.encoder
     print(f"index:      {to_text(str(stats.index_dir))}")
@@ -44,6 +48,12 @@ def cmd_info(args: argparse.Namespace, index_dir: str) -> int:
         cams = ", ".join(f"{c} ({n})" for c, n in list(stats.cameras.items())[:8])
         print(f"cameras:    {cams}")
     print(f"disk:       {stats.bytes_on_disk / 1e6:.1f} MB")
+    for space, t in (recall or {}).items():
+        knob = f", {t.knob}={t.value}" if t.knob else ""
+        print(f"recall:     {space}: recall@{t.k} {t.recall:.3f} vs exact ({t.factory}{knob}; "
+              f"{t.queries} held-out queries over {t.n} vectors; target {t.target:g})")
+    if recall == {}:
+        print("recall:     the index holds no image vectors yet")
     return 0
 
 

@@ -7,6 +7,7 @@ import os
 
 from ..errors import QueryError
 from ..paths import to_text
+from ..retriever.choice import AutoPolicy, default_memory_budget
 from .progress import IndexBar, wanted
 
 #: how the index summary names each reason the scan skipped something
@@ -23,6 +24,11 @@ def _weights(path: str | None) -> dict[str, object] | None:
     return {"weights": os.path.abspath(path)} if path else None
 
 
+def _policy(args: argparse.Namespace) -> AutoPolicy:
+    """The ``auto`` policy of a new index from ``--memory-budget`` and ``--target-recall``."""
+    return AutoPolicy(args.memory_budget or default_memory_budget(), args.target_recall)
+
+
 def cmd_index(args: argparse.Namespace, index_dir: str) -> int:
     from ..engine import Engine
 
@@ -32,8 +38,8 @@ def cmd_index(args: argparse.Namespace, index_dir: str) -> int:
     if args.captions and not os.path.isfile(args.captions):
         raise QueryError(f"captions manifest not found: {args.captions}")
     engine = Engine.open(
-        index_dir, encoder=args.encoder, create=True, factory=args.factory, database_url=args.database_url,
-        encoder_options=_weights(args.weights),
+        index_dir, encoder=args.encoder, create=True, factory=args.index_type, database_url=args.database_url,
+        encoder_options=_weights(args.weights), index_policy=_policy(args),
     )
     with engine:
         bar = IndexBar() if wanted(args.no_progress, forced_by_env=True) else None

@@ -17,6 +17,7 @@ import os
 from .. import __version__
 from ..request import FUSIONS, MAX_K, SORTS, SearchRequest
 from ..reranker.options import DEFAULT_PRESET, PRESETS, TrainingData, TrainOptions
+from ..retriever.choice import INDEX_TYPES
 from ..server.settings import ServerSettings
 
 ENV_INDEX = "FROZENLENS_INDEX"
@@ -28,6 +29,26 @@ def default_index_dir() -> str:
         return os.environ[ENV_INDEX]
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(base, "frozenlens", "index")
+
+
+def _memory(text: str) -> int:
+    from ..errors import IndexInputError
+    from ..retriever.choice import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except IndexInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _recall(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"recall must be in (0, 1], got {text!r}")
+    return value
 
 
 def _date(text: str) -> dt.datetime | dt.date:
@@ -111,7 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", metavar="PATH", default=None,
         help="local weights file for the encoder (offline use); recorded in the index",
     )
-    p.add_argument("--factory", default=None, help="FAISS factory string for a new index (default: Flat)")
+    types = "; ".join(f"{name}: {what}" for name, what in INDEX_TYPES.items())
+    p.add_argument(
+        "--index-type", "--factory", dest="index_type", default=None, metavar="TYPE",
+        help=f"vector index type of a new index (default: flat) -- {types}; or a FAISS factory string",
+    )
+    p.add_argument("--memory-budget", type=_memory, default=None, metavar="SIZE",
+                   help="RAM the vector index may use, for --index-type auto (e.g. 4GB; default: half the RAM)")
+    p.add_argument("--target-recall", type=_recall, default=0.95, metavar="R",
+                   help="recall@10 vs exact search that nprobe/efSearch are tuned to reach (default 0.95)")
     p.add_argument(
         "--database-url", default=None, metavar="URL",
         help="SQLAlchemy URL of the metadata database for a new index (default: SQLite file in the index directory)",
@@ -255,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show what an index contains", description="Counts, encoder and index details; --errors lists files that failed.")
     add_index_arg(p)
     p.add_argument("--errors", action="store_true", help="list files that could not be indexed, with reasons")
+    p.add_argument("--recall", action="store_true",
+                   help="measure recall@10 vs exact search on held-out queries (stored vectors, perturbed)")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
     p = sub.add_parser(

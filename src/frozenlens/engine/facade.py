@@ -23,21 +23,22 @@ from typing import TYPE_CHECKING, Self
 from ..errors import (
     EncoderMismatchError,
     ImageNotFoundError,
-    QueryError,
-    ScanRootNotFoundError,
 )
 from ..indexer.lock import IndexLock
 from ..models.base import Encoder, EncoderIdentity
 from ..models.registry import create_encoder
 from ..progress import ProgressCallback
 from ..request import DEFAULT_K, DEFAULT_RERANK_CANDIDATES, MAX_K, SearchRequest
+from ..retriever.choice import AutoPolicy
 from ..retriever.spaces import VectorSpaces
+from ..retriever.tuning import Tuning
 from ..store import DUPLICATE, INDEXED, ImageRecord, Store
 from ..types import STAT_COUNTS, FailedFile, Hit, IndexReport, IndexStats, SearchFilters
 from . import search as steps
 from .arguments import search_request, similar_request
 from .disk_full import stop_on_full_disk
 from .index_dir import IDENTITY_KEY, indexed_roots, record_roots, remove_leftovers
+from .index_type import TUNING_KEY, adapt_index, measure_recall
 from .media import THUMB_SIZE, PhotoFiles, prune_thumbnails
 from .opening import DEFAULT_FACTORY, identity_of, open_index, options_json
 from .ranking import date_sorted
@@ -106,6 +107,7 @@ class Engine:
         database_url: str | None = None,
         factory: str | None = None,
         encoder_options: dict[str, object] | None = None,
+        index_policy: AutoPolicy | None = None,
     ) -> Engine:
         """Open an index directory (``create=True`` makes a new one if absent).
 
@@ -115,10 +117,11 @@ class Engine:
         database_url: SQLAlchemy URL of the metadata database (default: SQLite
             file ``frozenlens.db`` in the index directory). Stored in the
             directory's marker so later opens find it.
-        factory: FAISS factory string for a new index (default exact ``Flat``).
+        factory: index type of a new index (``"auto"``, ``"flat"``, ... or a FAISS factory string; default
+            ``Flat``); index_policy: its memory budget and target recall (see :mod:`.index_type`).
         """
         found = open_index(index_dir, encoder=encoder, create=create, database_url=database_url, factory=factory,
-                           encoder_options=encoder_options)
+                           encoder_options=encoder_options, index_policy=index_policy)
         return cls(found.root, found.store, found.meta, found.encoder, found.encoder_options, read_only=found.read_only)
 
     def close(self) -> None:
@@ -144,10 +147,8 @@ class Engine:
                 if self._encoder is None:
                     enc = create_encoder(self.identity.name, **self._encoder_options)
                     if enc.identity != self.identity:
-                        raise EncoderMismatchError(
-                            f"index was built with {self.identity.describe()}, "
-                            f"installed encoder is {enc.identity.describe()}"
-                        )
+                        raise EncoderMismatchError(f"index was built with {self.identity.describe()}, "
+                                                   f"installed encoder is {enc.identity.describe()}")
                     self._encoder = enc
         return self._encoder
 
@@ -202,6 +203,9 @@ class Engine:
         if gen == self._generation:
             return
         meta = self.store.get_meta()
+        if meta.get(TUNING_KEY) != self._meta.get(TUNING_KEY):  # another writer rebuilt or re-tuned
+            self._meta = meta
+            self._spaces = self._open_spaces()
         if meta.get("vectors_epoch", "0") != self._meta.get("vectors_epoch", "0"):
             old = self.identity
             self._meta = meta
@@ -230,34 +234,22 @@ class Engine:
     ) -> IndexReport:
         """Index (or update) the photos under ``paths``; see :mod:`frozenlens.indexer.pipeline`.
 
-        ``engine="ray"`` decodes and encodes on Ray (started here, or the
-        cluster at ``address``: ``"auto"`` or ``"ray://host:port"``); see
-        :mod:`frozenlens.indexer.ray_engine`. The commits are the same.
+        ``engine="ray"`` decodes and encodes on Ray (started here, or the cluster at ``address``:
+        ``"auto"``/``"ray://host:port"``; :mod:`frozenlens.indexer.ray_engine`), with the same commits.
 
-        Symlinks are followed only while they stay inside ``paths``
-        (``follow_links=True`` follows all of them); the others are skipped and
-        counted in ``IndexReport.not_scanned["outside-roots"]``.
+        Symlinks are followed only inside ``paths`` (``follow_links=True``: all); the others are
+        skipped and counted in ``IndexReport.not_scanned["outside-roots"]``.
 
-        Raises :class:`IndexLockedError` if another process is indexing into
-        this directory (or, on PostgreSQL, into its database), ``FileNotFoundError``-like :class:`FrozenLensError`s
-        for missing roots, :class:`ManifestError` for a malformed manifest.
+        Raises :class:`IndexLockedError` if another process indexes into this directory (or its
+        PostgreSQL database), :class:`ScanRootNotFoundError`, :class:`ManifestError`.
         """
         from ..indexer.pipeline import IndexOptions
-        from .indexing import build_indexer
+        from .indexing import build_indexer, check_roots
 
         self.require_writable("indexing")
-        if not paths:
-            raise QueryError("no paths to index")
-        for p in paths:
-            if not os.path.exists(p):
-                raise ScanRootNotFoundError(f"path does not exist: {p}")
-        options = IndexOptions(
-            batch_size=batch_size,
-            workers=workers,
-            checkpoint_seconds=checkpoint_seconds,
-            captions_manifest=str(captions) if captions else None,
-            follow_links=follow_links,
-        )
+        check_roots(paths)
+        options = IndexOptions(batch_size=batch_size, workers=workers, checkpoint_seconds=checkpoint_seconds,
+                               captions_manifest=str(captions) if captions else None, follow_links=follow_links)
         with stop_on_full_disk(self.store, self.index_dir), IndexLock(self.index_dir), self.store.writer_lock():
             spaces = self.sync()  # reconciles: repairs whatever a crash left
             encoder = self.encoder
@@ -266,6 +258,8 @@ class Engine:
                 indexer = build_indexer(engine, self.store, spaces, encoder, options, progress, address=address,
                                         encoder_name=self.identity.name, encoder_options=self._encoder_options)
                 report = indexer.run([str(p) for p in paths])
+                adapt_index(self.store, self._meta, spaces, self._meta.get("factory", DEFAULT_FACTORY))
+                self._meta = self.store.get_meta()
                 self._generation = self.store.generation()
             spaces.remove_stale_files()  # and the other files of interrupted runs:
             remove_leftovers(self.index_dir)
@@ -492,6 +486,12 @@ class Engine:
             created_at=self._meta.get("created_at"),
             cameras=dict(self.store.cameras()),
         )
+
+    def measure_recall(self, queries: int | None = None) -> dict[str, Tuning]:
+        """Recall@10 vs exact of the image spaces, by space (see :mod:`frozenlens.retriever.tuning`)."""
+        spaces = self.sync()
+        with self._rw.read():
+            return measure_recall(self.store, self._meta, spaces, queries)
 
     def errors(self) -> list[FailedFile]:
         """Files that could not be indexed, with the reason."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..errors import QueryError
+import os
+from collections.abc import Sequence
+
+from ..errors import QueryError, ScanRootNotFoundError
 from ..indexer.pipeline import Indexer, IndexOptions
 from ..models.base import Encoder
 from ..progress import ProgressCallback
@@ -11,6 +14,15 @@ from ..store import Store
 
 #: values of ``Engine.index(engine=...)`` and ``frozenlens index --engine``
 INDEX_ENGINES: tuple[str, ...] = ("local", "ray")
+
+
+def check_roots(paths: Sequence[str | os.PathLike[str]]) -> None:
+    """Raise :class:`QueryError` for no paths, :class:`ScanRootNotFoundError` for a missing one."""
+    if not paths:
+        raise QueryError("no paths to index")
+    for p in paths:
+        if not os.path.exists(p):
+            raise ScanRootNotFoundError(f"path does not exist: {p}")
 
 
 def build_indexer(

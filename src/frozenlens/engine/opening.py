@@ -18,8 +18,10 @@ from pathlib import Path
 from ..errors import EncoderMismatchError, IndexNotFoundError
 from ..models.base import Encoder, EncoderIdentity
 from ..models.registry import create_encoder
+from ..retriever.choice import AutoPolicy
 from ..store import Store
 from .index_dir import ensure_identity
+from .index_type import POLICY_KEY
 from .readonly import open_store
 
 DEFAULT_ENCODER = "lite"
@@ -51,6 +53,7 @@ def open_index(
     database_url: str | None = None,
     factory: str | None = None,
     encoder_options: dict[str, object] | None = None,
+    index_policy: AutoPolicy | None = None,
 ) -> OpenedIndex:
     """Open (``create=True``: or initialise) the index at ``index_dir``; arguments as :meth:`Engine.open`."""
     root = Path(index_dir).expanduser().absolute()
@@ -70,6 +73,7 @@ def open_index(
                 "dim": str(ident.dim),
                 "visual_dim": str(ident.visual_dim),
                 "factory": factory or DEFAULT_FACTORY,
+                POLICY_KEY: json.dumps((index_policy or AutoPolicy.default()).to_json()),
                 "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             }
         )

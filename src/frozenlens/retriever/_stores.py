@@ -93,14 +93,27 @@ def codebook_size(index: faiss.Index) -> int:
     return k
 
 
+def transform_points(index: faiss.Index) -> int:
+    """Points the pre-transforms need: ``2 * d_in`` for a PCA (a full-rank
+    covariance, so a PCA to any output size can train), else 0."""
+    need = 0
+    for c in components(index):
+        if isinstance(c, faiss.IndexPreTransform):
+            for i in range(c.chain.size()):
+                t = faiss.downcast_VectorTransform(c.chain.at(i))
+                if isinstance(t, faiss.PCAMatrix):
+                    need = max(need, 2 * int(t.d_in))
+    return need
+
+
 def training_threshold(index: faiss.Index) -> int:
-    """``max(39 * K, 1024)`` where K is the largest codebook (nlist, 2**nbits)."""
-    return max(MIN_POINTS_PER_CENTROID * codebook_size(index), MIN_TRAIN_POINTS)
+    """``max(39 * K, 1024, PCA needs)`` where K is the largest codebook (nlist, 2**nbits)."""
+    return max(MIN_POINTS_PER_CENTROID * codebook_size(index), MIN_TRAIN_POINTS, transform_points(index))
 
 
 def max_training_points(index: faiss.Index) -> int:
-    """Beyond ``256 * K`` points FAISS k-means subsamples anyway."""
-    return max(MAX_POINTS_PER_CENTROID * codebook_size(index), MIN_TRAIN_POINTS)
+    """Beyond ``256 * K`` points FAISS k-means subsamples anyway (a PCA wants ``2 * d_in``)."""
+    return max(MAX_POINTS_PER_CENTROID * codebook_size(index), MIN_TRAIN_POINTS, transform_points(index))
 
 
 def disable_polysemous_training(index: faiss.Index) -> None:
@@ -331,6 +344,21 @@ class IvfStore:
             return
         sel, _keep = _id_selector_array(ids)  # the hashtable map wants an array
         self.index.remove_ids(sel)
+
+    def merge_from(self, other: IvfStore) -> None:
+        """Append ``other``'s inverted lists (same training, disjoint ids); ``other`` ends empty.
+
+        FAISS merges no direct map, so the hashtables are dropped for the merge and rebuilt.
+        """
+        for store in (self, other):
+            if store._hashtable:
+                store.ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+        try:
+            self.index.merge_from(other.index, 0)
+        finally:
+            for store in (self, other):
+                if store._hashtable:
+                    store.ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
 
     def compact(self) -> None:
         """Nothing to do: IVF removals are physical."""

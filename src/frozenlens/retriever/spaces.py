@@ -16,18 +16,24 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import IndexCorruptError, VectorFileMismatchError
 from ..store import Delta, Store
+from .choice import AUTO, AutoPolicy, factory_for
+from .tuning import Chunks, Tuning, build, measure, tune
 from .vector_index import VectorIndex
 
 log = logging.getLogger("frozenlens.spaces")  # the name it had before moving here: users' logging settings keep working
 
 SPACES = ("semantic", "visual", "caption")
+#: the spaces whose index type follows the index's setting (captions stay exact)
+IMAGE_SPACES = ("semantic", "visual")
 _RECONCILE_CHUNK = 4096
+_READ_CHUNK = 65536
 
 
 class VectorSpaces:
@@ -65,13 +71,19 @@ class VectorSpaces:
         dimension, and — with ``owner``, the index's identity — a valid file
         of another index (``<name>.foreign-<UTC time>``). A file saved before
         files recorded their owner is accepted (and records it when next saved).
+
+        ``factory`` is a FAISS factory string or an index-type name
+        (:data:`~frozenlens.retriever.choice.INDEX_TYPES`); a name starts an
+        empty space at the type it means for an empty collection (``auto``:
+        exact) and :meth:`adapt` re-decides as the collection grows.
         """
         indexes: dict[str, VectorIndex] = {}
         for space in SPACES:
             path = index_dir / cls.file_name(space, epoch)
             loaded = _load_usable(path, dims[space], owner) if path.exists() else None
             # captions are few per image: exact search is always affordable
-            indexes[space] = loaded or VectorIndex.create(dims[space], factory if space != "caption" else "Flat")
+            wanted = factory_for(factory, 0, dims[space]) if space != "caption" else "Flat"
+            indexes[space] = loaded or VectorIndex.create(dims[space], wanted)
         return cls(index_dir, indexes, dims, epoch, owner)
 
     def __getitem__(self, space: str) -> VectorIndex:
@@ -131,6 +143,50 @@ class VectorSpaces:
         if removed:
             log.info("removed stale vector files from %s: %s", self.index_dir, ", ".join(sorted(removed)))
         return removed
+
+    def chunks(self, store: Store, space: str) -> Chunks:
+        """The database's ``(ids, float32 vectors)`` of ``space``, in chunks (the ground truth)."""
+        dim = self.dims[space]
+
+        def read() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            ids = store.vector_ids(space)
+            for i in range(0, ids.size, _READ_CHUNK):
+                part = ids[i : i + _READ_CHUNK]
+                yield part, store.vectors(space, part.tolist(), dim)
+
+        return read
+
+    def adapt(self, store: Store, index_type: str, policy: AutoPolicy,
+              previous: dict[str, dict[str, object]] | None = None) -> dict[str, Tuning]:
+        """Re-decide and re-tune the image spaces for their current size (call with the writer lock,
+        after :meth:`reconcile`); returns the new tunings by space (spaces left as they were are absent).
+
+        ``auto`` rebuilds a space as the type :func:`~frozenlens.retriever.choice.recommend_factory`
+        now picks when that differs (trained on a random sample of all stored vectors); any
+        approximate space is re-tuned to ``policy.target_recall`` when it was rebuilt, never tuned
+        (``previous``: the recorded tunings) or has doubled since. The caller saves the spaces
+        (atomically) and records the tunings.
+        """
+        done: dict[str, Tuning] = {}
+        for space in IMAGE_SPACES:
+            index, dim = self.indexes[space], self.dims[space]
+            want = factory_for(index_type, len(index), dim, policy) if index_type == AUTO else index.factory
+            chunks = self.chunks(store, space)
+            rebuilt = want != index.factory
+            if rebuilt:
+                log.info("space %s: %d vectors, switching %r -> %r", space, len(index), index.factory, want)
+                index = self.indexes[space] = build(want, dim, chunks, metric=index.metric)
+            last = (previous or {}).get(space) or {}
+            grown = len(index) >= 2 * int(last.get("n", 0) or 0) or last.get("factory") != index.factory
+            approximate = index.is_trained and (index.nprobe is not None or index.ef_search is not None)
+            if approximate and len(index) and (rebuilt or grown):
+                done[space] = tune(index, chunks, policy)
+        return done
+
+    def measure_recall(self, store: Store, policy: AutoPolicy) -> dict[str, Tuning]:
+        """Recall@k vs exact of each image space as searched now, on held-out queries."""
+        return {space: measure(self.indexes[space], self.chunks(store, space), policy)
+                for space in IMAGE_SPACES if len(self.indexes[space])}
 
     def sizes(self) -> dict[str, int]:
         return {space: len(self.indexes[space]) for space in SPACES}

@@ -4,27 +4,25 @@ Vectors are L2-normalised float32, so the default inner-product metric is the
 cosine similarity. Ids are the database primary keys of the images (int64,
 non-negative; -1 marks an empty result slot). Arrays in, arrays out.
 
-Choosing a factory string by collection size N (see :func:`recommend_factory`):
-
-* ``"Flat"`` -- exact brute force. Right up to ~1M vectors on CPU (1M x 512-d
-  is 2 GiB of RAM and tens of ms per query); supports every operation.
-* ``"HNSW32"`` -- graph search for low latency at ~1M-10M vectors. Costs
-  about 256 extra bytes per vector for the graph and minutes to build; FAISS
-  cannot delete from HNSW, so removals are tombstones filtered at search time
-  and the graph is rebuilt once half of it is dead. ``ef_search`` (default
-  128) trades speed for recall.
-* ``"IVF{nlist},PQ{m}"`` with nlist ~ 4*sqrt(N) -- compressed (m bytes per
-  vector) for 10M+ vectors; ``"OPQ{m},IVF{nlist},PQ{m}"`` rotates first for
-  better accuracy; ``"IVF{nlist},Flat"`` keeps full vectors. ``nprobe``
-  (default ``min(nlist, max(8, 2*sqrt(nlist)))``) trades speed for recall.
+Choosing a factory string by collection size N: :func:`recommend_factory`
+(module :mod:`.choice`, the one owner of that rule and of the ``--index-type``
+names): exact (``"SQfp16"``, lossless for the float16 vectors the product
+stores, half Flat's bytes and faster per query) while one query costs
+~10 ms on a core (100k vectors at 512-d), ``"HNSW32"`` up to 10M, ``"OPQ{m},IVF{nlist},PQ{m}"`` beyond, each within a
+memory budget. HNSW cannot delete: removals are tombstones filtered at search
+time and the graph is rebuilt once half of it is dead; ``ef_search`` (default
+128) and IVF ``nprobe`` (default ``min(nlist, max(8, 2*sqrt(nlist)))``) trade
+speed for recall and are tuned to a target recall by :mod:`.tuning`.
 
 Trainable factories (IVF, PQ, OPQ, SQ ...) cannot search before they are
 trained. Until :attr:`VectorIndex.train_threshold` vectors are present they
 live in an exact Flat ``IndexIDMap2`` fallback; the ``add`` that reaches the
-threshold trains the real index on them (at most ``256 * K`` sampled vectors)
+threshold trains the real index on them (a random sample of at most ``256 * K`` of them, never the first ones)
 and moves them across. The threshold is ``max(39 * K, 1024)`` with K the
 largest codebook to fit (``nlist``, ``2**nbits`` of a PQ, 256 for OPQ):
 39 points per centroid is the minimum FAISS k-means accepts without warning.
+A PCA in the chain also needs at least ``2 * d_in`` points (a covariance of
+full rank, so any output dimension can train).
 
 Threads: FAISS's OpenMP thread count is left alone unless :func:`set_threads`
 or :func:`threads` is called, and both act on the *calling thread* only:
@@ -55,6 +53,7 @@ from frozenlens.retriever._checks import as_ids, as_matrix, as_top_k, isin_sorte
 from frozenlens.retriever._stores import (
     METRICS,
     IdMapStore,
+    IvfStore,
     ReconstructUnsupported,
     Store,
     disable_polysemous_training,
@@ -75,25 +74,6 @@ Accept = Callable[[np.ndarray], np.ndarray]
 def default_nprobe(nlist: int) -> int:
     """``min(nlist, max(8, 2*sqrt(nlist)))`` inverted lists per query."""
     return min(nlist, max(8, 2 * math.isqrt(nlist)))
-
-
-def recommend_factory(n: int, dim: int) -> str:
-    """A factory string for ``n`` vectors of dimension ``dim`` (see module doc).
-
-    ``"Flat"`` up to 1M, ``"HNSW32"`` up to 10M, else ``"IVF{nlist},PQ{m}"``
-    with nlist the power of two nearest ``4*sqrt(n)`` and m the largest
-    divisor of ``dim`` not above ``min(64, dim // 4)``.
-    """
-    if n < 0 or dim < 1:
-        raise IndexInputError(f"need n >= 0 and dim >= 1, got n={n}, dim={dim}")
-    if n <= 1_000_000:
-        return "Flat"
-    if n <= 10_000_000:
-        return "HNSW32"
-    nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
-    cap = max(1, min(64, dim // 4))
-    m = max(d for d in range(1, cap + 1) if dim % d == 0)
-    return f"IVF{nlist},PQ{m}"
 
 
 def set_threads(n: int) -> None:
@@ -210,6 +190,11 @@ class VectorIndex:
             self._gpu_index = None
 
     @property
+    def nlist(self) -> int:
+        """IVF inverted lists (0 when the factory has no IVF)."""
+        return self._main.nlist
+
+    @property
     def nprobe(self) -> int | None:
         """IVF lists visited per query (None when the factory has no IVF)."""
         return self._main.nprobe
@@ -286,6 +271,45 @@ class VectorIndex:
         self._fallback = None
         log.info("trained %r on %d of %d vectors in %.1f s", self.factory, len(sample), len(x),
                  time.perf_counter() - start)
+
+    @property
+    def train_sample_size(self) -> int:
+        """How many vectors training uses at most (``256 * K``, see module doc)."""
+        return max_training_points(self._main.index)
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train an empty trainable index on float (m, dim) ``sample`` now (the caller draws it at
+        random from the whole collection), so adds go straight to the real index."""
+        x = as_matrix(sample, self.dim, "sample", IndexInputError)
+        with self._lock:
+            if self._fallback is None or len(self):
+                raise IndexInputError("train() wants an empty, untrained index")
+            self._main.index.train(x)
+            self._fallback = None
+
+    def empty_like(self) -> VectorIndex:
+        """An empty index sharing this trained index's training (a shard to fill and :meth:`merge`)."""
+        with self._lock:
+            if not self.is_trained or not isinstance(self._main, IvfStore):
+                raise IndexInputError(f"shards need a trained IVF index, not {self!r}")
+            clone = make_store(faiss.clone_index(self._main.index))
+            clone.remove(clone.stored_ids())
+            clone.nprobe = self._main.nprobe
+        return VectorIndex(self.dim, self.factory, self.metric, train_threshold=self.train_threshold,
+                           use_gpu=self._use_gpu, main=clone)
+
+    def merge(self, shard: VectorIndex) -> None:
+        """Move every vector of ``shard`` (from :meth:`empty_like`, disjoint ids) into this index
+        with FAISS ``merge_from`` (inverted lists appended, nothing re-encoded); ``shard`` ends empty."""
+        with self._lock, shard._lock:
+            if not isinstance(self._main, IvfStore) or not isinstance(shard._main, IvfStore) or not shard.is_trained:
+                raise IndexInputError("merge needs two trained IVF indexes")
+            if np.any(isin_sorted(self._ids, shard._ids)):
+                raise IndexInputError("the shard holds ids already in the index")
+            self._main.merge_from(shard._main)
+            self._ids = np.sort(np.concatenate([self._ids, shard._ids]), kind="stable")
+            shard._ids = np.zeros(0, np.int64)
+            self._gpu_index = None
 
     def _new_main_like(self, old: Store) -> Store:
         new = self._new_main()

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""``Engine.search`` p50 over N synthetic photos with the ``auto`` index, unfiltered and filtered (SQLite).
+
+Usage::
+
+    PYTHONPATH=src .venv/bin/python bench/bench_engine_auto.py [--n 100000] [--queries 60]
+
+Rows are written through the store's own batched path (``Store.batch`` -> ``BatchWriter.add_image``, 256 per
+transaction): semantic vectors from the embedding-shaped generator of ``bench/bench_wide_vectors.py`` (512-d),
+random visual vectors, one of 8 cameras and a date one minute apart per photo. The index is created with
+``factory="auto"`` for the packaged ``lite`` encoder, so text queries are encoded for real (USE-multilingual, the
+query embedding is part of the latency). Filters: a date range holding ~10 % of the photos, a camera (1 of 8).
+Prints p50 / p90 latency in ms per kind of query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_wide_vectors import synthetic  # noqa: E402
+from common import log, percentile  # noqa: E402
+from frozenlens.engine import Engine  # noqa: E402
+from frozenlens.store import PhotoFields  # noqa: E402
+from frozenlens.types import SearchFilters  # noqa: E402
+
+CAMERAS = [("Canon", "EOS 5D"), ("Nikon", "D750"), ("Sony", "A7"), ("Fujifilm", "X-T3"), ("Olympus", "E-M5"),
+           ("Panasonic", "GH5"), ("Pentax", "K-1"), ("Leica", "Q2")]
+QUERIES = ["a dog on the beach", "Sonnenuntergang am Meer", "un chat sur un canapé", "montañas con nieve",
+           "a red car in the city", "bambini che giocano", "a bowl of soup", "kwiaty w ogrodzie"]
+
+
+def populate(engine: Engine, n: int, visual_dim: int) -> float:
+    start = time.perf_counter()
+    x, _ = synthetic(512, n, 1, seed=0)
+    rng = np.random.default_rng(1)
+    t0 = dt.datetime(2020, 1, 1)
+    for lo in range(0, n, 256):
+        with engine.store.batch() as w:
+            for i in range(lo, min(n, lo + 256)):
+                vis = rng.standard_normal(visual_dim).astype(np.float32)
+                make, model = CAMERAS[i % len(CAMERAS)]
+                w.add_image(path=f"/archive/{i // 1000:04d}/IMG_{i:07d}.jpg", size=3_000_000 + i,
+                            mtime_ns=1_600_000_000 * 10**9 + i, content_hash=f"{i:064x}", semantic=x[i],
+                            visual=vis / np.linalg.norm(vis),
+                            fields=PhotoFields(format="JPEG", width=4000, height=3000,
+                                               taken_at=t0 + dt.timedelta(minutes=i), taken_at_source="exif",
+                                               camera_make=make, camera_model=model),
+                            labels=[], captions=[], caption_sig="s", tokens=None)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--queries", type=int, default=60)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as d, Engine.open(Path(d) / "ix", create=True, factory="auto") as engine:
+        took = populate(engine, args.n, engine.identity.visual_dim)
+        log(f"wrote {args.n} rows in {took:.0f} s")
+        start = time.perf_counter()
+        engine.sync()
+        log(f"loaded the spaces in {time.perf_counter() - start:.0f} s: {engine.spaces['semantic']!r}")
+        t0 = dt.datetime(2020, 1, 1)
+        span = dt.timedelta(minutes=args.n // 10)
+        kinds = {"unfiltered": None,
+                 "date range (~10 %)": SearchFilters(after=t0 + span, before=t0 + 2 * span),
+                 "camera (1 of 8)": SearchFilters(camera="nikon")}
+        engine.search(QUERIES[0], k=10)  # loads the encoder
+        for name, filters in kinds.items():
+            times = []
+            for i in range(args.queries):
+                s = time.perf_counter()
+                hits = engine.search(QUERIES[i % len(QUERIES)] + f" {i}", k=10, filters=filters)
+                times.append((time.perf_counter() - s) * 1000)
+                assert len(hits) == 10
+            print(f"{name:20s} n={args.n}: p50 {percentile(times, 50):.1f} ms, p90 {percentile(times, 90):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
