@@ -79,3 +79,31 @@ def test_cli_bar_gets_its_total_when_the_scan_ends():
     bar(Progress(stage="encode", done=8, total=12, **common))
     assert (bar.bar.n, bar.bar.total) == (8, 12)
     bar.close()
+
+
+def test_ids_do_not_depend_on_thread_timing(tmp_path, lite_encoder):
+    """Byte-identical copies, moves and a changed file race through the decoder pool: whatever
+    the timing (one worker, or four and a small batch so commits interleave with classification),
+    the same folder gets the same rows, ids, statuses and primaries."""
+    photos = tmp_path / "photos"
+    originals = write_noise_jpegs(photos / "m", 12)
+    for i, src in enumerate(originals[:6]):  # copies before and after their original in scan order
+        shutil.copy(src, photos / f"a_copy_{i}.jpg")
+        shutil.copy(src, photos / "m" / f"z_copy_{i}.jpg")
+
+    def build(name: str, workers: int, batch: int) -> tuple[dict, dict]:
+        root = tmp_path / name
+        shutil.copytree(photos, root)
+        with Engine.open(tmp_path / f"index-{name}", encoder=lite_encoder, create=True) as engine:
+            engine.index([root], workers=workers, batch_size=batch)
+            first = by_name(engine, root)
+            # second run: one moved, one changed into a copy of another, one new copy of a changed file
+            (root / "m" / "img_0007.jpg").rename(root / "moved_7.jpg")
+            shutil.copy(root / "m" / "img_0008.jpg", root / "b_copy_of_old_8.jpg")
+            shutil.copy(root / "m" / "img_0009.jpg", root / "m" / "img_0008.jpg")
+            engine.index([root], workers=workers, batch_size=batch)
+            return first, by_name(engine, root)
+
+    reference = build("serial", workers=1, batch=64)
+    for attempt in range(3):
+        assert build(f"threads{attempt}", workers=4, batch=2) == reference

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -67,10 +66,12 @@ from ..models.base import Encoder, ImageEmbeddings, split_embeddings, stack_embe
 from ..paths import to_text
 from ..progress import Progress, ProgressCallback, ignore_progress
 from ..retriever.spaces import VectorSpaces
-from ..store import INDEXED, CaptionVector, ChunkVector, FileState, PhotoFields, Store
+from ..store import CaptionVector, ChunkVector, FileState, PhotoFields, Store
 from ..types import IndexReport
 from .captions import Caption, captions_signature, load_caption_manifest, read_sidecar_captions
 from .chunking import embed_captions
+from .classify import Classifier as _Classifier
+from .classify import Work as _Work
 from .decode import DecodeLimits
 from .fileio import decode_photo, failure_of, hash_bytes, read_checked, read_regular_file
 from .language import detect_language
@@ -108,14 +109,6 @@ class IndexOptions:
 
 # -- worker results -----------------------------------------------------------
 @dataclass
-class _Work:
-    entry: FileEntry
-    captions: list[Caption]
-    caption_sig: str
-    old: FileState | None
-
-
-@dataclass
 class _Result:
     work: _Work
     action: str  # "encode" | "touch" | "move" | "duplicate" | "defer" | "failed"
@@ -127,57 +120,6 @@ class _Result:
     message: str | None = None
     #: embeddings already computed elsewhere (a Ray encoder actor): n = 1
     embedded: ImageEmbeddings | None = None
-
-
-class _Classifier:
-    """Thread-safe decisions about a file once its content hash is known.
-
-    ``unseen`` is the run's path → state map of database rows under the roots
-    that the scan has not reached yet (the scan pops from it); once
-    :meth:`scan_finished` has been called, what is left of it is missing.
-    """
-
-    def __init__(self, store: Store, unseen: dict[str, FileState]) -> None:
-        self._store = store
-        self._unseen = unseen
-        self._missing: dict[str, FileState] = {}
-        self._scanning = True
-        self._claims: dict[str, str] = {}  # hash → path, for content not yet committed
-        self._lock = threading.Lock()
-        self.moved_ids: set[int] = set()
-
-    def scan_finished(self) -> None:
-        with self._lock:
-            self._scanning = False
-            self._missing = {
-                s.content_hash: s for s in self._unseen.values() if s.status == INDEXED and s.content_hash
-            }
-
-    def classify(self, work: _Work, content_hash: str) -> tuple[str, FileState | None]:
-        old = work.old
-        if old is not None and old.content_hash == content_hash and old.status != "failed":
-            return "touch", old
-        with self._lock:
-            if content_hash in self._claims:
-                return "defer", None  # same content as a file of this run not yet committed
-            moved = self._missing.pop(content_hash, None)
-            if moved is None:
-                primary = self._store.indexed_by_hash([content_hash]).get(content_hash)
-                if primary is not None and primary.path != work.entry.path and os.path.exists(primary.path):
-                    if self._scanning and primary.path in self._unseen:
-                        return "defer", None  # a duplicate, or a move out of the scanned set: known at the end
-                    return "duplicate", primary
-                moved = primary  # None, or an indexed row whose file left the scanned roots
-            self._claims[content_hash] = work.entry.path
-            if moved is not None and moved.path != work.entry.path:
-                self.moved_ids.add(moved.id)
-                return "move", moved
-            return "encode", None
-
-    def release(self, hashes: Sequence[str]) -> None:
-        with self._lock:
-            for h in hashes:
-                self._claims.pop(h, None)
 
 
 class Indexer:
@@ -206,8 +148,8 @@ class Indexer:
         started = time.monotonic()
         roots = [os.path.abspath(r) for r in roots]
         manifest = load_caption_manifest(self.options.captions_manifest) if self.options.captions_manifest else {}
-        unseen = self.store.file_states(roots)  # popped as the scan reaches each path
-        classifier = _Classifier(self.store, unseen)
+        unseen = self.store.file_states(roots)  # taken from as the scan reaches each path
+        classifier = _Classifier(self.store, unseen, self.store.last_image_id() + 1)
 
         self._process(self._scan_work(roots, manifest, unseen, classifier), classifier)
 
@@ -238,7 +180,7 @@ class Indexer:
             self.report.scanned += 1
             if self.report.scanned % 1000 == 0:
                 self._emit("scan", self.report.scanned, None)
-            old = unseen.pop(entry.path, None)
+            old = classifier.reach(entry.path, self.report.scanned)
             manifest_caps = manifest.get(entry.path, [])
             sig = captions_signature(entry, manifest_caps)
             if old is not None and old.size == entry.size and old.mtime_ns == entry.mtime_ns:
@@ -250,9 +192,8 @@ class Indexer:
                         caption_updates = []
                 continue
             self._todo += 1
-            yield _Work(entry, self._captions(entry, manifest_caps), sig, old)
+            yield _Work(entry, self._captions(entry, manifest_caps), sig, old, self.report.scanned)
         self._commit([], [], caption_updates, classifier)
-        classifier.scan_finished()
         self._scan_done = True
         self._emit("scan", self.report.scanned, self.report.scanned)
 
@@ -262,7 +203,8 @@ class Indexer:
         workers = opts.workers or usable_cores()
         window = max(workers, opts.batch_size * opts.prefetch_batches)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frozenlens-decode") as pool:
-            yield from _bounded_map(pool, lambda w: self._work(w, classifier), works, window)
+            numbered = ((i, w) for i, w in enumerate(works))
+            yield from _bounded_map(pool, lambda iw: self._work(iw[1], classifier, turn=iw[0]), numbered, window)
 
     def _process(self, works: Iterator[_Work], classifier: _Classifier) -> None:
         opts = self.options
@@ -285,6 +227,7 @@ class Indexer:
                 self._emit("encode", done, self._todo if self._scan_done else None)
         self._commit(batch, pending, [], classifier)
         self._emit("encode", done, self._todo)
+        classifier.scan_finished()
 
         # Byte-identical copies of content first seen in this run, and copies
         # of content whose primary the scan had not reached: their primary is
@@ -298,17 +241,22 @@ class Indexer:
             pending = [r for r in results if r.action not in ("encode", "defer")]
             self._commit(batch, pending, [], classifier)
 
-    def _work(self, work: _Work, classifier: _Classifier) -> _Result:
-        """Runs in a decoder thread: hash, classify, decode if needed."""
+    def _work(self, work: _Work, classifier: _Classifier, turn: int | None = None) -> _Result:
+        """Runs in a decoder thread: hash, classify (in turn: scan order), decode if needed."""
         entry = work.entry
         try:
             data = read_checked(entry, self.options.limits)
+            content_hash = hash_bytes(data)
         except DecodeError as exc:
+            classifier.skip(work, turn)
             return _Result(work, "failed", reason=exc.reason, message=str(exc))
-        content_hash = hash_bytes(data)
+        except BaseException:
+            classifier.skip(work, turn)  # never leave the other threads waiting for this turn
+            raise
         if not data:
+            classifier.skip(work, turn)
             return _Result(work, "failed", content_hash, reason="empty", message="file is empty (0 bytes)")
-        action, target = classifier.classify(work, content_hash)
+        action, target = classifier.classify(work, content_hash, turn)
         if action != "encode":
             return _Result(work, action, content_hash, target=target)
         try:

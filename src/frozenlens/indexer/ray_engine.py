@@ -27,9 +27,9 @@ Rows travel as ``key`` plus one pickled ``payload`` (paths and messages may
 hold any bytes the OS allows, which Arrow strings do not). Differences from
 the local engine, by design: a changed file whose content turns out to be a
 touch, move or duplicate has already been decoded and encoded remotely (the
-hash is only known after reading the file, on the cluster); which of several
-byte-identical new files becomes the primary depends on arrival order (the
-others are recorded as its duplicates either way).
+hash is only known after reading the file, on the cluster). Ray Data is run
+with ``preserve_order``, so results reach the driver in scan order and are
+classified in that order: the same rows and ids as the local engine.
 
 Ray is imported only inside this module's functions: ``import frozenlens``
 never imports it.
@@ -219,6 +219,9 @@ class RayIndexer(Indexer):
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # library code draws nothing: progress goes to the callback
         ctx.print_on_execution_start = False
+        # Rows come back in scan order, so the driver classifies (and assigns ids) exactly
+        # as the local engine does: the same folder gets the same rows whatever the timing.
+        ctx.execution_options.preserve_order = True
         works = dict(enumerate(chunk))
         rows = [
             {"key": k, "path": os.fsencode(w.entry.path), "size": w.entry.size, "mtime_ns": w.entry.mtime_ns}
@@ -256,6 +259,7 @@ class RayIndexer(Indexer):
         content_hash = row["hash"]
         if row["failed"] is not None:
             reason, message = row["failed"]
+            classifier.skip(work)
             return _Result(work, "failed", content_hash, reason=reason, message=message)
         action, target = classifier.classify(work, content_hash)
         if action != "encode":

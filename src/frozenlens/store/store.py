@@ -30,6 +30,7 @@ from .migrations import SCHEMA_VERSION, current_version, increment_meta, migrate
 from .postgres import lock_migrations, writer_lock
 from .records import FileState, ImageRecord
 from .schema import DUPLICATE, FAILED, INDEXED, CaptionChunkRow, CaptionRow, ImageRow, Meta, VectorRow
+from .ids import high_water_marks
 from .writer import BatchWriter, from_blobs, id_chunks
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,11 @@ class Store:
             for row in c.execute(stmt):
                 out[row.path] = FileState(*row)
         return out
+
+    def last_image_id(self) -> int:
+        """The highest image id ever handed out (0 for a new index): rows above it are newer."""
+        with self.engine.connect() as c:
+            return high_water_marks(c)["images"]
 
     def indexed_by_hash(self, hashes: Iterable[str]) -> dict[str, FileState]:
         """For each hash, the indexed (primary) row holding that content."""
