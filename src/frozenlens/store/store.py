@@ -26,11 +26,11 @@ from sqlalchemy.exc import OperationalError
 from ..errors import DatabaseUnavailableError, IndexCorruptError, IndexReadOnlyError
 from ..types import FailedFile, SearchFilters
 from .connection import connect_args, sqlite_file, translate_errors
+from .ids import high_water_marks
 from .migrations import SCHEMA_VERSION, current_version, increment_meta, migrate, upsert_meta
 from .postgres import lock_migrations, writer_lock
 from .records import FileState, ImageRecord
 from .schema import DUPLICATE, FAILED, INDEXED, CaptionChunkRow, CaptionRow, ImageRow, Meta, VectorRow
-from .ids import high_water_marks
 from .writer import BatchWriter, from_blobs, id_chunks
 
 log = logging.getLogger(__name__)
