@@ -136,7 +136,7 @@ def lite_texts(encoder: Any, texts: Sequence[str]) -> tuple[np.ndarray, bool]:
 
 
 # ----------------------------------------------------------------- Gemma side
-def _llm_identity() -> dict[str, Any]:
+def llm_identity() -> dict[str, Any]:
     import transformers
 
     from frozenlens.models.flame_loading import packaged_llm_dir
@@ -159,7 +159,7 @@ def gemma_hidden(tower: Any, texts: Sequence[str], layers: Sequence[int], name: 
     from frozenlens.models.flame_prompts import SHORT
 
     layers = list(layers)
-    key = key_hash({"texts": list(texts), "layers": layers, **_llm_identity()})
+    key = key_hash({"texts": list(texts), "layers": layers, **llm_identity()})
     path = CACHE / f"gemma-{name}-{key}.npz"
     partial = CACHE / f"gemma-{name}-{key}.partial.npz"
     hit = load_arrays(path)
@@ -506,7 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "protocol": "settings chosen on val (mean T2I R@1 over languages with coverage >= min_coverage, R@5 "
                     "breaks ties); test evaluated once; gallery = all stamps of the split; every caption a query",
         "args": {k: v for k, v in vars(args).items()},
-        "llm": _llm_identity(),
+        "llm": llm_identity(),
         "val": {"stamps": len(val), "languages": val_langs, "distinct_captions": len(val_texts),
                 "chosen_gemma": gemma_best, "lite_at_chance": weak,
                 "per_language": val_per_language, "lite_default": lite_default_val, "lite_tuned": lite_tuned,

@@ -86,7 +86,7 @@ sys.path.insert(0, str(REPO / "src"))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from flame_conse_quality import split_queries  # noqa: E402
+from flame_conse_quality import Scorer, bootstrap_diff, llm_identity, split_queries, summarise  # noqa: E402
 from frozenlens.eval.datasets import load_dataset  # noqa: E402
 from frozenlens.eval.metrics import recall_at, t2i_ranks  # noqa: E402
 from frozenlens.eval.types import EvalDataset  # noqa: E402
@@ -186,18 +186,6 @@ def lite_test(encoder: Any, ds: EvalDataset, langs: Sequence[str]) -> tuple[dict
 
 
 # ----------------------------------------------------------------- Gemma side
-def llm_identity() -> dict[str, Any]:
-    """What the cached hidden states depend on (the same fields as bench/flame_conse_quality.py)."""
-    import transformers
-
-    from frozenlens.models.flame_loading import packaged_llm_dir
-    from frozenlens.models.flame_prompts import SHORT
-
-    build = json.loads((packaged_llm_dir(MODELS) / "frozenlens-build.json").read_text())
-    return {"llm": LLM, "build": build, "transformers": transformers.__version__, "torch": torch.__version__,
-            "prefix": SHORT.prefix, "facets": list(SHORT.facets), "position_mode": "restart"}
-
-
 def reused_hidden(texts: Sequence[str], layer: int, name: str) -> np.ndarray | None:
     """float32 (n, 640) at ``layer`` from bench/flame_conse_quality.py's cache, or None.
 
@@ -336,52 +324,6 @@ def embed(model: Projector, maps: np.ndarray, batch: int = 128) -> np.ndarray:
     with torch.inference_mode():
         out = [model(torch.from_numpy(maps[s:s + batch])).numpy() for s in range(0, len(maps), batch)]
     return np.concatenate(out)
-
-
-class Scorer:
-    """Per-language T2I ranks of one split for given query embeddings (all languages in one ``t2i_ranks`` call)."""
-
-    def __init__(self, ds: EvalDataset, langs: Sequence[str], text_row: dict[str, int]) -> None:
-        self.langs = list(langs)
-        self.queries = {g: split_queries(ds, g) for g in self.langs}
-        self.rows = np.concatenate([np.asarray([text_row[t] for t in self.queries[g][0]], np.int64)
-                                    for g in self.langs])
-        self.owners = np.concatenate([self.queries[g][1] for g in self.langs])
-        bounds = np.cumsum([0, *(len(self.queries[g][0]) for g in self.langs)])
-        self.slices = {g: slice(int(a), int(b)) for g, a, b in zip(self.langs, bounds[:-1], bounds[1:], strict=True)}
-
-    def ranks(self, text_emb: np.ndarray, image_emb: np.ndarray) -> dict[str, np.ndarray]:
-        ranks = t2i_ranks(text_emb[self.rows] @ image_emb.T, self.owners)
-        return {g: ranks[self.slices[g]] for g in self.langs}
-
-
-def summarise(ranks: dict[str, np.ndarray], main: Sequence[str]) -> dict[str, float]:
-    """Mean R@1/R@5 (in %) over USE's languages, the others, and all of ``main``."""
-    out: dict[str, float] = {}
-    groups = {"use": [g for g in main if g in USE_LANGS], "other": [g for g in main if g not in USE_LANGS],
-              "all": list(main)}
-    for gname, langs in groups.items():
-        for k in (1, 5):
-            out[f"{gname}_r{k}"] = 100 * float(np.mean([recall_at(ranks[g], k) for g in langs])) if langs else 0.0
-    return out
-
-
-def bootstrap_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray], owners: dict[str, np.ndarray],
-                   langs: Sequence[str], n_images: int, reps: int = 2000) -> tuple[float, float]:
-    """95 % interval of mean R@1 (b - a, points) over ``langs``, resampling the split's stamps."""
-    rng = np.random.default_rng(0)
-    hits = {g: (b[g] <= 1).astype(np.float64) - (a[g] <= 1).astype(np.float64) for g in langs}
-    diffs = np.empty(reps)
-    for r in range(reps):
-        weight = np.bincount(rng.integers(0, n_images, n_images), minlength=n_images).astype(np.float64)
-        per = []
-        for g in langs:
-            w = weight[owners[g]]
-            if w.sum() > 0:
-                per.append(float((w * hits[g]).sum() / w.sum()))
-        diffs[r] = 100 * np.mean(per)
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 def train(*, hidden: int, seed: int, train_maps: tuple[np.ndarray, np.ndarray], owners: np.ndarray,
