@@ -164,4 +164,4 @@ def test_cli_train_info_search_and_eval(archive, shared_lite, tmp_path, capsys, 
     rc, _, err = run(capsys, "train-reranker", "--index", str(work), "--dataset", str(tmp_path / "missing.jsonl"),
                      "--no-progress")
     assert rc == 1 and "missing.jsonl" in err
-    assert Reranker.load(work, EncoderIdentity("lite", "1", 512, 1280))  # the old head is intact
+    assert Reranker.load(work, shared_lite.identity)  # the old head is intact

@@ -103,7 +103,7 @@ def _rank_first(encoder: LiteEncoder, embedded: ImageEmbeddings, query: str) -> 
 
 
 def test_identity_and_sizes(encoder: LiteEncoder) -> None:
-    assert encoder.identity == EncoderIdentity(name="lite", version="1", dim=512, visual_dim=1280)
+    assert encoder.identity == EncoderIdentity(name="lite", version="2", dim=512, visual_dim=1280)
     assert encoder.input_size == 224 and encoder.draft_size == 256
     assert encoder.threads == len(os.sched_getaffinity(0))
     assert torch.get_num_threads() == encoder.threads
@@ -111,7 +111,39 @@ def test_identity_and_sizes(encoder: LiteEncoder) -> None:
 
 def test_non_default_settings_change_the_version(cache_dir: Path) -> None:
     enc = LiteEncoder(cache_dir=cache_dir, top_t=5, runtime="eager")
-    assert enc.identity.version.startswith("1+") and enc.identity.version != "1"
+    assert enc.identity.version.startswith("2+")
+    # the pre-issue-15 recipe keeps its own versions, so indexes built with it still open
+    assert LiteEncoder(cache_dir=cache_dir, class_text="name", top_t=20, temperature=3.0).identity.version == "1"
+    assert LiteEncoder(cache_dir=cache_dir, class_text="name", top_t=5).identity.version.startswith("1+")
+
+
+def test_wordnet_class_vectors_average_every_lemma_and_the_gloss(encoder: LiteEncoder) -> None:
+    from frozenlens.models.class_texts import class_items, load_class_texts
+
+    texts = load_class_texts()
+    assert len(texts.wnids) == 1000 and texts.wnids[0] == "n01440764"
+    items = class_items("wordnet", encoder.class_names)
+    assert items[0] == ["tench", "Tinca tinca", "tench: " + texts.glosses[0]]
+    expected = encoder.encode_texts(items[0]).mean(axis=0)
+    expected /= np.linalg.norm(expected)
+    np.testing.assert_allclose(encoder._class_emb[0].numpy(), expected, atol=1e-5)
+
+
+def test_an_index_of_the_old_recipe_opens_with_that_recipe(tmp_path: Path, cache_dir: Path) -> None:
+    """An index built before issue 15 (lite version "1", no options) is opened with exactly its recipe."""
+    from frozenlens.engine import Engine
+
+    old = LiteEncoder(cache_dir=cache_dir, class_text="name", top_t=20, temperature=3.0)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "photos" / "grey.jpg")
+    with Engine.open(tmp_path / "index", encoder=old, create=True) as engine:
+        engine.index([tmp_path / "photos"])
+    with Engine.open(tmp_path / "index", encoder_options={"cache_dir": str(cache_dir)}) as engine:
+        enc = engine.encoder
+        assert enc.identity.version == "1"
+        assert (enc.class_text, enc.top_t, enc.temperature) == ("name", 20, 3.0)
+        engine.reindex("lite", encoder_options={"cache_dir": str(cache_dir)})  # moves it to today's recipe
+        assert engine.identity.version == "2"
 
 
 def test_image_outputs_are_unit_float32(embedded: ImageEmbeddings) -> None:

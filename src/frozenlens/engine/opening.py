@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import EncoderMismatchError, IndexNotFoundError
 from ..models.base import Encoder, EncoderIdentity
-from ..models.registry import create_encoder
+from ..models.registry import create_encoder, options_for
 from ..retriever.choice import AutoPolicy
 from ..store import Store
 from .index_dir import ensure_identity
@@ -93,6 +93,7 @@ def open_index(
         )
     if encoder_options is None:  # reuse what the index was built with (e.g. --weights PATH)
         encoder_options = json.loads(meta.get("encoder_options") or "{}")
+    encoder_options = options_for(recorded, encoder_options or {})  # an older recipe of the encoder
     meta = ensure_identity(store, meta, read_only=read_only is not None)
     return OpenedIndex(root, store, meta, enc_obj, encoder_options or {}, read_only)
 

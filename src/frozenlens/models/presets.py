@@ -17,6 +17,14 @@ from dataclasses import dataclass
 #: the registry prefix of the open_clip encoders
 PREFIX = "openclip:"
 
+#: (encoder name, identity version) → the options that rebuild an encoder of
+#: an older recipe. Opening an index built with one of them (and no explicit
+#: options) builds exactly that encoder, so old indexes keep working.
+#: ``lite`` "1": the ConSE recipe before issue 15 (bare class names, top 20, T 3).
+LEGACY_OPTIONS: dict[tuple[str, str], dict[str, object]] = {
+    ("lite", "1"): {"class_text": "name", "top_t": 20, "temperature": 3.0},
+}
+
 
 @dataclass(frozen=True)
 class OpenClipPreset:

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from frozenlens.errors import UnknownEncoderError
-from frozenlens.models.base import Encoder
-from frozenlens.models.presets import LITE, PREFIX, PRESETS, ModelRow, list_presets
+from frozenlens.models.base import Encoder, EncoderIdentity
+from frozenlens.models.presets import LEGACY_OPTIONS, LITE, PREFIX, PRESETS, ModelRow, list_presets
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,12 @@ def create_encoder(name: str, **options: object) -> Encoder:
         return _PREFIXED[prefix](rest, **options)
     known = ", ".join(encoder_names())
     raise UnknownEncoderError(f"unknown encoder {name!r}; known encoders: {known}")
+
+
+def options_for(identity: EncoderIdentity, options: dict[str, object]) -> dict[str, object]:
+    """``options`` completed with what rebuilds ``identity`` when it is an older recipe of its
+    encoder (:data:`~frozenlens.models.presets.LEGACY_OPTIONS`); explicit options win."""
+    return {**LEGACY_OPTIONS.get((identity.name, identity.version), {}), **options}
 
 
 def list_models(*, check_cache: bool = False) -> list[ModelRow]:
