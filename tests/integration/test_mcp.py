@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -95,16 +96,20 @@ def stdio_session(*args: str) -> Session:
 @contextlib.contextmanager
 def http_server(*args: str):
     """`frozenlens mcp --http` on 127.0.0.1, a free port → its URL (read from the banner it prints)."""
-    proc = subprocess.Popen([sys.executable, "-m", "frozenlens", "mcp", "--http", "--host", "127.0.0.1", "--port", "0",
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=server_env())
-    try:
-        line = proc.stdout.readline()
-        m = re.search(r"at (http://127\.0\.0\.1:\d+/mcp)$", line.strip())
-        assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
-        yield m.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a chatty server never blocks on it
+        proc = subprocess.Popen([sys.executable, "-m", "frozenlens", "mcp", "--http", "--host", "127.0.0.1",
+                                 "--port", "0", *args], stdout=subprocess.PIPE, stderr=log, text=True, env=server_env())
+        try:
+            line = proc.stdout.readline()
+            m = re.search(r"at (http://127\.0\.0\.1:\d+/mcp)$", line.strip())
+            if not m:
+                proc.wait(timeout=30)
+                log.seek(0)
+                pytest.fail(f"the server did not start: {line!r} {log.read()[-2000:]}")
+            yield m.group(1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

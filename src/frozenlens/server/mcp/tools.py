@@ -5,9 +5,11 @@ Read-only tools: ``search``, ``photo_metadata``, ``thumbnail`` and
 server was started with folders it may index (``--allow-index DIR``, the
 same rule and code as ``frozenlens serve``).
 
-Every library error becomes a tool error (``isError``) whose text starts
-with the REST API's error code (:data:`frozenlens.server.error_codes.STATUS`),
-e.g. ``bad-query: the query is longer than 1000 characters``; a crash is
+Every library error becomes a tool error (``isError``): the REST API's error
+code (:data:`frozenlens.server.error_codes.STATUS`) and message, after the
+SDK's ``Error executing tool NAME:``, e.g. ``bad-query: the query is longer
+than 1000 characters``. Arguments of the wrong type or shape are refused by
+the SDK against the schema, naming the field; a crash is
 logged on the server and reaches the client only as "Error executing tool
 NAME" (the SDK's rule): never a traceback.
 """
