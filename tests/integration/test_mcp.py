@@ -147,7 +147,7 @@ def ok(result) -> dict:
 def error_text(result) -> str:
     assert result.is_error, result
     text = " ".join(c.text for c in result.content if c.type == "text")
-    assert "Traceback" not in text and 'File "' not in text, text
+    assert "Traceback" not in text and 'File "' not in text and "errors.pydantic.dev" not in text, text
     return text
 
 
@@ -272,11 +272,11 @@ def test_bad_arguments_are_clear_tool_errors(mcp, archive):
          "bad-query: cannot read the uploaded image"),
         ("search", {"query": "dog", "filters": {"after": "last week"}}, "not an ISO 8601 date"),
         ("search", {"query": "dog", "rerank": True}, "reranker:"),
-        ("search", {"query": "dog", "k": "ten"}, "k\n  Input should be a valid integer"),
-        ("search", {"query": "dog", "filters": {"colour": "red"}}, "colour\n  Extra inputs are not permitted"),
+        ("search", {"query": "dog", "k": "ten"}, "invalid: k: Input should be a valid integer"),
+        ("search", {"query": "dog", "filters": {"colour": "red"}}, "invalid: filters.colour: Extra inputs are not permitted"),
         ("photo_metadata", {"id": 10**6}, "not-found: no indexed image 1000000"),
         ("photo_metadata", {"id": 2**70}, "not-found"),
-        ("photo_metadata", {}, "id\n  Field required"),
+        ("photo_metadata", {}, "invalid: id: Field required"),
         ("thumbnail", {"id": -1}, "not-found"),
         ("index_folder", {"path": str(photos)}, "Unknown tool: index_folder"),
     ]

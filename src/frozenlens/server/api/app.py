@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...errors import FrozenLensError
 from ...paths import to_text
-from ..error_codes import status_of
+from ..error_codes import invalid_message, status_of
 from ..state import ServerState
 from .routes import build_router
 
@@ -66,11 +66,7 @@ def create_api(state: ServerState,
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for e in exc.errors()[:5]:
-            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path"))
-            parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
-        return error_response(422, "invalid", "; ".join(parts) or "invalid request")
+        return error_response(422, "invalid", invalid_message(exc.errors(), skip=("body", "query", "path")))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -20,14 +20,14 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from ... import __version__
 from ...errors import DecodeError, FrozenLensError, ImageNotFoundError
 from ...paths import to_text
-from ..error_codes import status_of
+from ..error_codes import invalid_message, status_of
 from ..shapes import hit_json, image_json, job_json, os_path, stats_json
 from ..state import ServerState
 from .arguments import (
@@ -70,6 +70,20 @@ def tool_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class FrozenLensMCP(MCPServer):
+    """The SDK's server, with arguments that fail the schema described as the REST API does:
+    ``invalid: k: Input should be a valid integer`` (:func:`~frozenlens.server.error_codes.invalid_message`)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError) or not isinstance(cause, ValidationError):
+                raise
+            raise ToolError(f"Error executing tool {name}: invalid: {invalid_message(cause.errors())}") from cause
+
+
 def _image_id(value: int) -> int:
     if not 0 <= value <= MAX_IMAGE_ID:
         raise ImageNotFoundError(f"no indexed image {value}")
@@ -78,7 +92,7 @@ def _image_id(value: int) -> int:
 
 def create_mcp(state: ServerState) -> MCPServer:
     """The MCP server (tools only) over ``state``; indexing tools when ``state`` allows indexing."""
-    server = MCPServer("frozenlens", title="FrozenLens photo search", version=__version__,
+    server = FrozenLensMCP("frozenlens", title="FrozenLens photo search", version=__version__,
                        instructions=INSTRUCTIONS, log_level="WARNING")
     limits = state.settings.limits
 
