@@ -25,8 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import QueryError
 from ...request import (
-    DEFAULT_K,
-    DEFAULT_RERANK_CANDIDATES,
     FUSIONS,
     MAX_FILTER_CHARS,
     MAX_K,
@@ -103,9 +101,8 @@ class Search:
 
 
 def build_search(
-    limits: Limits, *, query: str | None, photo: Photo | None, filters: Filters | None, k: int = DEFAULT_K,
-    sort: str = "relevance", fusion: str = "max", rerank: bool | None = None,
-    rerank_candidates: int = DEFAULT_RERANK_CANDIDATES, min_score: float | None = None,
+    limits: Limits, *, query: str | None, photo: Photo | None, filters: Filters | None, k: int, sort: str,
+    fusion: str, rerank: bool | None, rerank_candidates: int, min_score: float | None,
 ) -> Search:
     """The search the ``search`` tool's arguments ask for (:class:`QueryError` otherwise)."""
     if query is not None and photo is not None:

@@ -14,6 +14,7 @@ logged on the server and reaches the client only as "Error executing tool
 NAME" (the SDK's rule): never a traceback.
 """
 
+import base64
 import functools
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from pydantic import Field, ValidationError
 from ... import __version__
 from ...errors import DecodeError, FrozenLensError, ImageNotFoundError
 from ...paths import to_text
+from ...request import SearchRequest
 from ..error_codes import invalid_message, status_of
 from ..shapes import hit_json, image_json, job_json, os_path, stats_json
 from ..state import ServerState
@@ -47,6 +49,8 @@ from .arguments import (
 MAX_IMAGE_ID = 2**63 - 1
 ImageId = Annotated[int, Field(description="the photo's id, from search results")]
 
+#: the request object's defaults, which the search tool's schema states
+DEFAULTS = SearchRequest()
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 INSTRUCTIONS = (
     "FrozenLens searches one photo archive by meaning, in any of 16 languages, or by example photo. "
@@ -93,13 +97,14 @@ def _image_id(value: int) -> int:
 def create_mcp(state: ServerState) -> MCPServer:
     """The MCP server (tools only) over ``state``; indexing tools when ``state`` allows indexing."""
     server = FrozenLensMCP("frozenlens", title="FrozenLens photo search", version=__version__,
-                       instructions=INSTRUCTIONS, log_level="WARNING")
+                           instructions=INSTRUCTIONS, log_level="WARNING")
     limits = state.settings.limits
 
     @tool_errors
-    def search(query: Query = None, photo: Photo | None = None, filters: Filters | None = None, k: K = 10,
-               sort: Sort = "relevance", min_score: MinScore = None, rerank: Rerank = None,
-               rerank_candidates: Candidates = 100, fusion: Fusion = "max") -> dict[str, Any]:
+    def search(query: Query = None, photo: Photo | None = None, filters: Filters | None = None, k: K = DEFAULTS.k,
+               sort: Sort = DEFAULTS.sort, min_score: MinScore = None, rerank: Rerank = None,
+               rerank_candidates: Candidates = DEFAULTS.rerank_candidates,
+               fusion: Fusion = DEFAULTS.fusion) -> dict[str, Any]:
         """Search the photo archive by a text query (any language) or by an example photo.
 
         Give `query` or `photo`, not both. Results are ranked by relevance (or, with `sort`,
@@ -132,7 +137,7 @@ def create_mcp(state: ServerState) -> MCPServer:
                 raise ImageNotFoundError(f"image {id} can no longer be decoded: {exc}") from exc
             data = path.read_bytes()
         return CallToolResult(content=[
-            ImageContent(type="image", data=_b64(data), mime_type="image/webp"),
+            ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type="image/webp"),
             TextContent(type="text", text=f"thumbnail of photo {id} ({len(data)} bytes, WebP)"),
         ])
 
@@ -173,8 +178,3 @@ def _add_indexing(server: MCPServer, state: ServerState) -> None:
                                                               open_world_hint=False), structured_output=True)
     server.add_tool(index_job, annotations=READ_ONLY, structured_output=True)
 
-
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.b64encode(data).decode("ascii")
