@@ -340,6 +340,11 @@ def test_indexing_tools_only_with_allow_index(tmp_path, testdata):
 # -- the guards of `frozenlens serve` -------------------------------------------------------------
 def test_public_address_needs_a_token(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("FROZENLENS_API_TOKEN", raising=False)
+
+    def never_listen(*args, **kwargs):
+        raise AssertionError("the server must refuse to start, not listen")
+
+    monkeypatch.setattr("frozenlens.cli.mcp.run_uvicorn", never_listen)  # a regression fails instead of binding
     rc = cli.main(["mcp", "--http", "--host", "0.0.0.0", "--port", "0", "--index", str(tmp_path)])
     assert rc == 1 and "without an API token" in capsys.readouterr().err
 
