@@ -3,7 +3,7 @@
 #
 #   make setup   create .venv and install FrozenLens (+ the CPU torch wheel)
 #   make demo    setup, then index a real photo archive and search it in several languages
-#   make test    setup with dev + clip + serve extras, chromium and PostgreSQL, fetch the test photos, lint (ruff)
+#   make test    setup with dev + clip + serve + flame + mcp extras, chromium and PostgreSQL, fetch the test photos, lint (ruff)
 #                and check the layer contracts (import-linter, .importlinter), run the whole test suite
 
 PYTHON ?= python3
@@ -31,7 +31,7 @@ $(VENV)/.setup-done: $(BIN)/python pyproject.toml
 
 $(VENV)/.dev-done: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TEST_TORCH_SPEC)
-	$(BIN)/pip install --quiet -e ".[dev,clip,serve,flame]"
+	$(BIN)/pip install --quiet -e ".[dev,clip,serve,flame,mcp]"
 	touch $@ $(VENV)/.setup-done
 
 setup: $(VENV)/.setup-done

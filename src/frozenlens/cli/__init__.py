@@ -2,7 +2,7 @@
 
 It parses arguments (:mod:`.parser`), calls the library and prints: one
 module per group of commands (:mod:`.index`, :mod:`.search`, :mod:`.admin`,
-:mod:`.quality`, :mod:`.serve`), progress bars in :mod:`.progress`. Errors
+:mod:`.quality`, :mod:`.serve`, :mod:`.mcp`), progress bars in :mod:`.progress`. Errors
 become one line on stderr and an exit code (:mod:`.exit_codes`): 0 ok, 1 a
 FrozenLens error, 2 bad usage, 3 the index is locked by another indexing run,
 4 the disk is full, 5 the index database is damaged (``frozenlens doctor``),
@@ -24,6 +24,7 @@ from ..errors import FrozenLensError
 from .admin import cmd_doctor, cmd_info, cmd_models, cmd_reranker
 from .exit_codes import EXIT_DAMAGED, EXIT_DISK_FULL, EXIT_READ_ONLY, error_line, exit_code
 from .index import cmd_index, cmd_reindex
+from .mcp import cmd_mcp
 from .parser import ENV_INDEX, build_parser, default_index_dir
 from .quality import cmd_eval, cmd_train_reranker
 from .search import cmd_search, cmd_similar
@@ -43,6 +44,7 @@ COMMANDS: dict[str, Command] = {
     "train-reranker": cmd_train_reranker,
     "reranker": cmd_reranker,
     "serve": cmd_serve,
+    "mcp": cmd_mcp,
     "doctor": cmd_doctor,
 }
 _COMMANDS = COMMANDS  # the name tests and older code use

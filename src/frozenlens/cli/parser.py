@@ -21,6 +21,14 @@ from ..retriever.choice import INDEX_TYPES
 from ..server.settings import ServerSettings
 
 ENV_INDEX = "FROZENLENS_INDEX"
+#: default port of `frozenlens mcp --http` (next to `serve`'s)
+MCP_PORT = ServerSettings.port + 1
+MCP_DESCRIPTION = (
+    "Serve the index over MCP (needs frozenlens[mcp]): tools to search by text or photo, read a photo's metadata "
+    "and thumbnail, and read index stats; read-only unless --allow-index is given. Over stdio by default (an MCP "
+    "client starts this command); --http serves streamable HTTP at /mcp, on 127.0.0.1 unless --host says "
+    "otherwise, where any other address requires an API token as for `serve`."
+)
 
 
 def default_index_dir() -> str:
@@ -122,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--no-rerank", action="store_true", help="first-stage ranking only, skip the reranker head")
         g.add_argument("--rerank-candidates", type=_positive, default=search.rerank_candidates, metavar="N",
                        help=f"first-stage candidates the head rescores (default {search.rerank_candidates})")
+
+    def add_server_args(p: argparse.ArgumentParser, port: int, allow_index: str) -> None:
+        p.add_argument("--host", default=ServerSettings.host, help=f"address to listen on (default {ServerSettings.host})")
+        p.add_argument("--port", type=int, default=port, help=f"port (default {port}; 0 picks a free one)")
+        p.add_argument("--token-file", metavar="FILE", help="file whose first line is the API token")
+        p.add_argument("--allow-index", metavar="DIR", action="append", default=[],
+                       help=f"{allow_index} (repeatable; default: indexing is off)")
+        p.add_argument("--concurrency", type=_positive, default=None, metavar="N",
+                       help="searches that run at the same time (default: one per CPU core; the rest wait)")
+        p.add_argument("--allowed-host", metavar="NAME", action="append", default=[],
+                       help="without a token only requests to localhost/loopback are answered; also accept this "
+                            "Host name, e.g. a reverse proxy's (repeatable)")
 
     p = sub.add_parser("index", help="index or update photo folders", description="Index photos under PATHs (recursive, incremental, resumable).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="folders or files to index")
@@ -265,18 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(--token-file FILE or $FROZENLENS_API_TOKEN), checked on every API route and the page.",
     )
     add_index_arg(p)
-    p.add_argument("--host", default=ServerSettings.host, help=f"address to listen on (default {ServerSettings.host})")
-    p.add_argument("--port", type=int, default=ServerSettings.port,
-                   help=f"port (default {ServerSettings.port}; 0 picks a free one)")
-    p.add_argument("--token-file", metavar="FILE", help="file whose first line is the API token")
-    p.add_argument("--allow-index", metavar="DIR", action="append", default=[],
-                   help="let the page index folders inside DIR (repeatable; default: indexing from the page is off)")
+    add_server_args(p, ServerSettings.port, "let the page index folders inside DIR")
     p.add_argument("--no-ui", action="store_true", help="REST API only, no web page")
-    p.add_argument("--concurrency", type=_positive, default=None, metavar="N",
-                   help="searches that run at the same time (default: one per CPU core; the rest wait)")
-    p.add_argument("--allowed-host", metavar="NAME", action="append", default=[],
-                   help="without a token only requests to localhost/loopback are answered; also accept this "
-                        "Host name, e.g. a reverse proxy's (repeatable)")
+
+    p = sub.add_parser("mcp", help="serve the index to AI agents over the Model Context Protocol",
+                       description=MCP_DESCRIPTION)
+    add_index_arg(p)
+    p.add_argument("--http", action="store_true", help="serve streamable HTTP at /mcp instead of stdio")
+    add_server_args(p, MCP_PORT, "add tools that index folders inside DIR")
 
     p = sub.add_parser("models", help="list the encoders and presets", description="Encoders FrozenLens can use, with dimensions, languages and download sizes.")
     p.add_argument("--json", action="store_true", help="print as JSON")

@@ -3,45 +3,59 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import QueryError
 from ..paths import to_text
+from ..server.settings import ServerSettings, read_token
 
 
 def cmd_serve(args: argparse.Namespace, index_dir: str) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - checks the extra before anything starts
 
         from ..server.app import create_app
-        from ..server.settings import ServerSettings, read_token
     except ImportError as exc:
         raise QueryError(f"serving needs the `serve` extra: pip install 'frozenlens[serve]' ({exc.name} is missing)") from exc
-    settings = ServerSettings(
+    settings = settings_of(args, index_dir)
+    app = create_app(settings, ui=not args.no_ui)
+    run_uvicorn(app, args.host, args.port, verbose=args.verbose,
+                banner=lambda host, port: f"FrozenLens serving {to_text(str(settings.index_dir))} at "
+                                          f"http://{host}:{port}/ (API: /api/v1, docs: /docs)")
+    return 0
+
+
+def settings_of(args: argparse.Namespace, index_dir: str) -> ServerSettings:
+    """The server settings of ``serve`` / ``mcp --http``: address, token, indexable folders, guards."""
+    return ServerSettings(
         index_dir=Path(index_dir).expanduser().absolute(), host=args.host, port=args.port,
         token=read_token(args.token_file), index_roots=tuple(Path(d).expanduser().absolute() for d in args.allow_index),
         concurrency=args.concurrency, allowed_hosts=tuple(args.allowed_host),
     )
+
+
+def run_uvicorn(app: object, host: str, port: int, *, verbose: bool, banner: Callable[[str, int], str]) -> None:
+    """Serve ``app`` under uvicorn until interrupted; print ``banner(host, port)`` with the real
+    address once listening (port 0 = any free port)."""
     import asyncio
 
-    app = create_app(settings, ui=not args.no_ui)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
-                            access_log=args.verbose)
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="info" if verbose else "warning",
+                            access_log=verbose)
     server = uvicorn.Server(config)
 
     async def run() -> None:
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
-        if server.started:  # print the real address (port 0 = any free port)
+        if server.started:
             for sock in (s for srv in server.servers for s in srv.sockets):
-                host, port = sock.getsockname()[:2]
-                print(f"FrozenLens serving {to_text(str(settings.index_dir))} at http://{host}:{port}/ "
-                      "(API: /api/v1, docs: /docs)", flush=True)
+                print(banner(*sock.getsockname()[:2]), flush=True)
         try:
             await task
         except SystemExit:  # uvicorn exits when it cannot bind
-            raise QueryError(f"cannot listen on {args.host}:{args.port} (address in use or not available)") from None
+            raise QueryError(f"cannot listen on {host}:{port} (address in use or not available)") from None
 
     asyncio.run(run())
-    return 0

@@ -11,37 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ...errors import (
-    DatabaseDamagedError,
-    DecodeError,
-    FileAccessError,
-    FrozenLensError,
-    ImageNotFoundError,
-    IndexReadOnlyError,
-    QueryError,
-    RerankerError,
-)
+from ...errors import FrozenLensError
 from ...paths import to_text
-from ..state import IndexingNotAllowedError, NoIndexError, ServerState
-from ..uploads import PayloadTooLargeError
+from ..error_codes import invalid_message, status_of
+from ..state import ServerState
 from .routes import build_router
 
 log = logging.getLogger(__name__)
-
-#: library errors → (HTTP status, machine-readable code); first match wins
-STATUS = (
-    (PayloadTooLargeError, 413, "too-large"),
-    (QueryError, 400, "bad-query"),
-    (DecodeError, 400, "bad-image"),
-    (NoIndexError, 503, "no-index"),
-    (ImageNotFoundError, 404, "not-found"),
-    (FileAccessError, 403, "forbidden"),
-    (IndexingNotAllowedError, 403, "indexing-not-allowed"),
-    (RerankerError, 409, "reranker"),
-    (DatabaseDamagedError, 503, "database-damaged"),
-    (IndexReadOnlyError, 403, "read-only"),
-)
-
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
     message = to_text(message)  # it may quote a path whose bytes are not UTF-8 (frozenlens.paths)
@@ -69,7 +45,7 @@ def create_api(state: ServerState,
     """The FastAPI app serving ``/api/v1`` over ``state`` (its OpenAPI docs at ``/docs``).
 
     Every error, whichever layer raises it, is answered as
-    ``{"error": {"status", "code", "message"}}`` (see :data:`STATUS`).
+    ``{"error": {"status", "code", "message"}}`` (see :data:`frozenlens.server.error_codes.STATUS`).
     """
     app = FastAPI(
         lifespan=lifespan,
@@ -83,19 +59,14 @@ def create_api(state: ServerState,
 
     @app.exception_handler(FrozenLensError)
     async def library_error(_: Request, exc: FrozenLensError) -> JSONResponse:
-        for cls, status, code in STATUS:
-            if isinstance(exc, cls):
-                return error_response(status, code, str(exc))
-        log.error("unmapped FrozenLens error: %r", exc)
-        return error_response(500, "internal", str(exc))
+        status, code = status_of(exc)
+        if status == 500:
+            log.error("unmapped FrozenLens error: %r", exc)
+        return error_response(status, code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for e in exc.errors()[:5]:
-            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path"))
-            parts.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
-        return error_response(422, "invalid", "; ".join(parts) or "invalid request")
+        return error_response(422, "invalid", invalid_message(exc.errors(), skip=("body", "query", "path")))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

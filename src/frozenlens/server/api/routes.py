@@ -15,18 +15,17 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import FileResponse
 
-from ...errors import DecodeError, ImageNotFoundError, QueryError
-from ...paths import from_text, to_text
+from ...errors import DecodeError, ImageNotFoundError
 from ...request import DEFAULT_K, MAX_FILTER_CHARS, MAX_K
 from ...request import SearchRequest as SearchQuery
 from ...types import Hit, SearchFilters
+from ..shapes import image_json, job_json, os_path, stats_json
 from ..state import IndexJob, ServerState
 from ..uploads import decode_upload
 from .models import (
     NO_NUL,
     PATH_TEXT,
     ErrorOut,
-    FailedFileOut,
     HealthOut,
     HitOut,
     ImageOut,
@@ -65,19 +64,9 @@ def parse_id(value: str) -> int:
     return int(value)
 
 
-def os_path(text: str | None) -> str | None:
-    """A path a client sent, in the text form of result paths (:func:`frozenlens.paths.from_text`)."""
-    if text is None:
-        return None
-    try:
-        return from_text(text)
-    except ValueError as exc:
-        raise QueryError(f"not a path in the text form of result paths: {exc}") from None
-
-
 def job_out(job: IndexJob) -> IndexJobOut:
-    """An indexing job as JSON: its folder and message (which may quote paths) in the path text form."""
-    return IndexJobOut(**{**vars(job), "path": to_text(job.path), "message": to_text(job.message)})
+    """An indexing job as JSON (:func:`frozenlens.server.shapes.job_json`)."""
+    return IndexJobOut(**job_json(job))
 
 
 def _version() -> str:
@@ -142,15 +131,8 @@ def build_router(state: ServerState) -> APIRouter:
     def image(image_id: ImageId) -> ImageOut:
         with state.engine() as engine:
             r = engine.image_by_id(parse_id(image_id))
-        return ImageOut(
-            id=r.id, path=to_text(r.path), status=r.status, size=r.size, format=r.format, width=r.width, height=r.height,
-            taken_at=r.taken_at.isoformat() if r.taken_at else None,
-            date_source=r.taken_at_source if r.taken_at else None, camera=r.camera, lens=r.lens, lat=r.lat, lon=r.lon,
-            captions=[{"text": t, "lang": lang, "source": src} for t, lang, src in r.captions],
-            labels=[{"label": lab, "p": round(p, 6)} for lab, p in r.labels],
-            duplicates=[to_text(d) for d in r.duplicates],
-            thumbnail_url=f"/api/v1/images/{r.id}/thumbnail", file_url=f"/api/v1/images/{r.id}/file",
-        )
+        return ImageOut(**image_json(r), thumbnail_url=f"/api/v1/images/{r.id}/thumbnail",
+                        file_url=f"/api/v1/images/{r.id}/file")
 
     @router.get("/images/{image_id}/similar", response_model=SearchResponse, responses=NOT_FOUND,
                 summary="Photos that look like an indexed photo (more like this)")
@@ -182,15 +164,7 @@ def build_router(state: ServerState) -> APIRouter:
     @router.get("/stats", response_model=StatsOut, summary="What the index holds")
     def stats() -> StatsOut:
         with state.engine() as engine:
-            s = engine.stats()
-            failed = engine.errors()
-            has_head = engine.reranker_path.exists()
-        return StatsOut(
-            images=s.images, counts=s.counts, encoder=dict(s.encoder), factory=s.factory,
-            vectors=dict(s.vectors), schema_version=s.schema_version,
-            bytes_on_disk=s.bytes_on_disk, cameras=dict(s.cameras), reranker=has_head,
-            failed=[FailedFileOut(path=to_text(f.path), reason=f.reason, message=f.message) for f in failed[:1000]],
-        )
+            return StatsOut(**stats_json(engine))
 
     @router.get("/health", response_model=HealthOut, summary="Liveness")
     def health() -> HealthOut:
