@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ...paths import OS_PATH_TEXT_PATTERN, to_text
-from ...request import DEFAULT_K, MAX_FILTER_CHARS, MAX_K, MAX_QUERY_CHARS, SORTS
+from ...request import DEFAULT_K, MAX_FILTER_CHARS, MAX_K, MAX_QUERY_CHARS, MAX_TERM_WEIGHT, MAX_TERMS, SORTS
 from ...types import Hit, parse_when
 
 #: the result orders of :data:`frozenlens.request.SORTS`, as the schema's enum
@@ -76,6 +76,32 @@ class SearchBody(SearchRequest):
     """A text search as a JSON body (``POST /api/v1/search``): types are strict (``"rerank": 0`` is an error)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TermIn(BaseModel):
+    """One weighted term of a composed query: exactly one of ``text``, ``image_id`` and ``image``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str | None = Field(None, max_length=MAX_QUERY_CHARS, pattern=SOME_TEXT,
+                             description="a text in any supported language")
+    image_id: int | None = Field(None, ge=0, description="an indexed photo, by id (e.g. from a result)")
+    image: str | None = Field(None, description="a photo file, base64-encoded (all photos of one body together at "
+                                                "most the upload limit of /search/image)")
+    weight: float = Field(1.0, ge=-MAX_TERM_WEIGHT, le=MAX_TERM_WEIGHT,
+                          description="non-zero; a negative weight subtracts the term")
+
+
+class ComposedBody(ResultParams):
+    """A composed query (``POST /api/v1/search/composed``): weighted text and photo terms, combined as
+    ``frozenlens.engine.compose`` defines (README, "Composed queries"); types are strict."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    terms: list[TermIn] = Field(min_length=1, max_length=MAX_TERMS,
+                                description=f"1 to {MAX_TERMS} terms, at least one with a positive weight")
+    rerank: bool | None = Field(None, description="rerank with the positive text terms (default: when the index "
+                                                  "has a head; a query without a positive text term never is)")
 
 
 TAKEN_AT = ("when the photo was taken, ISO 8601 without a time-zone offset (the camera's wall clock; "
