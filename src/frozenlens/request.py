@@ -238,7 +238,8 @@ class QueryTerm:
 def check_terms(terms: object, has_query: bool = False) -> tuple[QueryTerm, ...]:
     """The extra terms of a request as a tuple, checked together: each a
     :class:`QueryTerm`, at most :data:`MAX_TERMS` with the text query
-    (``has_query``), and at least one positive weight among them."""
+    (``has_query``). That one of them is positive is checked with the
+    example image, if any, by :func:`composed_terms`."""
     if isinstance(terms, QueryTerm) or not isinstance(terms, list | tuple):
         raise QueryTermError("terms must be a list of QueryTerm")
     terms = tuple(terms)
@@ -248,19 +249,20 @@ def check_terms(terms: object, has_query: bool = False) -> tuple[QueryTerm, ...]
         raise QueryTermError("terms must be a list of QueryTerm")
     if len(terms) + has_query > MAX_TERMS:
         raise QueryTermError(f"a composed query has at most {MAX_TERMS} terms, got {len(terms) + has_query}")
-    if not has_query and all(t.weight < 0 for t in terms):
-        raise QueryTermError("a composed query needs at least one term with a positive weight (something to find)")
     return terms
 
 
 def composed_terms(request: SearchRequest, image: int | os.PathLike[str] | bytes | Image.Image | None = None
                    ) -> tuple[QueryTerm, ...]:
     """All the terms of a request, in order: its text ``query`` (weight 1),
-    an example ``image`` given with it (weight 1), then ``request.terms``."""
+    an example ``image`` given with it (weight 1), then ``request.terms``;
+    :class:`QueryTermError` when none has a positive weight."""
     head = [] if request.query is None else [QueryTerm(text=request.query)]
     if image is not None:
         head.append(QueryTerm(image=image))
     terms = (*head, *request.terms)
     check_terms(list(terms))  # the count limit holds for the whole list too
+    if all(t.weight < 0 for t in terms):
+        raise QueryTermError("a composed query needs at least one term with a positive weight (something to find)")
     return terms
 

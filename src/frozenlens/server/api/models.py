@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 from ...paths import OS_PATH_TEXT_PATTERN, to_text
 from ...request import DEFAULT_K, MAX_FILTER_CHARS, MAX_K, MAX_QUERY_CHARS, MAX_TERM_WEIGHT, MAX_TERMS, SORTS
@@ -78,18 +78,56 @@ class SearchBody(SearchRequest):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class TermIn(BaseModel):
-    """One weighted term of a composed query: exactly one of ``text``, ``image_id`` and ``image``."""
+def _nonzero(value: float) -> float:
+    if value == 0:
+        raise ValueError("a term's weight must not be 0 (a negative weight subtracts the term)")
+    return value
+
+
+#: a term's weight: non-zero, at most MAX_TERM_WEIGHT either way (frozenlens.request)
+Weight = Annotated[float, Field(ge=-MAX_TERM_WEIGHT, le=MAX_TERM_WEIGHT, json_schema_extra={"not": {"const": 0}},
+                                description="non-zero; a negative weight subtracts the term"),
+                   AfterValidator(_nonzero)]
+
+
+class TextTermIn(BaseModel):
+    """A text term, in any supported language."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    text: str | None = Field(None, max_length=MAX_QUERY_CHARS, pattern=SOME_TEXT,
-                             description="a text in any supported language")
-    image_id: int | None = Field(None, ge=0, description="an indexed photo, by id (e.g. from a result)")
-    image: str | None = Field(None, description="a photo file, base64-encoded (all photos of one body together at "
-                                                "most the upload limit of /search/image)")
-    weight: float = Field(1.0, ge=-MAX_TERM_WEIGHT, le=MAX_TERM_WEIGHT,
-                          description="non-zero; a negative weight subtracts the term")
+    text: str = Field(max_length=MAX_QUERY_CHARS, pattern=SOME_TEXT)
+    weight: Weight = 1.0
+
+
+class IdTermIn(BaseModel):
+    """An indexed photo, by id (e.g. a result's ``id``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image_id: Count = Field(ge=0)
+    weight: Weight = 1.0
+
+
+class PhotoTermIn(BaseModel):
+    """A photo file, base64-encoded (the photos of one body together at most the upload limit of /search/image)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image: str = Field(pattern=r"^[A-Za-z0-9+/]*={0,2}$", json_schema_extra={"contentEncoding": "base64"})
+    weight: Weight = 1.0
+
+
+def _term_kind(value: object) -> str | None:
+    if isinstance(value, dict):
+        return next((key for key in ("text", "image_id", "image") if key in value), None)
+    return {TextTermIn: "text", IdTermIn: "image_id", PhotoTermIn: "image"}.get(type(value))
+
+
+#: one weighted term: a text, an indexed photo's id, or an uploaded photo
+TermIn = Annotated[Annotated[TextTermIn, Tag("text")] | Annotated[IdTermIn, Tag("image_id")]
+                   | Annotated[PhotoTermIn, Tag("image")],
+                   Discriminator(_term_kind, custom_error_type="term",
+                                 custom_error_message="a term has one of text, image_id or image")]
 
 
 class ComposedBody(ResultParams):

@@ -16,26 +16,25 @@ from ...errors import QueryError, QueryTermError
 from ...request import QueryTerm
 from ..settings import Limits
 from ..uploads import PayloadTooLargeError, decode_upload
-from .models import TermIn
+from .models import IdTermIn, PhotoTermIn, TermIn
 
 
 def query_terms(terms: Sequence[TermIn], limits: Limits) -> tuple[QueryTerm, ...]:
     """The body's terms, in order; uploads decoded (their bytes together at most ``limits.max_upload_bytes``)."""
     out, budget = [], limits.max_upload_bytes
     for n, t in enumerate(terms, 1):
-        given = [name for name in ("text", "image_id", "image") if getattr(t, name) is not None]
-        if len(given) != 1:
-            raise QueryTermError(f"term {n}: give exactly one of text, image_id and image, not {given or 'none'}")
         try:
-            if t.image is not None:
+            if isinstance(t, PhotoTermIn):
                 data = _base64(t.image, n)
                 budget -= len(data)
                 if budget < 0:
                     raise PayloadTooLargeError(f"the uploaded photos are larger than {limits.max_upload_bytes} bytes")
                 out.append(QueryTerm(image=decode_upload(data, limits.max_upload_bytes, limits.max_upload_pixels),
                                      weight=t.weight))
+            elif isinstance(t, IdTermIn):
+                out.append(QueryTerm(image=t.image_id, weight=t.weight))
             else:
-                out.append(QueryTerm(text=t.text, image=t.image_id, weight=t.weight))
+                out.append(QueryTerm(text=t.text, weight=t.weight))
         except PayloadTooLargeError:
             raise
         except QueryError as exc:
