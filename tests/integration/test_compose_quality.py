@@ -53,6 +53,7 @@ def test_subtracting_a_text_demotes_the_photos_showing_it(scenes, query, subtrac
     birds_alone, birds_with_kettle = {"bird", "pizza"}, {"bird", "kettle"}
     before = pair_order(plain, labels, birds_alone, birds_with_kettle)
     after = pair_order(composed, labels, birds_alone, birds_with_kettle)
+    print(f"\n{query!r} alone: {before:.1%} of the pairs right; minus {subtract!r}: {after:.1%}")  # docs/quality.md
     assert before <= 0.85, "the plain query already separates them: the set would not test anything"
     assert after >= 0.95 and after - before >= 0.1
     # the others are kept: every bird scene still ranks above the photos without a bird
@@ -87,8 +88,10 @@ def test_text_minus_a_photo_and_text_plus_a_photo(scenes):
     plain = engine.search("a bird", k=N)
     minus_photo = engine.search(SearchRequest(query="a bird", k=N,
                                               terms=(QueryTerm(image=folder / "kettle.jpg", weight=-0.5),)))
-    assert pair_order(minus_photo, labels, {"bird", "pizza"}, {"bird", "kettle"}) >= 0.95
-    assert pair_order(plain, labels, {"bird", "pizza"}, {"bird", "kettle"}) <= 0.85
+    before = pair_order(plain, labels, {"bird", "pizza"}, {"bird", "kettle"})
+    after = pair_order(minus_photo, labels, {"bird", "pizza"}, {"bird", "kettle"})
+    print(f"\n'a bird' alone: {before:.1%}; minus 0.5 x the kettle photo: {after:.1%}")  # docs/quality.md
+    assert after >= 0.95 and before <= 0.85
     plus_photo = engine.search(SearchRequest(query="a bird", k=N, terms=(QueryTerm(image=folder / "pizza.jpg"),)))
     assert all("pizza" in labels[n] for n in names(plus_photo)[:5])
     assert pair_order(plus_photo, labels, {"pizza"}, {"kettle"}) > pair_order(plain, labels, {"pizza"}, {"kettle"})
