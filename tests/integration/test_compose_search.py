@@ -191,6 +191,9 @@ def test_cli_composed_search(archive, capsys):
                        "--index", str(index), "-k", "3", "--sort", "newest", "--camera", "olympus")
     assert rc == 0, err
     assert out.count("\n") >= 1 and "pool" in out
+    rc, out, err = run(capsys, "search", "people", "--subtract", "a table", "--index", str(index), "-k", "2",
+                       "--explain")
+    assert rc == 0 and out.count("text part = max(image ") == 2 and "score = max" not in out, out
     for argv, message in ((["--add-image", str(photos / "nope.jpg")], "query image not found"),
                           (["--add-image", f"{photos / 'pool.jpg'}:0"], "non-zero"),
                           (["--add-image", "99999"], "no indexed photo with id 99999"),

@@ -88,7 +88,7 @@ def _composed(args: argparse.Namespace, index_dir: str, terms: tuple[QueryTerm, 
     request = replace(request_of(args, args.query), terms=terms)
     with Engine.open(index_dir) as engine:
         hits = engine.search(request)
-    print_hits(hits, args)
+    print_hits(hits, args, composed=True)
     return 0
 
 
@@ -103,8 +103,10 @@ def cmd_similar(args: argparse.Namespace, index_dir: str) -> int:
     return 0
 
 
-def print_hits(hits: list[Hit], args: argparse.Namespace) -> None:
-    """One line per hit (``--explain``: its score parts, labels, captions), or JSON (``--json``)."""
+def print_hits(hits: list[Hit], args: argparse.Namespace, composed: bool = False) -> None:
+    """One line per hit (``--explain``: its score parts, labels, captions), or JSON (``--json``).
+
+    composed: the hits of a composed query, whose image/caption parts make its text part only."""
     if args.json:
         rows = [{**h.to_dict(), "path": to_text(h.path), "duplicates": [to_text(d) for d in h.duplicates]} for h in hits]
         print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -117,17 +119,17 @@ def print_hits(hits: list[Hit], args: argparse.Namespace) -> None:
         date += "~" if h.date_source == "mtime" else " "  # ~ = the file's modification time (no EXIF date)
         print(f"{rank:3d}. {h.score:.3f}  {date} {to_text(h.path)}")  # the path text: one line, see frozenlens.paths
         if args.explain:
-            _explain(h, getattr(args, "fusion", "max"))
+            _explain(h, getattr(args, "fusion", "max"), "text part" if composed else "score")
 
 
-def _explain(h: Hit, fusion: str) -> None:
+def _explain(h: Hit, fusion: str, what: str = "score") -> None:
     parts = []
     if h.image_score is not None:
         parts.append(f"image {h.image_score:.3f}")
     if h.caption_score is not None:
         parts.append(f"caption {h.caption_score:.3f}")
     if parts:
-        print(f"       score = {fusion}({', '.join(parts)})")
+        print(f"       {what} = {fusion}({', '.join(parts)})")
     if h.reranked and h.first_stage_image_score is not None and h.image_score is not None:
         print(f"       reranked: image {h.first_stage_image_score:.3f} -> {h.image_score:.3f}")
     if h.labels:
