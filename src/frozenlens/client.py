@@ -16,8 +16,10 @@ returns. Server errors raise :class:`ApiError` (``status``, ``code``,
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import httpx
 
 from .errors import FrozenLensError
 from .paths import from_text, to_text
-from .request import DEFAULT_K
+from .request import DEFAULT_K, QueryTerm
 from .types import CaptionInfo, Hit, SearchFilters
 
 API = "/api/v1"
@@ -63,24 +65,34 @@ class Client:
     # -- the engine's methods ------------------------------------------------
     def search(
         self,
-        query: str | os.PathLike[str] | bytes,
+        query: str | os.PathLike[str] | bytes | None,
         k: int = DEFAULT_K,
         *,
         filters: SearchFilters | None = None,
         min_score: float | None = None,
         rerank: bool | None = None,
         sort: str = "relevance",
+        terms: Sequence[QueryTerm] = (),
     ) -> list[Hit]:
         """Top-``k`` hits for a text query, or for an example image (a path or encoded bytes).
 
+        ``terms``: more weighted terms (a composed query, ``POST /search/composed``);
+        ``query`` is then its first term (weight 1), or ``None``.
         The server checks the request (:mod:`frozenlens.request`'s limits);
         its refusal raises :class:`ApiError`.
         """
         fields = _filter_fields(filters)
         fields.update({"k": k, "sort": sort, "min_score": min_score})
-        if isinstance(query, str):
+        if terms:
+            first = [] if query is None else [QueryTerm(text=query) if isinstance(query, str) else QueryTerm(image=query)]
+            body = {key: v for key, v in {**fields, "rerank": rerank}.items() if v is not None}
+            body["terms"] = [_term_json(t) for t in (*first, *terms)]
+            data = self._json("POST", f"{API}/search/composed", json=body)
+        elif isinstance(query, str):
             body = {key: v for key, v in {**fields, "q": query, "rerank": rerank}.items() if v is not None}
             data = self._json("POST", f"{API}/search", json=body)
+        elif query is None:
+            raise ValueError("give a query, or terms")
         else:
             payload = Path(query).read_bytes() if isinstance(query, os.PathLike) else bytes(query)
             form = {key: str(v) for key, v in fields.items() if v is not None}
@@ -141,6 +153,18 @@ def _filter_fields(filters: SearchFilters | None) -> dict[str, Any]:
         "camera": f.camera,
         "under": None if f.under is None else to_text(f.under),  # paths travel in their text form
     }
+
+
+def _term_json(term: QueryTerm) -> dict[str, Any]:
+    """A composed query's term as the API's JSON: text, image_id, or the photo's bytes in base64."""
+    if term.text is not None:
+        return {"text": term.text, "weight": term.weight}
+    if isinstance(term.image, int):
+        return {"image_id": term.image, "weight": term.weight}
+    if isinstance(term.image, os.PathLike | bytes):
+        data = Path(term.image).read_bytes() if isinstance(term.image, os.PathLike) else term.image
+        return {"image": base64.b64encode(data).decode("ascii"), "weight": term.weight}
+    raise ValueError("send a photo term as a file path or its bytes, not a decoded image")
 
 
 def hit_from_json(h: dict[str, Any]) -> Hit:

@@ -169,3 +169,8 @@ class RayUnavailableError(FrozenLensError):
     """``engine="ray"`` was asked for but Ray is not installed (``pip install
     'frozenlens[ray]'``), the cluster at ``address`` cannot be reached, or the
     Ray job failed (what was committed before stays; rerun to finish)."""
+
+
+class QueryTermError(QueryError):
+    """One term of a composed query is invalid: a bad weight or text, too many
+    terms, an unknown photo id, a missing or unreadable photo (REST: 422)."""

@@ -14,6 +14,10 @@ Limits (documented in the README):
 - ``rerank_candidates``: 1 to :data:`MAX_K`;
 - ``caption_weight``: 0 to 1; ``min_score``: a finite number;
 - ``sort``: one of :data:`SORTS`; ``fusion``: one of :data:`FUSIONS`;
+- composed queries: at most :data:`MAX_TERMS` terms (the text query
+  included), each a text (checked like a query) or a photo, with a non-zero
+  weight between -:data:`MAX_TERM_WEIGHT` and +:data:`MAX_TERM_WEIGHT`, at
+  least one of them positive (:class:`~frozenlens.errors.QueryTermError`);
 - filters: ``after`` not later than ``before`` (else no photo could match),
   ``camera``/``under`` at most :data:`MAX_FILTER_CHARS` characters, no NUL;
   ``min_width``/``min_height`` positive.
@@ -26,10 +30,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from .errors import QueryError
+from .errors import QueryError, QueryTermError
 from .types import SearchFilters
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: longest text query, in characters (after stripping white space)
 MAX_QUERY_CHARS = 1000
@@ -61,6 +70,9 @@ class SearchRequest:
     rerank_candidates: how many first-stage candidates the head rescores
         (at least ``k`` are used).
     min_score: drop hits scoring below this.
+    terms: more weighted terms (:class:`QueryTerm`) after ``query``: a
+        composed query (see :func:`composed_terms` and
+        :mod:`frozenlens.engine.compose`).
     """
 
     query: str | None = None
@@ -72,6 +84,7 @@ class SearchRequest:
     rerank: bool | None = None
     rerank_candidates: int = DEFAULT_RERANK_CANDIDATES
     min_score: float | None = None
+    terms: tuple[QueryTerm, ...] = ()
 
     def __post_init__(self) -> None:
         if self.query is not None:
@@ -92,6 +105,7 @@ class SearchRequest:
         if not isinstance(self.filters, SearchFilters):
             raise QueryError("filters must be a SearchFilters")
         check_filters(self.filters)
+        object.__setattr__(self, "terms", check_terms(self.terms, self.query is not None))
 
     def with_query(self, query: str | None) -> SearchRequest:
         """The same options for another query (validated)."""
@@ -145,3 +159,110 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# -- composed queries: weighted terms -------------------------------------------------------
+#: most terms in one composed query (the text query and an example image count as terms)
+MAX_TERMS = 16
+#: largest absolute weight of one term; weights are non-zero, negative ones subtract
+MAX_TERM_WEIGHT = 10.0
+
+
+@dataclass(frozen=True)
+class QueryTerm:
+    """One weighted term of a composed query: a text, or a photo.
+
+    text: a text in any supported language (checked like a query).
+    image: an indexed photo's id (``int``), a photo file (``os.PathLike``),
+        an encoded photo (``bytes``: an upload) or a decoded PIL image.
+    weight: non-zero, at most :data:`MAX_TERM_WEIGHT` in absolute value;
+        a negative weight subtracts the term (see :mod:`frozenlens.engine.compose`).
+
+    Exactly one of ``text`` and ``image``; :class:`QueryTermError` otherwise.
+    Whether an id is indexed and a file exists and decodes is checked when
+    the search runs (also a :class:`QueryTermError`).
+    """
+
+    text: str | None = None
+    image: int | os.PathLike[str] | bytes | Image.Image | None = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (self.image is None):
+            raise QueryTermError("a query term is either a text or a photo (text=... or image=...)")
+        w = self.weight
+        if not _is_number(w) or not math.isfinite(w) or w == 0 or abs(w) > MAX_TERM_WEIGHT:
+            raise QueryTermError(f"the weight of {self.describe()} must be a non-zero number between "
+                                 f"-{MAX_TERM_WEIGHT:g} and {MAX_TERM_WEIGHT:g}, not {w!r}")
+        object.__setattr__(self, "weight", float(w))
+        if self.text is not None:
+            try:
+                object.__setattr__(self, "text", check_query(self.text))
+            except QueryError as exc:
+                raise QueryTermError(f"text term: {exc}") from None
+            return
+        image = self.image
+        if _is_int(image):
+            if image < 0:  # type: ignore[operator]
+                raise QueryTermError(f"photo ids are non-negative integers, not {image!r}")
+        elif isinstance(image, bytes | bytearray):
+            if not image:
+                raise QueryTermError("an uploaded photo term is empty")
+            object.__setattr__(self, "image", bytes(image))
+        elif hasattr(image, "getbands") and hasattr(image, "convert"):  # a decoded PIL image (an upload)
+            pass
+        elif isinstance(image, os.PathLike):
+            path = os.fspath(image)
+            if not path or "\x00" in path:
+                raise QueryTermError(f"not a photo path: {path!r}")
+        else:
+            raise QueryTermError(f"a photo term is an image id (int), a file path (os.PathLike) or the photo's "
+                                 f"bytes, not {type(image).__name__}")
+
+    @property
+    def kind(self) -> str:
+        """``"text"`` or ``"photo"``."""
+        return "text" if self.text is not None else "photo"
+
+    def describe(self) -> str:
+        """The term in a few words, for messages (``text 'sunset'``, ``photo 12``, ``photo ./a.jpg``)."""
+        if self.text is not None:
+            return f"text {self.text[:40]!r}"
+        if isinstance(self.image, bytes):
+            return f"uploaded photo ({len(self.image):,} bytes)"
+        if not isinstance(self.image, int | os.PathLike):
+            return "uploaded photo"
+        return f"photo {os.fspath(self.image) if isinstance(self.image, os.PathLike) else self.image}"
+
+
+def check_terms(terms: object, has_query: bool = False) -> tuple[QueryTerm, ...]:
+    """The extra terms of a request as a tuple, checked together: each a
+    :class:`QueryTerm`, at most :data:`MAX_TERMS` with the text query
+    (``has_query``). That one of them is positive is checked with the
+    example image, if any, by :func:`composed_terms`."""
+    if isinstance(terms, QueryTerm) or not isinstance(terms, list | tuple):
+        raise QueryTermError("terms must be a list of QueryTerm")
+    terms = tuple(terms)
+    if not terms:
+        return terms
+    if not all(isinstance(t, QueryTerm) for t in terms):
+        raise QueryTermError("terms must be a list of QueryTerm")
+    if len(terms) + has_query > MAX_TERMS:
+        raise QueryTermError(f"a composed query has at most {MAX_TERMS} terms, got {len(terms) + has_query}")
+    return terms
+
+
+def composed_terms(request: SearchRequest, image: int | os.PathLike[str] | bytes | Image.Image | None = None
+                   ) -> tuple[QueryTerm, ...]:
+    """All the terms of a request, in order: its text ``query`` (weight 1),
+    an example ``image`` given with it (weight 1), then ``request.terms``;
+    :class:`QueryTermError` when none has a positive weight."""
+    head = [] if request.query is None else [QueryTerm(text=request.query)]
+    if image is not None:
+        head.append(QueryTerm(image=image))
+    terms = (*head, *request.terms)
+    check_terms(list(terms))  # the count limit holds for the whole list too
+    if all(t.weight < 0 for t in terms):
+        raise QueryTermError("a composed query needs at least one term with a positive weight (something to find)")
+    return terms
+

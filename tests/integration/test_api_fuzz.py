@@ -75,6 +75,9 @@ LIMITATIONS = {
     # multipart/form-data has no null, so schemathesis sends a null form field as the
     # text "null" (then ``min_score=null`` and ``after=null`` are 422s).
     "POST /api/v1/search/image": [positive_data_acceptance],
+    # nor "an indexed photo's id", "a decodable photo" (base64) or "weights that do not cancel
+    # out, one of them positive" for a composed query: those are 422s (frozenlens.request)
+    "POST /api/v1/search/composed": [positive_data_acceptance],
 }
 
 #: requests sent, by (test, operation): printed at teardown (``pytest -s``)

@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search by text (any of 16 languages) or by an example image", description="Search the index with a text query, or with --image FILE.")
     p.add_argument("query", nargs="?", default=None, help="text query")
     p.add_argument("--image", metavar="FILE", help="query by an example image file instead of text")
+    g = p.add_argument_group("composed query (weighted terms; see README, \"Composed queries\")")
+    g.add_argument("--add", action="append", default=[], metavar="TEXT", help="add a text term (weight +1)")
+    g.add_argument("--subtract", action="append", default=[], metavar="TEXT", help="subtract a text term (weight -1)")
+    g.add_argument("--add-image", action="append", default=[], metavar="PHOTO[:W]",
+                   help="add a photo term: a file or an indexed photo's id, with an optional weight (default 1)")
+    g.add_argument("--subtract-image", action="append", default=[], metavar="PHOTO[:W]",
+                   help="subtract a photo term (a file or an id; weight W, default 1)")
     add_index_arg(p)
     add_filters(p)
     add_rerank(p)

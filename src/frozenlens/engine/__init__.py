@@ -10,6 +10,7 @@ Where each piece lives
   between searches and writers, ``frozenlens doctor``, re-indexing;
 * :mod:`.search` — the search pipeline as explicit steps over
   :class:`~.search.Candidates`;
+* :mod:`.compose` — composed queries: how weighted text and photo terms combine;
 * :mod:`.ranking` — the pure functions: score fusion, date order;
 * :mod:`.reranking` — the index's reranker head;
 * :mod:`.media` — thumbnails and served files.

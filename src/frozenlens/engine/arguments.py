@@ -34,7 +34,7 @@ def search_request(
     """
     if isinstance(query, SearchRequest):
         _refuse_both(options, SEARCH_DEFAULTS)
-        if (query.query is None) == (image is None):
+        if not query.terms and (query.query is None) == (image is None):  # composed: any mix (engine.compose)
             raise QueryError("a search request needs either a text query or an example image (image=...)")
         return query, image
     if image is not None:

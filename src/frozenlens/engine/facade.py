@@ -36,6 +36,7 @@ from ..store import DUPLICATE, INDEXED, ImageRecord, Store
 from ..types import STAT_COUNTS, FailedFile, Hit, IndexReport, IndexStats, SearchFilters
 from . import search as steps
 from .arguments import search_request, similar_request
+from .compose import search_composed
 from .disk_full import stop_on_full_disk
 from .index_dir import IDENTITY_KEY, indexed_roots, record_roots, remove_leftovers
 from .index_type import TUNING_KEY, adapt_index, measure_recall
@@ -335,12 +336,11 @@ class Engine:
         """Top-``k`` images for a text query (``str``) or an example image
         (PIL image, image file path as ``Path``, or encoded bytes).
 
-        The options are checked by :class:`frozenlens.request.SearchRequest`
-        (:class:`QueryError`, with its documented limits). A request built
-        beforehand may be passed instead: ``search(request)`` for a text
-        query (``request.query``), ``search(request, image=photo)`` for an
-        example image (``request.query`` is ``None``); the other arguments
-        then keep their defaults.
+        The options are checked by :class:`frozenlens.request.SearchRequest` (:class:`QueryError`, with its
+        documented limits). A request built beforehand may be passed instead: ``search(request)`` for a text
+        query (``request.query``), ``search(request, image=photo)`` for an example image (``request.query`` is
+        ``None``); the other arguments then keep their defaults. A request with ``terms`` is a composed query
+        (weighted texts and photos, :mod:`frozenlens.engine.compose`).
 
         ``sort``: ``"relevance"`` (default), or ``"newest"`` / ``"oldest"``
         first by date taken, *among the relevant photos only* (see
@@ -348,13 +348,11 @@ class Engine:
         is ``min_score`` or, when that is ``None``, ``DATE_SORT_MARGIN`` below
         the best hit's score). The date order is taken from the ``MAX_K``
         most relevant photos (all of them reranked when a head is used).
-
         ``fusion`` combines pixel and caption evidence for text queries (see
         :func:`~frozenlens.engine.ranking.fuse_scores`); ``caption_weight`` is
         used by ``"weighted"``. ``rerank``: ``None`` (default) reranks text
         queries when the index has a trained head, ``False`` never, ``True``
-        requires a head. Image queries are never reranked (the head scores
-        text-image pairs).
+        requires a head. Image queries are never reranked (the head scores text-image pairs).
         """
         request, image = search_request(
             query, image, k=k, filters=filters, min_score=min_score, fusion=fusion, caption_weight=caption_weight,
@@ -367,7 +365,10 @@ class Engine:
         pool = request.k if request.sort == "relevance" else MAX_K  # the relevance pool the date order is taken from
         index = self._search_index(self.sync())  # load or pick up other writers' changes, once per query
         with self._rw.read():
-            if request.query is not None:
+            if request.terms:  # a composed query: weighted text and photo terms (see frozenlens.engine.compose)
+                hits = search_composed(index, self.encoder, request, pool, image,
+                                       lambda: self._head.for_query(request.rerank, self.identity))
+            elif request.query is not None:
                 head = self._head.for_query(request.rerank, self.identity)
                 hits = steps.search_text(
                     index, self.encoder, request.query, pool, request.filters, fusion=request.fusion,

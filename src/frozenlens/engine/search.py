@@ -27,7 +27,7 @@ from PIL import Image
 
 from ..errors import DecodeError, QueryError
 from ..indexer.language import detect_language
-from ..models.base import Encoder, EncoderIdentity
+from ..models.base import Encoder, EncoderIdentity, ImageEmbeddings
 from ..retriever import threads as faiss_threads
 from ..retriever.spaces import VectorSpaces
 from ..store import ImageRecord, Store
@@ -233,6 +233,12 @@ def head_scores(index: SearchIndex, encoder: Encoder, head: Reranker, query: Tex
 # -- image search ----------------------------------------------------------------------------
 def embed_query_image(encoder: Encoder, query: ImageQuery) -> np.ndarray:
     """The visual vector (float32 (d_visual,)) of an example image; :class:`QueryError` if it does not decode."""
+    return embed_query_photo(encoder, query).visual[0]
+
+
+def embed_query_photo(encoder: Encoder, query: ImageQuery) -> ImageEmbeddings:
+    """Both vectors (semantic (1, d), visual (1, d_visual)) of an example image; :class:`QueryError`
+    if it does not decode."""
     from ..indexer.decode import decode_bytes, decode_file
 
     try:
@@ -246,7 +252,7 @@ def embed_query_image(encoder: Encoder, query: ImageQuery) -> np.ndarray:
             raise QueryError(f"unsupported query type {type(query).__name__}")
     except DecodeError as exc:
         raise QueryError(f"cannot use this query image: {exc} [{exc.reason}]") from exc
-    return encoder.embed_images([image]).visual[0]
+    return encoder.embed_images([image])
 
 
 def search_visual(

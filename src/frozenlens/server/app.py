@@ -45,6 +45,9 @@ def create_app(settings: ServerSettings, *, encoder: str | None = None, ui: bool
     # multipart overhead on top of the file itself: form fields and part headers
     app.add_middleware(UploadSizeLimit, max_bytes=settings.limits.max_upload_bytes + 64 * 1024,
                        paths=("/api/v1/search/image",))
+    # a composed query's photos travel base64-encoded (4/3 of their size) in its JSON body
+    app.add_middleware(UploadSizeLimit, max_bytes=settings.limits.max_upload_bytes * 4 // 3 + 64 * 1024,
+                       paths=("/api/v1/search/composed",))
     if settings.token is not None:
         app.add_middleware(TokenMiddleware, token=settings.token)
     else:  # no token: only this machine may ask, and DNS rebinding must not make a web page "this machine"

@@ -19,6 +19,7 @@ from ..errors import (
     ImageNotFoundError,
     IndexReadOnlyError,
     QueryError,
+    QueryTermError,
     RerankerError,
 )
 from .state import IndexingNotAllowedError, NoIndexError
@@ -27,6 +28,7 @@ from .uploads import PayloadTooLargeError
 #: library errors → (HTTP status, machine-readable code); first match wins
 STATUS = (
     (PayloadTooLargeError, 413, "too-large"),
+    (QueryTermError, 422, "bad-term"),
     (QueryError, 400, "bad-query"),
     (DecodeError, 400, "bad-image"),
     (NoIndexError, 503, "no-index"),

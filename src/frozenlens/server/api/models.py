@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 from ...paths import OS_PATH_TEXT_PATTERN, to_text
-from ...request import DEFAULT_K, MAX_FILTER_CHARS, MAX_K, MAX_QUERY_CHARS, SORTS
+from ...request import DEFAULT_K, MAX_FILTER_CHARS, MAX_K, MAX_QUERY_CHARS, MAX_TERM_WEIGHT, MAX_TERMS, SORTS
 from ...types import Hit, parse_when
 
 #: the result orders of :data:`frozenlens.request.SORTS`, as the schema's enum
@@ -76,6 +76,70 @@ class SearchBody(SearchRequest):
     """A text search as a JSON body (``POST /api/v1/search``): types are strict (``"rerank": 0`` is an error)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _nonzero(value: float) -> float:
+    if value == 0:
+        raise ValueError("a term's weight must not be 0 (a negative weight subtracts the term)")
+    return value
+
+
+#: a term's weight: non-zero, at most MAX_TERM_WEIGHT either way (frozenlens.request)
+Weight = Annotated[float, Field(ge=-MAX_TERM_WEIGHT, le=MAX_TERM_WEIGHT, json_schema_extra={"not": {"const": 0}},
+                                description="non-zero; a negative weight subtracts the term"),
+                   AfterValidator(_nonzero)]
+
+
+class TextTermIn(BaseModel):
+    """A text term, in any supported language."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str = Field(max_length=MAX_QUERY_CHARS, pattern=SOME_TEXT)
+    weight: Weight = 1.0
+
+
+class IdTermIn(BaseModel):
+    """An indexed photo, by id (e.g. a result's ``id``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image_id: Count = Field(ge=0)
+    weight: Weight = 1.0
+
+
+class PhotoTermIn(BaseModel):
+    """A photo file, base64-encoded (the photos of one body together at most the upload limit of /search/image)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    image: str = Field(pattern=r"^[A-Za-z0-9+/]*={0,2}$", json_schema_extra={"contentEncoding": "base64"})
+    weight: Weight = 1.0
+
+
+def _term_kind(value: object) -> str | None:
+    if isinstance(value, dict):
+        return next((key for key in ("text", "image_id", "image") if key in value), None)
+    return {TextTermIn: "text", IdTermIn: "image_id", PhotoTermIn: "image"}.get(type(value))
+
+
+#: one weighted term: a text, an indexed photo's id, or an uploaded photo
+TermIn = Annotated[Annotated[TextTermIn, Tag("text")] | Annotated[IdTermIn, Tag("image_id")]
+                   | Annotated[PhotoTermIn, Tag("image")],
+                   Discriminator(_term_kind, custom_error_type="term",
+                                 custom_error_message="a term has one of text, image_id or image")]
+
+
+class ComposedBody(ResultParams):
+    """A composed query (``POST /api/v1/search/composed``): weighted text and photo terms, combined as
+    ``frozenlens.engine.compose`` defines (README, "Composed queries"); types are strict."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    terms: list[TermIn] = Field(min_length=1, max_length=MAX_TERMS,
+                                description=f"1 to {MAX_TERMS} terms, at least one with a positive weight")
+    rerank: bool | None = Field(None, description="rerank with the positive text terms (default: when the index "
+                                                  "has a head; a query without a positive text term never is)")
 
 
 TAKEN_AT = ("when the photo was taken, ISO 8601 without a time-zone offset (the camera's wall clock; "

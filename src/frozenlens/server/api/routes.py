@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,6 +26,7 @@ from ..uploads import decode_upload
 from .models import (
     NO_NUL,
     PATH_TEXT,
+    ComposedBody,
     ErrorOut,
     HealthOut,
     HitOut,
@@ -39,6 +41,7 @@ from .models import (
     StatsOut,
     When,
 )
+from .terms import query_terms
 
 if TYPE_CHECKING:
     from ...engine import Engine
@@ -126,6 +129,15 @@ def build_router(state: ServerState) -> APIRouter:
         data = file.file.read(limits.max_upload_bytes + 1)  # read into memory; we never write it anywhere
         image = decode_upload(data, limits.max_upload_bytes, limits.max_upload_pixels)
         return respond(req, lambda e: e.search(req, image=image))
+
+    @router.post(
+        "/search/composed", response_model=SearchResponse, summary="Search by weighted text and photo terms",
+        responses={**RERANK, 413: {"model": ErrorOut, "description": "uploads too large"}},
+    )
+    def search_composed(body: ComposedBody) -> SearchResponse:
+        req = request_of(body, rerank=body.rerank)
+        req = replace(req, terms=query_terms(body.terms, limits))
+        return respond(req, lambda e: e.search(req))
 
     @router.get("/images/{image_id}", response_model=ImageOut, responses=NOT_FOUND, summary="An image's metadata")
     def image(image_id: ImageId) -> ImageOut:

@@ -12,9 +12,11 @@ from collections.abc import Iterator, Mapping
 import gradio as gr
 
 from ...engine import DATE_SORT_MARGIN
+from ...errors import FrozenLensError
 from ...request import MAX_K, MAX_QUERY_CHARS
 from ..state import ServerState
 from . import actions
+from . import compose as terms_ui
 from . import format as fmt
 from .styles import CARDS_CSS, INDEX_CSS, SELECT_JS, STATUS_CSS, WHY_CSS
 
@@ -39,6 +41,7 @@ def build(state: ServerState) -> gr.Blocks:
         hits = gr.State([])
         shown_query = gr.State("")
         selected = gr.State(None)
+        terms = gr.State([])  # a composed query's extra terms (see .compose)
         gr.HTML(HEADER, css_template=HEADER_CSS, elem_id="fl-header", js_on_load=None)
         with gr.Tabs(elem_id="fl-tabs"):
             with gr.Tab("Search", id="search", elem_id="fl-tab-search") as search_tab:
@@ -48,6 +51,16 @@ def build(state: ServerState) -> gr.Blocks:
                         elem_id="fl-query", scale=6, max_length=MAX_QUERY_CHARS, autofocus=True, lines=1,
                     )
                     go = gr.Button("Search", variant="primary", elem_id="fl-search", scale=0, min_width=120)
+                with gr.Row(equal_height=True, elem_id="fl-compose"):
+                    term = gr.Textbox(show_label=False, placeholder="Refine with another term: “sunset”, “people” …",
+                                      elem_id="fl-term", scale=4, max_length=MAX_QUERY_CHARS, lines=1)
+                    # no minimum/maximum here: the weight rules are frozenlens.request's, said in plain words
+                    weight = gr.Number(value=1.0, label="Weight", step=0.5, elem_id="fl-term-weight", scale=0,
+                                       min_width=90)
+                    add = gr.Button("+ Add", elem_id="fl-term-add", scale=0, min_width=90, size="sm")
+                    subtract = gr.Button("− Subtract", elem_id="fl-term-subtract", scale=0, min_width=110, size="sm")
+                chips = gr.HTML(terms_ui.chips_html([]), elem_id="fl-terms", css_template=terms_ui.CHIPS_CSS,
+                                js_on_load=terms_ui.CHIPS_JS)
                 with gr.Row():
                     with gr.Column(scale=1, min_width=300):
                         photo = gr.Image(
@@ -78,6 +91,7 @@ def build(state: ServerState) -> gr.Blocks:
                                           js_on_load=SELECT_JS)
                     with gr.Column(scale=2, min_width=300):
                         more = gr.Button("More like this", elem_id="fl-more", interactive=False, variant="primary")
+                        with_photo = gr.Button("Search with this photo", elem_id="fl-with-photo", interactive=False)
                         why = gr.HTML(fmt.why_html(None), elem_id="fl-why", css_template=WHY_CSS, js_on_load=None)
             with gr.Tab("Index", id="index", elem_id="fl-tab-index") as index_tab:
                 overview = gr.HTML(elem_id="fl-stats", css_template=INDEX_CSS, js_on_load=None)
@@ -97,16 +111,19 @@ def build(state: ServerState) -> gr.Blocks:
                                   js_on_load=None)
 
         form = [k, rerank, after, before, camera, folder, sort, min_score]
-        view_out = [status, results, hits, shown_query, why, selected, more]
+        view_out = [status, results, hits, shown_query, why, selected, more, with_photo]
 
         def show(view: actions.View) -> tuple:
-            return (view.status, view.cards, view.hits, view.query, view.why, None, gr.Button(interactive=False))
+            return (view.status, view.cards, view.hits, view.query, view.why, None, gr.Button(interactive=False),
+                    gr.Button(interactive=False))
 
         # raw (not preprocessed) values: the upload is Gradio's file payload, read by actions.search_photo,
         # which opens it only inside Gradio's upload folder (the payload's path comes from the browser)
         uploads = gr.utils.get_upload_folder()
 
-        def on_search(text: str | None, upload: Mapping[str, object] | None, *values: object) -> tuple:
+        def on_search(text: str | None, upload: Mapping[str, object] | None, extra: list, *values: object) -> tuple:
+            if extra:
+                return show(terms_ui.search_composed(state, text, extra, actions.Form(*values)))
             if not (text or "").strip() and upload:
                 return show(actions.search_photo(state, upload, actions.Form(*values), uploads))
             return show(actions.search_text(state, text, actions.Form(*values)))
@@ -120,7 +137,41 @@ def build(state: ServerState) -> gr.Blocks:
         def on_select(current: list[dict[str, object]], text: str, evt: gr.EventData) -> tuple:
             data = evt._data if isinstance(getattr(evt, "_data", None), dict) else {}
             panel, ident = actions.select(current, data.get("id"), text)
-            return panel, ident, gr.Button(interactive=ident is not None)
+            return panel, ident, gr.Button(interactive=ident is not None), gr.Button(interactive=ident is not None)
+
+        def composed(new_terms: list, text: str | None, *values: object) -> tuple:
+            view = terms_ui.search_composed(state, text, new_terms, actions.Form(*values))
+            return (new_terms, terms_ui.chips_html(new_terms), *show(view))
+
+        def refused(current: list, exc: Exception) -> tuple:
+            return (current, gr.skip(), *show(actions.error_view(exc, state)))
+
+        def on_term(sign: int) -> object:
+            def handler(text: str | None, word: str | None, w: object, current: list, *values: object) -> tuple:
+                try:
+                    new_terms = terms_ui.add_term(current, terms_ui.text_term(word, w, sign))
+                except FrozenLensError as exc:
+                    return (gr.skip(), *refused(current, exc))
+                return ("", *composed(new_terms, text, *values))
+            return handler
+
+        def on_remove(evt: gr.EventData, current: list, text: str | None, *values: object) -> tuple:
+            data = evt._data if isinstance(getattr(evt, "_data", None), dict) else {}
+            new_terms = terms_ui.remove_term(current, data.get("index"))
+            if not new_terms:
+                return (new_terms, terms_ui.chips_html(new_terms), *on_search(text, None, [], *values))
+            return composed(new_terms, text, *values)
+
+        def on_with_photo(image_id: int | None, text: str | None, current: list, w: object, *values: object) -> tuple:
+            if image_id is None:
+                return (current, gr.skip(), *show(actions.View(status=fmt.status_html(
+                    "Select a result first, then search with it.", "empty"))))
+            try:
+                name = terms_ui.photo_name(state, int(image_id))
+                new_terms = terms_ui.add_term(current, terms_ui.photo_term(image_id, name, w))
+            except FrozenLensError as exc:
+                return refused(current, exc)
+            return composed(new_terms, text, *values)
 
         def on_load() -> tuple:
             info = actions.page_info(state)
@@ -143,11 +194,17 @@ def build(state: ServerState) -> gr.Blocks:
                     gr.Dropdown(choices=[("Any camera", ""), *info.cameras]))
 
         raw = {"preprocess": False, **PRIVATE}  # the upload payload is decoded by our own hardened decoder
-        go.click(on_search, [query, photo, *form], view_out, **raw)
-        query.submit(on_search, [query, photo, *form], view_out, **raw)
+        go.click(on_search, [query, photo, terms, *form], view_out, **raw)
+        query.submit(on_search, [query, photo, terms, *form], view_out, **raw)
+        terms_out = [terms, chips, *view_out]
+        for button, sign in ((add, +1), (subtract, -1)):
+            button.click(on_term(sign), [query, term, weight, terms, *form], [term, *terms_out], **PRIVATE)
+        term.submit(on_term(+1), [query, term, weight, terms, *form], [term, *terms_out], **PRIVATE)
+        chips.select(on_remove, [terms, query, *form], terms_out, **PRIVATE)
+        with_photo.click(on_with_photo, [selected, query, terms, weight, *form], terms_out, **PRIVATE)
         photo.upload(on_upload, [photo, *form], view_out, **raw)
         more.click(on_more, [selected, *form], view_out, **PRIVATE)
-        results.select(on_select, [hits, shown_query], [why, selected, more], **PRIVATE)
+        results.select(on_select, [hits, shown_query], [why, selected, more, with_photo], **PRIVATE)
         page.load(on_load, None, [status, camera, rerank], **PRIVATE)
         index_tab.select(on_overview, None, [overview, failed_title, failed], **PRIVATE)
         refresh.click(on_overview, None, [overview, failed_title, failed], **PRIVATE)
