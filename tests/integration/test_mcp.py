@@ -210,6 +210,28 @@ def test_photo_queries_by_id_path_and_upload(mcp, archive, engine):
     assert names(mcp.call("search", {"photo": {"data": png}, "k": 2, "filters": {"camera": "olympus"}}))[0] == "pool.jpg"
 
 
+def test_composed_terms_are_the_engines(mcp, archive, engine):
+    """Weighted text and photo terms give exactly the engine's composed search (one rule:
+    frozenlens.engine.compose); bad terms are the request object's errors."""
+    from frozenlens.request import QueryTerm, SearchRequest
+
+    photos, _ = archive
+    canyon = by_name(engine, "grand_canyon_3.jpg")
+    args = {"query": "the sea", "terms": [{"text": "a dog", "weight": -1}, {"photo": {"id": canyon}, "weight": 0.5}],
+            "k": 5}
+    want = engine.search(SearchRequest(query="the sea", k=5, terms=(QueryTerm(text="a dog", weight=-1),
+                                                                   QueryTerm(image=canyon, weight=0.5))))
+    assert [h["id"] for h in ok(mcp.call("search", args))["hits"]] == [h.id for h in want]
+    data = base64.b64encode((photos / "pool.jpg").read_bytes()).decode()
+    only_terms = ok(mcp.call("search", {"terms": [{"photo": {"data": data}}, {"text": "people", "weight": -0.5}],
+                                        "k": 3}))
+    assert len(only_terms["hits"]) == 3
+    assert "bad-term" in error_text(mcp.call("search", {"query": "x", "terms": [{"text": "y", "weight": 0}]}))
+    assert "bad-term" in error_text(mcp.call("search", {"terms": [{"text": "y", "photo": {"id": canyon}}]}))
+    assert "not read" in error_text(mcp.call("search", {"terms": [{"photo": {"path": str(photos / "pool.jpg")}}]}))
+    assert "as a term" in error_text(mcp.call("search", {"photo": {"id": canyon}, "terms": [{"text": "y"}]}))
+
+
 def test_photo_metadata(mcp, archive, engine):
     photos, _ = archive
     i = by_name(engine, "skagen.jpg")
@@ -262,7 +284,7 @@ def test_bad_arguments_are_clear_tool_errors(mcp, archive):
         assert error_text(mcp.call("search", args)).endswith(f"bad-query: {message}"), args
     cases = [
         ("search", {"query": "dog", "photo": {"id": 1}}, "bad-query: give either a text query or a photo"),
-        ("search", {}, "bad-query: give a text query or a photo"),
+        ("search", {}, "bad-query: give a text query, a photo or terms"),
         ("search", {"photo": {"id": 1, "path": "/x.jpg"}}, "exactly one of id, path or data"),
         ("search", {"photo": {"path": "grand_canyon_3.jpg"}}, "must be an absolute path"),
         ("search", {"photo": {"path": str(photos / "nope.jpg")}}, "not-found: no indexed image"),

@@ -8,8 +8,9 @@ from the CLI, the REST API and the Python API. The schema types (integer,
 string, ...) are checked by the SDK before a tool runs.
 
 A query is a text (``query``) or an example photo (``photo``: an indexed
-photo by id or path, or an uploaded file as base64); :class:`Photo` is meant
-to be reused by weighted query terms.
+photo by id or path, or an uploaded file as base64), and optionally weighted
+``terms`` (texts and photos; :mod:`frozenlens.engine.compose` says how they
+combine).
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...errors import QueryError
+from ...errors import QueryError, QueryTermError
 from ...request import (
     FUSIONS,
     MAX_FILTER_CHARS,
     MAX_K,
     MAX_QUERY_CHARS,
+    MAX_TERM_WEIGHT,
+    MAX_TERMS,
     SORTS,
+    QueryTerm,
     SearchRequest,
 )
 from ...types import Hit, SearchFilters, parse_when
@@ -82,6 +86,35 @@ class Photo(BaseModel):
                                                "photos that look like it")
 
 
+class Term(BaseModel):
+    """One weighted term of a composed query: a text, or a photo (by ``id`` or uploaded ``data``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, description="a text in any language", json_schema_extra={"maxLength": MAX_QUERY_CHARS})
+    photo: Photo | None = Field(None, description="a photo: an indexed photo's id, or an uploaded one (data)")
+    weight: float = Field(1.0, description="non-zero; negative subtracts the term (e.g. -1: 'not this')",
+                          json_schema_extra={"minimum": -MAX_TERM_WEIGHT, "maximum": MAX_TERM_WEIGHT})
+
+    def to_term(self, limits: Limits) -> QueryTerm:
+        """The library's term (validated by :class:`QueryTerm`: the REST API's and the CLI's rule)."""
+        if self.photo is None:
+            return QueryTerm(text=self.text, weight=self.weight)
+        if self.text is not None:
+            raise QueryTermError("a query term is either a text or a photo, not both")
+        if self.photo.path is not None:
+            raise QueryTermError("in a term, give a photo by id or as data (an indexed photo's path is not read)")
+        if (self.photo.id is None) == (self.photo.data is None):
+            raise QueryTermError("a term's photo is exactly one of id or data")
+        if self.photo.id is not None:
+            return QueryTerm(image=self.photo.id, weight=self.weight)
+        image = decode_upload(_base64(self.photo.data or ""), limits.max_upload_bytes, limits.max_upload_pixels)
+        return QueryTerm(image=image, weight=self.weight)
+
+
+Terms = Annotated[list[Term] | None, _stated("weighted terms added to the query (composed search): e.g. "
+                                             "query 'beach' with terms [{text: 'people', weight: -1}]",
+                                             maxItems=MAX_TERMS)]
 Query = Annotated[str | None, _stated("a text query in any language", maxLength=MAX_QUERY_CHARS)]
 K = Annotated[int, _stated("number of results", minimum=1, maximum=MAX_K)]
 Sort = Annotated[str, _stated("relevance, or newest/oldest first among the relevant photos", enum=list(SORTS))]
@@ -103,14 +136,18 @@ class Search:
 def build_search(
     limits: Limits, *, query: str | None, photo: Photo | None, filters: Filters | None, k: int, sort: str,
     fusion: str, rerank: bool | None, rerank_candidates: int, min_score: float | None,
+    terms: list[Term] | None = None,
 ) -> Search:
     """The search the ``search`` tool's arguments ask for (:class:`QueryError` otherwise)."""
     if query is not None and photo is not None:
         raise QueryError("give either a text query or a photo, not both")
-    if query is None and photo is None:
-        raise QueryError("give a text query or a photo to search with")
+    if terms and photo is not None:
+        raise QueryError("with terms, give the photo as a term ({photo: ..., weight: ...})")
+    if query is None and photo is None and not terms:
+        raise QueryError("give a text query, a photo or terms to search with")
     request = SearchRequest(query=query, k=k, filters=(filters or Filters()).to_filters(), sort=sort, fusion=fusion,
-                            rerank=rerank, rerank_candidates=rerank_candidates, min_score=min_score)
+                            rerank=rerank, rerank_candidates=rerank_candidates, min_score=min_score,
+                            terms=tuple(t.to_term(limits) for t in terms or ()))
     if photo is None:
         return Search(request, lambda engine: engine.search(request))
     given = [name for name in ("id", "path", "data") if getattr(photo, name) is not None]

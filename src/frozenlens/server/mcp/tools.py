@@ -42,6 +42,7 @@ from .arguments import (
     Query,
     Rerank,
     Sort,
+    Terms,
     build_search,
 )
 
@@ -101,18 +102,19 @@ def create_mcp(state: ServerState) -> MCPServer:
     limits = state.settings.limits
 
     @tool_errors
-    def search(query: Query = None, photo: Photo | None = None, filters: Filters | None = None, k: K = DEFAULTS.k,
-               sort: Sort = DEFAULTS.sort, min_score: MinScore = None, rerank: Rerank = None,
+    def search(query: Query = None, photo: Photo | None = None, terms: Terms = None, filters: Filters | None = None,
+               k: K = DEFAULTS.k, sort: Sort = DEFAULTS.sort, min_score: MinScore = None, rerank: Rerank = None,
                rerank_candidates: Candidates = DEFAULTS.rerank_candidates,
                fusion: Fusion = DEFAULTS.fusion) -> dict[str, Any]:
-        """Search the photo archive by a text query (any language) or by an example photo.
+        """Search the photo archive by a text query (any language), an example photo, or weighted terms.
 
-        Give `query` or `photo`, not both. Results are ranked by relevance (or, with `sort`,
+        Give `query` or `photo`, not both; `terms` add weighted texts and photos to a query (or
+        make one alone): e.g. query "beach", terms [{"text": "people", "weight": -1}]. Results are ranked by relevance (or, with `sort`,
         newest/oldest first among the relevant photos) and carry each photo's id, path, score,
         date, camera, size, captions and the labels the model saw.
         """
         s = build_search(limits, query=query, photo=photo, filters=filters, k=k, sort=sort, fusion=fusion,
-                         rerank=rerank, rerank_candidates=rerank_candidates, min_score=min_score)
+                         rerank=rerank, rerank_candidates=rerank_candidates, min_score=min_score, terms=terms)
         with state.engine() as engine:
             t0 = time.perf_counter()
             hits = s.run(engine)
