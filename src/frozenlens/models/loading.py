@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from frozenlens.errors import UnknownEncoderError, WeightsNotFoundError
+from frozenlens.models.artifact_cache import file_digest
 from frozenlens.models.base import EncoderIdentity
 from frozenlens.models.presets import PREFIX, PRESETS
 
@@ -193,22 +194,6 @@ def _check_arch(arch: str) -> None:
 
 
 # ------------------------------------------------------------------ digests
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 hex digest of a file's bytes, memoised by (path, size, mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
-
-
 def _short_hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
