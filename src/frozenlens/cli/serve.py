@@ -15,6 +15,7 @@ def cmd_serve(args: argparse.Namespace, index_dir: str) -> int:
 
         from ..server.app import create_app
         from ..server.settings import ServerSettings, read_token
+        from ..server.state import ServerState
     except ImportError as exc:
         raise QueryError(f"serving needs the `serve` extra: pip install 'frozenlens[serve]' ({exc.name} is missing)") from exc
     settings = ServerSettings(
@@ -24,7 +25,9 @@ def cmd_serve(args: argparse.Namespace, index_dir: str) -> int:
     )
     import asyncio
 
-    app = create_app(settings, ui=not args.no_ui)
+    state = ServerState(settings)
+    app = create_app(settings, ui=not args.no_ui, state=state)
+    state.warm()  # before the address is printed: the first query is as fast as the tenth
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
                             access_log=args.verbose)
     server = uvicorn.Server(config)
