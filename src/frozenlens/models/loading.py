@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from frozenlens.errors import UnknownEncoderError, WeightsNotFoundError
 from frozenlens.models.artifact_cache import file_digest
 from frozenlens.models.base import EncoderIdentity
+from frozenlens.models.openclip_fast import mapped_clip
 from frozenlens.models.presets import PREFIX, PRESETS
 
 if TYPE_CHECKING:
@@ -235,10 +236,14 @@ def _load(
         if preprocess:
             version += "+pp" + _short_hash(preprocess)
         with _hub_errors(what, model_cfg):
-            model = open_clip.create_model(
-                arch, pretrained=str(ckpt), device=device, force_quick_gelu=quick_gelu,
-                force_preprocess_cfg={**pp, **preprocess}, cache_dir=cache_dir,
-            )  # fmt: skip
+            # on the CPU, a plain CLIP is built uninitialised with its weights mapped from the file
+            model = mapped_clip(arch, Path(ckpt), quick_gelu=quick_gelu, preprocess_cfg={**pp, **preprocess},
+                                cache_dir=cache_dir) if device.type == "cpu" else None
+            if model is None:
+                model = open_clip.create_model(
+                    arch, pretrained=str(ckpt), device=device, force_quick_gelu=quick_gelu,
+                    force_preprocess_cfg={**pp, **preprocess}, cache_dir=cache_dir,
+                )  # fmt: skip
             tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
         return model, tokenizer, int(model_cfg.get("embed_dim") or _probe_dim(model, tokenizer)), version
 
