@@ -200,9 +200,9 @@ def default_weights_path() -> Path:
 
 def load_efficientnet_lite0(weights: Path | None = None) -> EfficientNetLite:
     """Build EfficientNet-Lite0, load ``weights`` (default: packaged) strictly, eval mode."""
-    path = Path(weights) if weights is not None else default_weights_path()
-    if not path.is_file():
-        raise WeightsNotFoundError(f"EfficientNet-Lite0 weights file not found: {path}")
+    from frozenlens.models.lite import require_weights_file  # the rule's owner (torch-free)
+
+    path = require_weights_file(Path(weights) if weights is not None else default_weights_path())
     logger.info("loading EfficientNet-Lite0 weights from %s", path)
     model = EfficientNetLite(EfficientNetLiteConfig())
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from frozenlens.cores import usable_cores
+from frozenlens.errors import WeightsNotFoundError
 from frozenlens.models._blas import blas_threads
 from frozenlens.models.artifact_cache import (
     ArtifactCache,
@@ -106,6 +107,14 @@ def load_class_names() -> list[str]:
     if len(names) != 1000 or len(set(names)) != 1000:
         raise RuntimeError("packaged imagenet_classes.txt is damaged (need 1000 unique names)")
     return names
+
+
+def require_weights_file(path: Path) -> Path:
+    """``path`` if it is a file, else :class:`WeightsNotFoundError` naming it (checked when an
+    encoder is made, so a missing file is reported at once, not at the first image)."""
+    if not path.is_file():
+        raise WeightsNotFoundError(f"EfficientNet-Lite0 weights file not found: {path}")
+    return path
 
 
 def resize_center_crop(image: Image.Image, resize: int = _RESIZE_SIZE, crop: int = _INPUT_SIZE) -> np.ndarray:
@@ -226,7 +235,7 @@ class LiteEncoder(Encoder):
         self.identity = EncoderIdentity(name="lite", version=version, dim=_TEXT_DIM, visual_dim=_VISUAL_DIM)
 
         self._cache = ArtifactCache(self.cache_dir)
-        self._weights = Path(weights) if weights else None
+        self._weights = require_weights_file(Path(weights)) if weights else None
         self._text_model: USE | None = None
         self._text_model_lock = threading.Lock()  # the one load of the text model
         self._image_lock = threading.Lock()  # the one build of the image side
