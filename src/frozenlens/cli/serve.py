@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import QueryError
 from ..paths import to_text
+from .serve_warm import first_request
 
 
 def cmd_serve(args: argparse.Namespace, index_dir: str) -> int:
@@ -37,7 +38,10 @@ def cmd_serve(args: argparse.Namespace, index_dir: str) -> int:
         while not server.started and not task.done():
             await asyncio.sleep(0.05)
         if server.started:  # print the real address (port 0 = any free port)
-            for sock in (s for srv in server.servers for s in srv.sockets):
+            sockets = [s for srv in server.servers for s in srv.sockets]
+            if sockets:  # the web stack's own first-request costs, paid before saying "ready"
+                await asyncio.to_thread(first_request, *sockets[0].getsockname()[:2], settings.token)
+            for sock in sockets:
                 host, port = sock.getsockname()[:2]
                 print(f"FrozenLens serving {to_text(str(settings.index_dir))} at http://{host}:{port}/ "
                       "(API: /api/v1, docs: /docs)", flush=True)

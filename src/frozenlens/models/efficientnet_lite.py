@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frozenlens.errors import WeightsNotFoundError
+from frozenlens.models.weights_file import require_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +201,6 @@ def default_weights_path() -> Path:
 
 def load_efficientnet_lite0(weights: Path | None = None) -> EfficientNetLite:
     """Build EfficientNet-Lite0, load ``weights`` (default: packaged) strictly, eval mode."""
-    from frozenlens.models.lite import require_weights_file  # the rule's owner (torch-free)
-
     path = require_weights_file(Path(weights) if weights is not None else default_weights_path())
     logger.info("loading EfficientNet-Lite0 weights from %s", path)
     model = EfficientNetLite(EfficientNetLiteConfig())

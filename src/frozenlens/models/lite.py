@@ -46,7 +46,6 @@ import numpy as np
 from PIL import Image
 
 from frozenlens.cores import usable_cores
-from frozenlens.errors import WeightsNotFoundError
 from frozenlens.models._blas import blas_threads
 from frozenlens.models.artifact_cache import (
     ArtifactCache,
@@ -57,6 +56,7 @@ from frozenlens.models.artifact_cache import (
     file_digest,
 )
 from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings, Label
+from frozenlens.models.weights_file import require_weights_file
 
 if TYPE_CHECKING:
     import torch
@@ -107,14 +107,6 @@ def load_class_names() -> list[str]:
     if len(names) != 1000 or len(set(names)) != 1000:
         raise RuntimeError("packaged imagenet_classes.txt is damaged (need 1000 unique names)")
     return names
-
-
-def require_weights_file(path: Path) -> Path:
-    """``path`` if it is a file, else :class:`WeightsNotFoundError` naming it (checked when an
-    encoder is made, so a missing file is reported at once, not at the first image)."""
-    if not path.is_file():
-        raise WeightsNotFoundError(f"EfficientNet-Lite0 weights file not found: {path}")
-    return path
 
 
 def resize_center_crop(image: Image.Image, resize: int = _RESIZE_SIZE, crop: int = _INPUT_SIZE) -> np.ndarray:
