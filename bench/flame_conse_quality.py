@@ -334,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from frozenlens.models.lite import load_class_names
 
     lite = clock.run("lite load", lambda: (create_encoder("lite", threads=THREADS), False))
+    lite.warm(text=False, images=True)  # the network and class embeddings read below are built on first use
     paths = [im.path for im in (*val.images, *test.images)]
     logits, lite_sem = clock.run("lite images", lambda: lite_image_logits(lite, paths))
     check = conse(logits, lite._class_emb.numpy(), LITE_T, LITE_TEMP)

@@ -211,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("today on val: %s", today)
     log.info("chosen on val: %s", best)
     product = LiteEncoder(cache_dir=encoder.cache_dir)  # today's package default: must be the chosen recipe
+    product.warm(images=True)  # the class vectors load with the image side
     shipped = product.class_text, product.top_t, product.temperature, product.prompts
     if shipped == ("wordnet" if best["text"] == "wordnet" else best["text"], best["top_t"], best["temperature"],
                    ("{}",) if best["prompts"] == "bare" else PHOTO_PROMPTS) and not best["centre"]:

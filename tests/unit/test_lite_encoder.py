@@ -26,6 +26,7 @@ from frozenlens.models import (
     register_encoder,
     registry,
 )
+from frozenlens.models.artifact_cache import array_bytes, bytes_array, decode_entry, encode_entry
 from frozenlens.models.lite import LiteEncoder, default_cache_dir
 
 skdata = pytest.importorskip("skimage.data")
@@ -102,7 +103,7 @@ def _rank_first(encoder: LiteEncoder, embedded: ImageEmbeddings, query: str) -> 
 # ----------------------------------------------------------------- outputs
 
 
-def test_identity_and_sizes(encoder: LiteEncoder) -> None:
+def test_identity_and_sizes(encoder: LiteEncoder, embedded) -> None:
     assert encoder.identity == EncoderIdentity(name="lite", version="2", dim=512, visual_dim=1280)
     assert encoder.input_size == 224 and encoder.draft_size == 256
     assert encoder.threads == len(os.sched_getaffinity(0))
@@ -124,6 +125,7 @@ def test_wordnet_class_vectors_average_every_lemma_and_the_gloss(encoder: LiteEn
     assert len(texts.wnids) == 1000 and texts.wnids[0] == "n01440764"
     items = class_items("wordnet", encoder.class_names)
     assert items[0] == ["tench", "Tinca tinca", "tench: " + texts.glosses[0]]
+    encoder.warm(images=True)  # the class vectors load with the image side
     expected = encoder.encode_texts(items[0]).mean(axis=0)
     expected /= np.linalg.norm(expected)
     np.testing.assert_allclose(encoder._class_emb[0].numpy(), expected, atol=1e-5)
@@ -260,11 +262,13 @@ def test_degraded_copy_finds_its_original_by_visual_vector(
 
 def test_cache_written_once_and_reused(encoder: LiteEncoder, cache_dir: Path, embedded, photos) -> None:
     path = encoder.class_cache_path
-    assert path.parent == cache_dir and path.suffix == ".npy"
+    assert path.parent == cache_dir and path.name.startswith("lite-classes-")
     assert not encoder.class_cache_hit  # the module fixture computed it
     assert [p.name for p in cache_dir.iterdir() if p.name.endswith(".tmp")] == []
     mtime = path.stat().st_mtime_ns
     again = LiteEncoder(cache_dir=cache_dir, runtime="eager")
+    assert not again.image_tower_loaded and not again.class_cache_hit  # nothing loaded before the first image
+    again.warm(text=False, images=True)
     assert again.class_cache_hit and again.class_cache_path == path
     assert path.stat().st_mtime_ns == mtime
     sem = again.embed_images([photos["cat"]]).semantic
@@ -273,23 +277,35 @@ def test_cache_written_once_and_reused(encoder: LiteEncoder, cache_dir: Path, em
 
 def test_cache_key_depends_on_prompts(encoder: LiteEncoder, cache_dir: Path) -> None:
     other = LiteEncoder(cache_dir=cache_dir, prompts=("a photo of a {}.",), runtime="eager")
+    other.warm(text=False, images=True)
     assert not other.class_cache_hit
     assert other.class_cache_path != encoder.class_cache_path and other.class_cache_path.is_file()
 
 
-@pytest.mark.parametrize("garbage", [b"", b"not a numpy file", "npy-wrong-shape"])
-def test_corrupt_cache_is_recomputed(tmp_path: Path, encoder: LiteEncoder, garbage) -> None:
+def _stored_classes(path: Path) -> np.ndarray:
+    return bytes_array(decode_entry(path.read_bytes(), path.stem.removeprefix("lite-classes-")))
+
+
+@pytest.mark.parametrize("garbage", [b"", b"not a numpy file", "npy-wrong-shape", "truncated"])
+def test_corrupt_cache_is_recomputed(tmp_path: Path, encoder: LiteEncoder, embedded, garbage) -> None:
     path = tmp_path / encoder.class_cache_path.name
-    if garbage == "npy-wrong-shape":
-        np.save(path, np.ones((10, 512), np.float32))
+    good = encoder.class_cache_path.read_bytes()
+    if garbage == "npy-wrong-shape":  # intact file, wrong contents
+        key = path.stem.removeprefix("lite-classes-")
+        path.write_bytes(encode_entry(key, array_bytes(np.ones((10, 512), np.float32))))
+    elif garbage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
     else:
         path.write_bytes(garbage)
     enc = LiteEncoder(cache_dir=tmp_path, runtime="eager")
+    enc.warm(text=False, images=True)
     assert enc.class_cache_path == path and not enc.class_cache_hit
-    fixed = np.load(path, allow_pickle=False)
+    fixed = _stored_classes(path)
     assert fixed.shape == (1000, 512) and fixed.dtype == np.float32
-    np.testing.assert_allclose(fixed, np.load(encoder.class_cache_path), atol=1e-6)
-    assert LiteEncoder(cache_dir=tmp_path, runtime="eager").class_cache_hit
+    np.testing.assert_allclose(fixed, _stored_classes(encoder.class_cache_path), atol=1e-6)
+    again = LiteEncoder(cache_dir=tmp_path, runtime="eager")
+    again.warm(text=False, images=True)
+    assert again.class_cache_hit
 
 
 def test_default_cache_dir_follows_environment(monkeypatch, tmp_path: Path) -> None:
@@ -307,6 +323,7 @@ def test_threads_argument(cache_dir: Path) -> None:
     before = torch.get_num_threads()
     try:
         enc = LiteEncoder(cache_dir=cache_dir, threads=1, runtime="eager")
+        enc.warm(text=False, images=True)  # torch's process-wide count is set with the image network
         assert enc.threads == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
@@ -323,7 +340,9 @@ def test_unknown_encoder_lists_known_names() -> None:
 
 def test_create_lite_by_name(cache_dir: Path) -> None:
     enc = create_encoder("lite", cache_dir=cache_dir, runtime="eager")
-    assert isinstance(enc, LiteEncoder) and enc.class_cache_hit
+    assert isinstance(enc, LiteEncoder)
+    enc.warm(text=False, images=True)
+    assert enc.class_cache_hit
 
 
 def test_prefix_registration(monkeypatch) -> None:

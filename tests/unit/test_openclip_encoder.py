@@ -529,3 +529,51 @@ def test_caption_language_reaches_nllb_style_tokenizers(tmp_path, testdata, tiny
         assert {"deu_Latn", "jpn_Jpan"} <= langs  # the Japanese one by detection
         eng.search("Le chat dort sur le canapé", k=1)
         assert enc.tokenizer.seen[-1][0] == "fra_Latn"
+
+
+def test_mapped_weights_equal_open_clips_own_loading(tiny, photos):
+    """The CPU fast path (uninitialised build, checkpoint mapped from disk) gives open_clip's embeddings."""
+    from frozenlens.models.openclip_fast import mapped_clip
+
+    fast = mapped_clip(VIT_ARCH, tiny["a"], quick_gelu=False, preprocess_cfg={}, cache_dir=None)
+    assert fast is not None
+    assert _mapped_from(fast.visual.conv1.weight, tiny["a"])  # mapped, not read into memory
+    reference = open_clip.create_model(VIT_ARCH, pretrained=str(tiny["a"])).eval()
+    fast.eval()
+    tokens = open_clip.get_tokenizer(VIT_ARCH)(CORPUS)
+    pixels = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(fast.encode_text(tokens), reference.encode_text(tokens))
+        assert torch.equal(fast.encode_image(pixels), reference.encode_image(pixels))
+    assert torch.equal(fast.attn_mask, reference.attn_mask)
+    # the encoder built by name takes that path on the CPU
+    enc = OpenClipEncoder(str(tiny["a"]), arch=VIT_ARCH, device="cpu")
+    assert _mapped_from(enc.model.visual.conv1.weight, tiny["a"])
+    assert not _mapped_from(reference.visual.conv1.weight, tiny["a"])  # the check can fail: a loaded copy
+
+
+def _mapped_from(tensor, path: Path) -> bool:
+    """Whether the tensor's memory lies in a mapping of the file ``path`` (/proc/self/maps)."""
+    ptr = tensor.untyped_storage().data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path):
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= ptr < hi:
+                return True
+    return False
+
+
+def test_mapping_declines_what_it_cannot_prove(tiny, tmp_path):
+    from frozenlens.models.openclip_fast import mapped_clip
+
+    # another architecture's checkpoint (keys/shapes differ): None, so open_clip's own loader reports it
+    assert mapped_clip(XLMR_ARCH, tiny["a"], quick_gelu=False, preprocess_cfg={}, cache_dir=None) is None
+    partial = tmp_path / "partial.pt"
+    state = torch.load(tiny["a"], weights_only=True)
+    state.pop(next(iter(state)))
+    torch.save(state, partial)
+    assert mapped_clip(VIT_ARCH, partial, quick_gelu=False, preprocess_cfg={}, cache_dir=None) is None
+    not_torch = tmp_path / "junk.pt"
+    not_torch.write_bytes(b"not a checkpoint")
+    assert mapped_clip(VIT_ARCH, not_torch, quick_gelu=False, preprocess_cfg={}, cache_dir=None) is None

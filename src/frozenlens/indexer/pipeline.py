@@ -145,6 +145,8 @@ class Indexer:
 
     # -- public ---------------------------------------------------------
     def run(self, roots: Sequence[str]) -> IndexReport:
+        # encoders that build their image side lazily (lite) build it now, not inside the first batch
+        self.encoder.warm(text=False, images=True)
         started = time.monotonic()
         roots = [os.path.abspath(r) for r in roots]
         manifest = load_caption_manifest(self.options.captions_manifest) if self.options.captions_manifest else {}

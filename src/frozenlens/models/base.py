@@ -123,6 +123,14 @@ class Encoder(ABC):
     #: into chunks (see :mod:`frozenlens.indexer.chunking`). ``None`` = no limit.
     max_text_tokens: int | None = None
 
+    def warm(self, *, text: bool = True, images: bool = False) -> None:
+        """Load now what the first text call (and with ``images`` the first image call) would load.
+
+        Encoders that load parts lazily (``lite``) override it; the default does
+        nothing (everything was loaded by the constructor).
+        """
+        del text, images  # nothing is loaded lazily
+
     def count_tokens(self, text: str) -> int:
         """Tokens the text tower's tokenizer makes of ``text`` (default: words)."""
         return len(text.split())

