@@ -71,6 +71,7 @@ import torch  # noqa: E402
 from frozenlens.eval.datasets import load_dataset  # noqa: E402
 from frozenlens.eval.metrics import recall_at, t2i_ranks  # noqa: E402
 from frozenlens.eval.types import EvalDataset  # noqa: E402
+from frozenlens.models.presets import LEGACY_OPTIONS  # noqa: E402
 from stage_cache import Clock, key_hash, load_arrays, save_arrays  # noqa: E402
 
 DATA = Path(os.environ.get("FROZENLENS_TESTDATA", REPO / ".cache" / "testdata"))
@@ -333,7 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from frozenlens.models import create_encoder
     from frozenlens.models.lite import load_class_names
 
-    lite = clock.run("lite load", lambda: (create_encoder("lite", threads=THREADS), False))
+    # the `lite` these results were published against: recipe "v1" (before issue 15), as named in LITE_T/LITE_TEMP
+    lite = clock.run("lite load", lambda: (create_encoder("lite", threads=THREADS, **LEGACY_OPTIONS[("lite", "1")]),
+                                           False))
     lite.warm(text=False, images=True)  # the network and class embeddings read below are built on first use
     paths = [im.path for im in (*val.images, *test.images)]
     logits, lite_sem = clock.run("lite images", lambda: lite_image_logits(lite, paths))

@@ -90,6 +90,7 @@ from flame_conse_quality import Scorer, bootstrap_diff, llm_identity, split_quer
 from frozenlens.eval.datasets import load_dataset  # noqa: E402
 from frozenlens.eval.metrics import recall_at, t2i_ranks  # noqa: E402
 from frozenlens.eval.types import EvalDataset  # noqa: E402
+from frozenlens.models.presets import LEGACY_OPTIONS  # noqa: E402
 from stage_cache import Clock, key_hash, load_arrays, save_arrays  # noqa: E402
 
 DATA = Path(os.environ.get("FROZENLENS_TESTDATA", REPO / ".cache" / "testdata"))
@@ -468,7 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # -- image side: lite (baseline) and the frozen EfficientNet-Lite0 tokens
     from frozenlens.models import create_encoder
 
-    lite = clock.run("lite load", lambda: (create_encoder("lite", threads=THREADS), False))
+    # the `lite` these results were published against: recipe "v1" (before issue 15), as named in LITE_T/LITE_TEMP
+    lite = clock.run("lite load", lambda: (create_encoder("lite", threads=THREADS, **LEGACY_OPTIONS[("lite", "1")]),
+                                           False))
     splits = (train_ds, val, test)
     paths = [im.path for ds in splits for im in ds.images]
     maps, flipped = clock.run("EfficientNet-Lite0 maps", lambda: image_maps(lite, paths))
