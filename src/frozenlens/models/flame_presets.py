@@ -61,6 +61,16 @@ CHECKPOINTS: dict[str, FlameCheckpoint] = {
 }  # fmt: skip
 
 
+#: packaged FLAME-recipe projectors over EfficientNet-Lite0 (``frozenlens.models.flame_lite``):
+#: checkpoint name → (LLM alias, file in ``frozenlens/data``, what it was trained on)
+LITE_PROJECTORS: dict[str, tuple[str, str, str]] = {
+    "lite0-tuxpaint": (
+        "gemma-3-270m", "flame-lite0-tuxpaint.safetensors",
+        "637 Tux Paint training stamps, captions in 74 languages (bench/flame_projector_quality.py)",
+    ),
+}
+
+
 @dataclass(frozen=True)
 class FlameSpec:
     """A parsed ``flame:`` name."""
@@ -127,6 +137,14 @@ def flame_rows() -> list[ModelRow]:
             name=f"{FLAME_PREFIX}{c.llm}/{c.name}", source=f"{hub} + {c.source.removeprefix('hf-hub:')}",
             dim=hidden, image_size=224, context_length=1536, languages=f"multilingual ({c.llm} LLM)",
             download_mb=llm_mb + c.download_mb, license=f"{c.license} (checkpoint); LLM: its own licence",
+            cached=None, hardware=note,
+        ))
+    for name, (llm, file, trained) in LITE_PROJECTORS.items():
+        hidden, note = LLM_ALIASES[llm][1], LLM_ALIASES[llm][3]
+        rows.append(ModelRow(
+            name=f"{FLAME_PREFIX}{llm}/{name}", source=f"packaged: {file} (trained on {trained}) + {llm}",
+            dim=hidden, image_size=224, context_length=32768, languages=f"multilingual ({llm} LLM)",
+            download_mb=0, license="projector: GPL-2.0-or-later (trained on GPL artwork); LLM: Gemma terms",
             cached=None, hardware=note,
         ))
     return rows

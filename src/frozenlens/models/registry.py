@@ -48,6 +48,12 @@ def _create_openclip(model: str, **options: object) -> Encoder:
 
 def _create_flame(model: str, **options: object) -> Encoder:
     """Factory of ``flame:<llm>/<checkpoint>`` (imports torch and transformers on call)."""
+    from frozenlens.models.flame_presets import LITE_PROJECTORS, parse_flame_name
+
+    if parse_flame_name(model).checkpoint in LITE_PROJECTORS:  # the packaged projector over EfficientNet-Lite0
+        from frozenlens.models.flame_lite import FlameLiteEncoder
+
+        return FlameLiteEncoder(model, **options)
     from frozenlens.models.flame import FlameEncoder
 
     return FlameEncoder(model, **options)  # type: ignore[arg-type]
