@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import FrozenLensError
 from .admin import cmd_doctor, cmd_info, cmd_models, cmd_reranker
+from .duplicates import cmd_duplicates
 from .exit_codes import EXIT_DAMAGED, EXIT_DISK_FULL, EXIT_READ_ONLY, error_line, exit_code
 from .index import cmd_index, cmd_reindex
 from .parser import ENV_INDEX, build_parser, default_index_dir
@@ -44,6 +45,7 @@ COMMANDS: dict[str, Command] = {
     "reranker": cmd_reranker,
     "serve": cmd_serve,
     "doctor": cmd_doctor,
+    "duplicates": cmd_duplicates,
 }
 _COMMANDS = COMMANDS  # the name tests and older code use
 
