@@ -168,3 +168,43 @@ def test_grouping_scales_through_batched_knn_not_all_pairs():
     found = sorted(sorted((m - 1) // per for m in g) for g, _ in groups)
     assert found == [[c] * per for c in range(n_groups)]  # every cluster exactly, nothing chained
     assert seconds < 60
+
+
+def test_rest_api_lists_groups_and_collapses_results(dup_index):
+    pytest.importorskip("fastapi", reason="the serve extra is installed by `make test`")
+    from fastapi.testclient import TestClient
+
+    from frozenlens.server.app import create_app
+    from frozenlens.server.settings import ServerSettings
+
+    engine, photos, index, _ = dup_index
+    with TestClient(create_app(ServerSettings(index_dir=index), ui=False), base_url="http://127.0.0.1") as c:
+        r = c.get("/api/v1/duplicates")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["threshold"] == DUPLICATE_THRESHOLD and len(body["groups"]) == len(ORIGINALS)
+        first = body["groups"][0]
+        assert first["size"] == 1 + len(VARIANTS) + 1 and first["members"][0]["path"].endswith("chelsea.jpg")
+        assert first["copies"][0]["copy_of"] == first["id"] == first["members"][0]["id"]
+        assert c.get(first["members"][1]["thumbnail_url"]).status_code == 200
+        strict = c.get("/api/v1/duplicates", params={"threshold": 0.9}).json()
+        assert sum(g["size"] for g in strict["groups"]) < sum(g["size"] for g in body["groups"])
+        err = c.get("/api/v1/duplicates", params={"threshold": 2})
+        assert err.status_code == 400 and "threshold" in err.json()["error"]["message"]
+        with open(photos / "chelsea.jpg", "rb") as f:
+            up = c.post("/api/v1/search/image", files={"file": ("q.jpg", f.read())},
+                        data={"k": "40", "collapse": "true"}).json()["hits"]
+        assert len(up) == len(ORIGINALS) and up[0]["group_size"] == first["size"] and up[0]["group_id"] == first["id"]
+        more = c.get(f"/api/v1/images/{first['id']}/similar", params={"k": 40, "collapse": True}).json()["hits"]
+        assert len(more) == len(ORIGINALS)  # its own group shown once (by another member), and the others
+        words = c.post("/api/v1/search", json={"q": "a cat", "k": 40, "collapse": True}).json()["hits"]
+        assert len({h["group_id"] for h in words}) == len(words) == len(ORIGINALS)
+        assert len(c.post("/api/v1/search", json={"q": "a cat", "k": 40}).json()["hits"]) == len(photos_in(engine))
+        spec = c.get("/openapi.json").json()
+        assert "/api/v1/duplicates" in spec["paths"]
+        assert "collapse" in spec["components"]["schemas"]["SearchBody"]["properties"]
+        assert "group_size" in spec["components"]["schemas"]["HitOut"]["properties"]
+
+
+def photos_in(engine: Engine) -> list[int]:
+    return engine.sync()["visual"].ids().tolist()
