@@ -161,7 +161,7 @@ def test_grouping_scales_through_batched_knn_not_all_pairs():
     index.add(ids, x)
     start = time.perf_counter()
     a, b, s = neardup.candidate_pairs(index, ids, x, 0.9)
-    groups = neardup.complete_link(a, b, s, dict(zip(ids.tolist(), x, strict=True)), 0.9)
+    groups = neardup.complete_link(a, b, s, lambda group: x[np.asarray(group) - 1], 0.9)
     seconds = time.perf_counter() - start
     assert index.calls == [min(neardup.BATCH, ids.size - i) for i in range(0, ids.size, neardup.BATCH)]
     assert len(index.calls) == math.ceil(ids.size / neardup.BATCH)

@@ -10,9 +10,12 @@ The rule (the one owner of it; the default threshold lives in :mod:`frozenlens.r
    SQfp16 space, approximate for HNSW / IVF at their tuned recall).
 2. **Complete link, so groups do not chain.** The candidate pairs are taken from the most to
    the least similar; a pair joins its two groups only if *every* photo of one group is at
-   least ``threshold`` similar to every photo of the other (checked exactly on the stored
-   vectors of the two groups). So A~B and B~C never puts A with C unless A~C too: every pair
-   inside a group is above the threshold (:attr:`DuplicateGroup.similarity` is the lowest).
+   least ``threshold`` similar to every photo of the other: all the cross pairs are candidate
+   pairs (counted, no vector arithmetic), or — for a group too large for the k-NN lists to hold
+   all its pairs (over ``NEIGHBOURS + 1`` photos) — the cross similarities computed exactly from
+   the stored vectors. So A~B and B~C never puts A with C unless A~C too: every pair inside a
+   group is above the threshold (:attr:`DuplicateGroup.similarity` is the lowest). With an
+   approximate index (HNSW, IVF) a pair the search missed can keep two small groups apart.
 3. **Byte-identical copies** (the index's ``duplicate`` rows, which share their original's
    vectors) belong to their original's group; a photo with only byte-identical copies is a
    group too, so ``frozenlens duplicates`` lists those as before.
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -45,6 +48,8 @@ from ..types import Hit
 NEIGHBOURS = 32
 #: photos queried per FAISS call
 BATCH = 1024
+#: the stored vectors of some image ids: float32 (len(ids), d)
+VectorsOf = Callable[[list[int]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -100,29 +105,54 @@ def candidate_pairs(
 
 
 def complete_link(
-    a: np.ndarray, b: np.ndarray, s: np.ndarray, vectors: dict[int, np.ndarray], threshold: float,
+    a: np.ndarray, b: np.ndarray, s: np.ndarray, vectors_of: VectorsOf, threshold: float, k: int = NEIGHBOURS,
 ) -> list[tuple[list[int], float]]:
-    """Groups (ids, lowest pairwise cosine) of at least two photos from candidate pairs, merged
-    most similar first and only when every cross pair is >= ``threshold`` (no chaining)."""
+    """Groups (ids, lowest pairwise cosine) of at least two photos from candidate pairs (a, b, cosine),
+    merged most similar first and only when every cross pair is >= ``threshold`` (no chaining).
+
+    The check counts the candidate pairs between the two groups: all ``|A|·|B|`` present means every
+    cross pair is above the threshold, with no vector arithmetic. A merged group larger than
+    ``k + 1`` cannot have all its pairs among k-NN lists, so for those the cross similarities are
+    computed exactly from ``vectors_of(ids) -> float32 (len(ids), d)``.
+    """
     group_of: dict[int, int] = {}
     members: dict[int, list[int]] = {}
     lowest: dict[int, float] = {}
+    links: dict[int, dict[int, list[float]]] = {}  # group -> {other group: [pairs between them, lowest cosine]}
+    for x, y, sim in zip(a.tolist(), b.tolist(), s.tolist(), strict=True):
+        for p, q in ((x, y), (y, x)):
+            link = links.setdefault(p, {}).setdefault(q, [0, 1.0])
+            link[0], link[1] = link[0] + 1, min(link[1], sim)
     for i in np.argsort(-s, kind="stable"):
         x, y = int(a[i]), int(b[i])
         gx, gy = group_of.get(x, x), group_of.get(y, y)
         if gx == gy:
             continue
         mx, my = members.get(gx, [x]), members.get(gy, [y])
-        cross = np.stack([vectors[m] for m in mx]) @ np.stack([vectors[m] for m in my]).T  # (|mx|, |my|)
-        worst = float(cross.min())
-        if worst < threshold:
+        n_pairs, low = links[gx].get(gy, (0, 1.0))
+        if n_pairs == len(mx) * len(my):  # every cross pair is a candidate pair, so above the threshold
+            worst = min(low, lowest.get(gx, 1.0), lowest.get(gy, 1.0))
+        elif len(mx) + len(my) > k + 1:
+            cross = vectors_of(mx) @ vectors_of(my).T  # (|mx|, |my|)
+            if float(cross.min()) < threshold:
+                continue
+            worst = min(float(cross.min()), lowest.get(gx, 1.0), lowest.get(gy, 1.0))
+        else:
             continue
         if len(mx) < len(my):
             gx, gy, mx, my = gy, gx, my, mx
         members[gx] = mx + my
-        lowest[gx] = min(worst, lowest.get(gx, 1.0), lowest.get(gy, 1.0))
+        lowest[gx] = worst
         for m in my:
             group_of[m] = gx
+        for h, (n, lo) in links.pop(gy, {}).items():  # the pairs of the absorbed group now belong to gx
+            if h == gx:
+                continue
+            link = links.setdefault(gx, {}).setdefault(h, [0, 1.0])
+            link[0], link[1] = link[0] + n, min(link[1], lo)
+            links[h][gx] = list(link)
+            links[h].pop(gy, None)
+        links.setdefault(gx, {}).pop(gy, None)
         members.pop(gy, None)
         lowest.pop(gy, None)
     return [(m, lowest[g]) for g, m in members.items()]
@@ -149,9 +179,7 @@ def find_groups(store: Store, index: VectorIndex, dim: int, threshold: float | N
     a = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
     b = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
     s = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0)
-    linked = np.unique(np.concatenate([a, b])).tolist()
-    vectors = dict(zip(linked, store.vectors("visual", linked, dim), strict=True)) if linked else {}
-    clusters = complete_link(a, b, s, vectors, t)
+    clusters = complete_link(a, b, s, lambda group: store.vectors("visual", group, dim), t)
     copies = store.duplicate_pairs()
     copies_of: dict[int, list[int]] = {}
     for copy, original in copies:
