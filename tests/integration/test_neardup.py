@@ -208,3 +208,38 @@ def test_rest_api_lists_groups_and_collapses_results(dup_index):
 
 def photos_in(engine: Engine) -> list[int]:
     return engine.sync()["visual"].ids().tolist()
+
+
+def test_python_client_lists_groups_and_collapses(dup_index):
+    pytest.importorskip("fastapi", reason="the serve extra is installed by `make test`")
+    import socket
+    import threading
+
+    import uvicorn
+
+    from frozenlens.client import Client
+    from frozenlens.server.app import create_app
+    from frozenlens.server.settings import ServerSettings
+
+    engine, photos, index, _ = dup_index
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(ServerSettings(index_dir=index), ui=False), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        with Client(f"http://127.0.0.1:{sock.getsockname()[1]}") as fl:  # the same answers as the engine
+            assert [g["id"] for g in fl.near_duplicates()] == [g.id for g in engine.near_duplicates()]
+            assert len(fl.near_duplicates(0.9)) == len(engine.near_duplicates(0.9))
+            mine = fl.search(photos / "chelsea.jpg", k=40, collapse=True)
+            theirs = engine.search(SearchRequest(k=40, collapse=True), image=photos / "chelsea.jpg")
+            assert [(h.id, h.group_size, h.group_id) for h in mine] == [(h.id, h.group_size, h.group_id) for h in theirs]
+            assert len(fl.search("a cat", k=40, collapse=True)) == len(ORIGINALS)
+            assert len(fl.similar(theirs[0].id, k=40, collapse=True)) == len(ORIGINALS)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
