@@ -40,7 +40,7 @@ from .disk_full import stop_on_full_disk
 from .index_dir import IDENTITY_KEY, indexed_roots, record_roots, remove_leftovers
 from .index_type import TUNING_KEY, adapt_index, measure_recall
 from .media import THUMB_SIZE, PhotoFiles, prune_thumbnails
-from .neardup import DuplicateGroup, GroupCache, Grouping, collapse
+from .neardup import DuplicateGroup, GroupCache, Grouping, collapse, collapse_pool
 from .opening import DEFAULT_FACTORY, identity_of, open_index, options_json
 from .ranking import date_sorted
 from .readonly import require_writable
@@ -367,7 +367,7 @@ class Engine:
 
     def _run(self, request: SearchRequest, image: steps.ImageQuery | None) -> list[Hit]:
         """One validated search: a text query, or ``image`` when the request has none."""
-        pool = request.k if request.sort == "relevance" and not request.collapse else MAX_K  # date order, collapse
+        pool = MAX_K if request.sort != "relevance" else collapse_pool(request.k) if request.collapse else request.k
         index = self._search_index(self.sync())  # load or pick up other writers' changes, once per query
         with self._rw.read():
             if request.query is not None:
@@ -402,7 +402,7 @@ class Engine:
         record = self.get_image(image)
         primary = record.duplicate_of if record.status == DUPLICATE and record.duplicate_of else record.id
         vector = self.store.vectors("visual", [primary], self.identity.visual_dim)[0]
-        pool = request.k if request.sort == "relevance" and not request.collapse else MAX_K
+        pool = MAX_K if request.sort != "relevance" else collapse_pool(request.k) if request.collapse else request.k
         index = self._search_index(self.sync())  # load or pick up other writers' changes, once per query
         with self._rw.read():
             hits = steps.search_visual(index, vector, pool, request.filters, request.min_score, exclude={primary})

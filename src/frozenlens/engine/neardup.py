@@ -23,7 +23,8 @@ The rule (the one owner of it; the default threshold lives in :mod:`frozenlens.r
    (width × height), then the earliest date taken (undated last), then the lowest id — the
    original is the oldest, largest file; resized or cropped copies lose.
 
-Collapsing search results (``SearchRequest(collapse=True)``): the results keep their order;
+Collapsing search results (``SearchRequest(collapse=True)``): the top ``COLLAPSE_POOL · k`` results
+(all ``MAX_K`` for a date sort) are ranked, then collapsed and cut to ``k``; they keep their order;
 the first result of each group takes the place of the whole group, showing the best member
 *among that group's results* (the best member overall may have been filtered out), with
 ``group_size`` set to the size of the whole group and ``group_id`` to the group's id (its best
@@ -39,7 +40,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..request import DUPLICATE_THRESHOLD, check_threshold
+from ..request import DUPLICATE_THRESHOLD, MAX_K, check_threshold
 from ..retriever.vector_index import VectorIndex
 from ..store import ImageRecord, Store
 from ..types import Hit
@@ -48,6 +49,8 @@ from ..types import Hit
 NEIGHBOURS = 32
 #: photos queried per FAISS call
 BATCH = 1024
+#: a collapsed search ranks this many times ``k`` results before collapsing them (at most MAX_K)
+COLLAPSE_POOL = 10
 #: the stored vectors of some image ids: float32 (len(ids), d)
 VectorsOf = Callable[[list[int]], np.ndarray]
 
@@ -222,6 +225,11 @@ def collapse(hits: list[Hit], grouping: Grouping) -> list[Hit]:
         best = min(present.pop(g.id), key=lambda x: rank.get(x.id, len(rank)))
         out.append(replace(best, group_size=g.size, group_id=g.id))
     return out
+
+
+def collapse_pool(k: int) -> int:
+    """How many results a collapsed search of ``k`` ranks before collapsing (date sorts rank MAX_K anyway)."""
+    return min(MAX_K, COLLAPSE_POOL * k)
 
 
 class GroupCache:
