@@ -232,9 +232,14 @@ def collapse_pool(k: int) -> int:
     return min(MAX_K, COLLAPSE_POOL * k)
 
 
+#: groupings a cache keeps (of different thresholds; the latest asked stay)
+CACHED = 4
+
+
 class GroupCache:
     """The grouping of one open index, computed on first use and again once the index changed
-    (``key``: its generation and vector epoch) or another threshold is asked; safe across threads
+    (``key``: its generation and vector epoch) or another threshold is asked (the last
+    :data:`CACHED` thresholds are kept); safe across threads
     (one computation at a time; a finished grouping is never modified)."""
 
     def __init__(self) -> None:
@@ -247,6 +252,6 @@ class GroupCache:
             found = self._entries.get((key, t))
             if found is None:
                 found = find_groups(store, index, dim, t)
-                self._entries = {k: v for k, v in self._entries.items() if k[0] == key}
-                self._entries[(key, t)] = found
+                kept = [(k, v) for k, v in self._entries.items() if k[0] == key][-(CACHED - 1):]
+                self._entries = {**dict(kept), (key, t): found}
             return found
