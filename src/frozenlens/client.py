@@ -73,8 +73,10 @@ class Client:
         rerank: bool | None = None,
         sort: str = "relevance",
         terms: Sequence[QueryTerm] = (),
+        collapse: bool = False,
     ) -> list[Hit]:
-        """Top-``k`` hits for a text query, or for an example image (a path or encoded bytes).
+        """Top-``k`` hits for a text query, or for an example image (a path or encoded bytes);
+        ``collapse``: each near-duplicate group once (``Hit.group_size``).
 
         ``terms``: more weighted terms (a composed query, ``POST /search/composed``);
         ``query`` is then its first term (weight 1), or ``None``.
@@ -82,14 +84,16 @@ class Client:
         its refusal raises :class:`ApiError`.
         """
         fields = _filter_fields(filters)
-        fields.update({"k": k, "sort": sort, "min_score": min_score})
+        fields.update({"k": k, "sort": sort, "min_score": min_score, "collapse": "true" if collapse else None})
         if terms:
             first = [] if query is None else [QueryTerm(text=query) if isinstance(query, str) else QueryTerm(image=query)]
             body = {key: v for key, v in {**fields, "rerank": rerank}.items() if v is not None}
+            body.update({"collapse": True} if collapse else {})
             body["terms"] = [_term_json(t) for t in (*first, *terms)]
             data = self._json("POST", f"{API}/search/composed", json=body)
         elif isinstance(query, str):
             body = {key: v for key, v in {**fields, "q": query, "rerank": rerank}.items() if v is not None}
+            body.update({"collapse": True} if collapse else {})
             data = self._json("POST", f"{API}/search", json=body)
         elif query is None:
             raise ValueError("give a query, or terms")
@@ -100,12 +104,17 @@ class Client:
         return [hit_from_json(h) for h in data["hits"]]
 
     def similar(self, image_id: int, k: int = DEFAULT_K, *, filters: SearchFilters | None = None,
-                min_score: float | None = None, sort: str = "relevance") -> list[Hit]:
+                min_score: float | None = None, sort: str = "relevance", collapse: bool = False) -> list[Hit]:
         """Images most like the indexed image ``image_id`` (itself excluded)."""
         params = {key: v for key, v in {**_filter_fields(filters), "k": k, "min_score": min_score,
-                                         "sort": sort}.items() if v is not None}
+                                         "sort": sort, "collapse": "true" if collapse else None}.items() if v is not None}
         data = self._json("GET", f"{API}/images/{int(image_id)}/similar", params=params)
         return [hit_from_json(h) for h in data["hits"]]
+
+    def near_duplicates(self, threshold: float | None = None) -> list[dict[str, Any]]:
+        """Groups of near-identical photos (JSON objects of ``GET /api/v1/duplicates``), largest first."""
+        params = {} if threshold is None else {"threshold": threshold}
+        return list(self._json("GET", f"{API}/duplicates", params=params)["groups"])
 
     def get_image(self, image_id: int) -> dict[str, Any]:
         """An indexed image's metadata (JSON object)."""
@@ -180,5 +189,5 @@ def hit_from_json(h: dict[str, Any]) -> Hit:
         labels=tuple((lab["label"], float(lab["p"])) for lab in h.get("labels", [])),
         duplicates=tuple(from_text(d) for d in h.get("duplicates", [])),
         first_stage_image_score=h.get("first_stage_image_score"), reranked=bool(h.get("reranked", False)),
-        date_source=h.get("date_source"),
+        date_source=h.get("date_source"), group_size=int(h.get("group_size", 1)), group_id=h.get("group_id"),
     )

@@ -20,7 +20,9 @@ Limits (documented in the README):
   least one of them positive (:class:`~frozenlens.errors.QueryTermError`);
 - filters: ``after`` not later than ``before`` (else no photo could match),
   ``camera``/``under`` at most :data:`MAX_FILTER_CHARS` characters, no NUL;
-  ``min_width``/``min_height`` positive.
+  ``min_width``/``min_height`` positive;
+- ``collapse``: a bool; a near-duplicate threshold: in (0, 1] (default
+  :data:`DUPLICATE_THRESHOLD`).
 
 A request is valid once built (validation runs in ``__post_init__``) and
 immutable, so it can be shared between threads and passed down the layers.
@@ -52,6 +54,9 @@ SORTS: tuple[str, ...] = ("relevance", "newest", "oldest")
 FUSIONS: tuple[str, ...] = ("max", "weighted", "rrf")
 DEFAULT_K = 10
 DEFAULT_RERANK_CANDIDATES = 100
+#: near-duplicate groups: least cosine of two photos' visual vectors for one group (chosen on a
+#: validation set, see docs/quality.md "Near-duplicate groups"; the rule: frozenlens.engine.neardup)
+DUPLICATE_THRESHOLD = 0.60
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class SearchRequest:
     terms: more weighted terms (:class:`QueryTerm`) after ``query``: a
         composed query (see :func:`composed_terms` and
         :mod:`frozenlens.engine.compose`).
+    collapse: show each near-duplicate group once (its best member among the
+        results, with ``group_size``; see :mod:`frozenlens.engine.neardup`).
     """
 
     query: str | None = None
@@ -85,6 +92,7 @@ class SearchRequest:
     rerank_candidates: int = DEFAULT_RERANK_CANDIDATES
     min_score: float | None = None
     terms: tuple[QueryTerm, ...] = ()
+    collapse: bool = False
 
     def __post_init__(self) -> None:
         if self.query is not None:
@@ -102,6 +110,8 @@ class SearchRequest:
             raise QueryError(f"rerank_candidates must be an integer between 1 and {MAX_K}")
         if self.min_score is not None and (not _is_number(self.min_score) or not math.isfinite(self.min_score)):
             raise QueryError(f"min_score must be a finite number, not {self.min_score!r}")
+        if not isinstance(self.collapse, bool):
+            raise QueryError(f"collapse must be true or false, not {self.collapse!r}")
         if not isinstance(self.filters, SearchFilters):
             raise QueryError("filters must be a SearchFilters")
         check_filters(self.filters)
@@ -131,6 +141,13 @@ def check_k(k: object) -> int:
     if not _is_int(k) or not 1 <= k <= MAX_K:  # type: ignore[operator]
         raise QueryError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
     return int(k)  # type: ignore[call-overload]
+
+
+def check_threshold(value: object) -> float:
+    """A near-duplicate threshold: a cosine in (0, 1] (else :class:`QueryError`)."""
+    if not _is_number(value) or not 0.0 < value <= 1.0:  # type: ignore[operator]
+        raise QueryError(f"the duplicate threshold must be a number in (0, 1], got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def check_filters(f: SearchFilters) -> SearchFilters:

@@ -93,6 +93,8 @@ class Hit:
     first_stage_image_score: float | None = None
     reranked: bool = False
     date_source: str | None = None  # "exif", or "mtime": no EXIF date, taken_at is the file's modification time
+    group_size: int = 1  # collapsed results: files in this photo's near-duplicate group (frozenlens.engine.neardup)
+    group_id: int | None = None  # collapsed results: the group's id (its best member's image id), None if alone
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -113,6 +115,8 @@ class Hit:
             "labels": [{"label": name, "p": round(p, 6)} for name, p in self.labels],
             "duplicates": list(self.duplicates),
             "reranked": self.reranked,
+            "group_size": self.group_size,
+            "group_id": self.group_id,
             "first_stage_image_score": None
             if self.first_stage_image_score is None
             else round(self.first_stage_image_score, 6),

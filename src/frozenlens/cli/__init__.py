@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import FrozenLensError
 from .admin import cmd_doctor, cmd_info, cmd_models, cmd_reranker
+from .duplicates import cmd_duplicates
 from .exit_codes import EXIT_DAMAGED, EXIT_DISK_FULL, EXIT_READ_ONLY, error_line, exit_code
 from .index import cmd_index, cmd_reindex
 from .mcp import cmd_mcp
@@ -46,6 +47,7 @@ COMMANDS: dict[str, Command] = {
     "serve": cmd_serve,
     "mcp": cmd_mcp,
     "doctor": cmd_doctor,
+    "duplicates": cmd_duplicates,
 }
 _COMMANDS = COMMANDS  # the name tests and older code use
 

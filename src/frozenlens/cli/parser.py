@@ -15,7 +15,7 @@ import datetime as dt
 import os
 
 from .. import __version__
-from ..request import FUSIONS, MAX_K, SORTS, SearchRequest
+from ..request import DUPLICATE_THRESHOLD, FUSIONS, MAX_K, SORTS, SearchRequest
 from ..reranker.options import DEFAULT_PRESET, PRESETS, TrainingData, TrainOptions
 from ..retriever.choice import INDEX_TYPES
 from ..server.settings import ServerSettings
@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"how pixel and caption evidence combine for text queries (default {search.fusion})",
         )
         p.add_argument("--json", action="store_true", help="print results as JSON")
+        p.add_argument("--collapse", action="store_true",
+                       help="show each group of near-duplicates once (its best member, with the group's size)")
         p.add_argument("--explain", action="store_true", help="show the labels the model saw and score parts")
 
     def add_rerank(p: argparse.ArgumentParser) -> None:
@@ -309,6 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors", action="store_true", help="list files that could not be indexed, with reasons")
     p.add_argument("--recall", action="store_true",
                    help="measure recall@10 vs exact search on held-out queries (stored vectors, perturbed)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = sub.add_parser(
+        "duplicates", help="list groups of near-identical photos",
+        description="Groups of near-identical photos (resized, re-encoded, slightly cropped, mirrored, bursts) by "
+        "the cosine of their visual vectors, every pair in a group at least --threshold; byte-identical copies "
+        "are listed with their original. The best member (most pixels, then earliest) comes first.",
+    )
+    add_index_arg(p)
+    p.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help=f"least cosine similarity of two photos in a group, in (0, 1] (default {DUPLICATE_THRESHOLD})")
     p.add_argument("--json", action="store_true", help="print as JSON")
 
     p = sub.add_parser(

@@ -34,6 +34,7 @@ def request_of(args: argparse.Namespace, query: str | None = None) -> SearchRequ
         fusion=getattr(args, "fusion", SearchRequest.fusion),
         rerank=False if getattr(args, "no_rerank", False) else None,
         rerank_candidates=getattr(args, "rerank_candidates", SearchRequest.rerank_candidates),
+        collapse=getattr(args, "collapse", False),
     )
 
 
@@ -117,7 +118,8 @@ def print_hits(hits: list[Hit], args: argparse.Namespace, composed: bool = False
     for rank, h in enumerate(hits, 1):
         date = h.taken_at.strftime("%Y-%m-%d") if h.taken_at else "          "
         date += "~" if h.date_source == "mtime" else " "  # ~ = the file's modification time (no EXIF date)
-        print(f"{rank:3d}. {h.score:.3f}  {date} {to_text(h.path)}")  # the path text: one line, see frozenlens.paths
+        group = f"  [group of {h.group_size}]" if h.group_size > 1 else ""
+        print(f"{rank:3d}. {h.score:.3f}  {date} {to_text(h.path)}{group}")  # path text: one line, see frozenlens.paths
         if args.explain:
             _explain(h, getattr(args, "fusion", "max"), "text part" if composed else "score")
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 from ..request import FUSIONS, MAX_K, MAX_QUERY_CHARS, SORTS, SearchRequest
 from ..types import Hit, IndexStats, SearchFilters
 from .facade import Engine
+from .neardup import DuplicateGroup
 from .opening import DEFAULT_ENCODER, DEFAULT_FACTORY
 from .ranking import DATE_SORT_MARGIN, RRF_K, date_sorted, fuse_scores
 from .reindex import ReindexReport
@@ -73,6 +74,7 @@ __all__ = [
     "SELECTOR_LIMIT",
     "SORTS",
     "Candidates",
+    "DuplicateGroup",
     "Engine",
     "Hit",
     "IndexStats",

@@ -33,7 +33,7 @@ from ..retriever.choice import AutoPolicy
 from ..retriever.spaces import VectorSpaces
 from ..retriever.tuning import Tuning
 from ..store import DUPLICATE, INDEXED, ImageRecord, Store
-from ..types import STAT_COUNTS, FailedFile, Hit, IndexReport, IndexStats, SearchFilters
+from ..types import FailedFile, Hit, IndexReport, IndexStats, SearchFilters
 from . import search as steps
 from .arguments import search_request, similar_request
 from .compose import search_composed
@@ -41,12 +41,14 @@ from .disk_full import stop_on_full_disk
 from .index_dir import IDENTITY_KEY, indexed_roots, record_roots, remove_leftovers
 from .index_type import TUNING_KEY, adapt_index, measure_recall
 from .media import THUMB_SIZE, PhotoFiles, prune_thumbnails
+from .neardup import DuplicateGroup, GroupCache, Grouping, collapse, collapse_pool
 from .opening import DEFAULT_FACTORY, identity_of, open_index, options_json
 from .ranking import date_sorted
 from .readonly import require_writable
 from .reindex import ReindexReport
 from .reranking import HeadSlot
 from .rwlock import ReadWriteLock
+from .stats import index_stats
 
 if TYPE_CHECKING:
     from ..reranker.head import Reranker
@@ -87,6 +89,7 @@ class Engine:
         # FAISS spaces take the write side (see the class docstring)
         self._rw = ReadWriteLock()
         self._init_lock = threading.Lock()
+        self._groups = GroupCache()  # near-duplicate groups, computed on first use
 
     @property
     def read_only(self) -> bool:
@@ -362,7 +365,7 @@ class Engine:
 
     def _run(self, request: SearchRequest, image: steps.ImageQuery | None) -> list[Hit]:
         """One validated search: a text query, or ``image`` when the request has none."""
-        pool = request.k if request.sort == "relevance" else MAX_K  # the relevance pool the date order is taken from
+        pool = MAX_K if request.sort != "relevance" else collapse_pool(request.k) if request.collapse else request.k
         index = self._search_index(self.sync())  # load or pick up other writers' changes, once per query
         with self._rw.read():
             if request.terms:  # a composed query: weighted text and photo terms (see frozenlens.engine.compose)
@@ -378,7 +381,7 @@ class Engine:
             else:
                 vector = steps.embed_query_image(self.encoder, image)  # type: ignore[arg-type]
                 hits = steps.search_visual(index, vector, pool, request.filters, request.min_score, exclude=set())
-        return date_sorted(hits, request.k, request.sort, request.min_score)
+        return date_sorted(self._collapsed(hits, request), request.k, request.sort, request.min_score)
 
     def similar(
         self,
@@ -400,11 +403,11 @@ class Engine:
         record = self.get_image(image)
         primary = record.duplicate_of if record.status == DUPLICATE and record.duplicate_of else record.id
         vector = self.store.vectors("visual", [primary], self.identity.visual_dim)[0]
-        pool = request.k if request.sort == "relevance" else MAX_K
+        pool = MAX_K if request.sort != "relevance" else collapse_pool(request.k) if request.collapse else request.k
         index = self._search_index(self.sync())  # load or pick up other writers' changes, once per query
         with self._rw.read():
             hits = steps.search_visual(index, vector, pool, request.filters, request.min_score, exclude={primary})
-        return date_sorted(hits, request.k, request.sort, request.min_score)
+        return date_sorted(self._collapsed(hits, request), request.k, request.sort, request.min_score)
 
     def _search_index(self, spaces: VectorSpaces) -> steps.SearchIndex:
         return steps.SearchIndex(self.store, spaces, self.identity)
@@ -434,12 +437,9 @@ class Engine:
         return self._files.thumbnail(image_id, size)
 
     def thumbnails(self, image_ids: Sequence[int], size: int = THUMB_SIZE) -> dict[int, Path]:
-        """Thumbnails of several images with one lookup (a page of results).
-
-        Images whose thumbnail cannot be had (not indexed, file gone or outside
-        the indexed roots, no longer decodable) are left out, with the reason
-        logged.
-        """
+        """Thumbnails of several images with one lookup (a page of results); images whose thumbnail
+        cannot be had (not indexed, file gone or outside the indexed roots, undecodable) are left out
+        (the reason logged)."""
         return self._files.thumbnails(image_ids, size)
 
     def image_file(self, image_id: int) -> tuple[Path, str]:
@@ -472,21 +472,20 @@ class Engine:
     # -- what the index holds ------------------------------------------------------
     def stats(self) -> IndexStats:
         """Counts, encoder, FAISS spaces and disk use of the index (``to_json()`` for JSON)."""
-        counts = self.store.counts()
+        return index_stats(self.store, self.sync(), self._meta, self.identity, self.index_dir)
+
+    def near_duplicates(self, threshold: float | None = None) -> list[DuplicateGroup]:
+        """Near-identical photos, largest group first; see :mod:`frozenlens.engine.neardup`."""
+        return list(self._grouping(threshold).groups)
+
+    def _collapsed(self, hits: list[Hit], request: SearchRequest) -> list[Hit]:
+        return collapse(hits, self._grouping()) if request.collapse else hits
+
+    def _grouping(self, threshold: float | None = None) -> Grouping:
         spaces = self.sync()
-        size = sum(p.stat().st_size for p in self.index_dir.iterdir() if p.is_file())
-        return IndexStats(
-            **{name: int(counts[name]) for name in STAT_COUNTS},
-            encoder=dict(self.identity.as_dict()),
-            factory=self._meta.get("factory", DEFAULT_FACTORY),
-            vectors=spaces.sizes(),
-            schema_version=self.store.schema_version,
-            index_dir=str(self.index_dir),
-            database=self.store.engine.url.render_as_string(hide_password=True),
-            bytes_on_disk=size,
-            created_at=self._meta.get("created_at"),
-            cameras=dict(self.store.cameras()),
-        )
+        with self._rw.read():
+            key = (self._generation, self._meta.get("vectors_epoch", "0"))
+            return self._groups.get(self.store, spaces["visual"], self.identity.visual_dim, key, threshold)
 
     def measure_recall(self, queries: int | None = None) -> dict[str, Tuning]:
         """Recall@10 vs exact of the image spaces, by space (see :mod:`frozenlens.retriever.tuning`)."""

@@ -404,6 +404,13 @@ class Store:
             ).all()
         return [FailedFile(path=p, reason=r or "unknown", message=m or "", size=s, last_tried=t) for p, r, m, s, t in rows]
 
+    def duplicate_pairs(self) -> list[tuple[int, int]]:
+        """``(id, duplicate_of)`` of every byte-identical copy, by id."""
+        with self.engine.connect() as c:
+            rows = c.execute(select(ImageRow.id, ImageRow.duplicate_of).where(
+                ImageRow.status == DUPLICATE, ImageRow.duplicate_of.is_not(None)).order_by(ImageRow.id)).all()
+        return [(int(i), int(d)) for i, d in rows]
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as c:
             by_status = dict(c.execute(select(ImageRow.status, func.count()).group_by(ImageRow.status)).all())

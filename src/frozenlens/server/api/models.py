@@ -63,6 +63,8 @@ class ResultParams(BaseModel):
                                           "paths) or below it")
     sort: Sort = Field("relevance", description="relevance, or newest/oldest first among relevant photos")
     min_score: float | None = Field(None, description="relevance cutoff on the final score")
+    collapse: bool = Field(False, description="show each group of near-duplicates once: its best member among the "
+                                              "results, with group_size (see GET /api/v1/duplicates)")
 
 
 class SearchRequest(ResultParams):
@@ -184,6 +186,8 @@ class HitOut(BaseModel):
     captions: list[CaptionOut] = []
     labels: list[LabelOut] = []
     duplicates: list[str] = Field([], description=PATHS)
+    group_size: int = Field(1, description="with collapse: how many files the photo's near-duplicate group holds")
+    group_id: int | None = Field(None, description="with collapse: the group's id (its best member's image id)")
     thumbnail_url: str
     file_url: str
 
@@ -282,3 +286,32 @@ class ErrorOut(BaseModel):
     """Every error response: ``{"error": {"status", "code", "message"}}``."""
 
     error: ErrorBody
+
+
+class GroupMemberOut(BaseModel):
+    id: int
+    path: str = Field(description=PATH)
+    width: int | None
+    height: int | None
+    thumbnail_url: str
+
+
+class GroupCopyOut(BaseModel):
+    id: int
+    path: str = Field(description=PATH)
+    copy_of: int = Field(description="the id of the photo this file is a byte-identical copy of")
+
+
+class DuplicateGroupOut(BaseModel):
+    """A group of near-identical photos; every pair of members is at least ``threshold`` similar."""
+
+    id: int = Field(description="the group's id: its best member's image id")
+    size: int = Field(description="files in the group (members and byte-identical copies)")
+    similarity: float = Field(description="the lowest cosine between two members")
+    members: list[GroupMemberOut] = Field(description="best member first (most pixels, then earliest)")
+    copies: list[GroupCopyOut]
+
+
+class DuplicatesOut(BaseModel):
+    threshold: float = Field(description="the least cosine of the visual vectors of two photos in one group")
+    groups: list[DuplicateGroupOut] = Field(description="largest group first")

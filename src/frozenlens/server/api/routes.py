@@ -23,6 +23,7 @@ from ...types import Hit, SearchFilters
 from ..shapes import image_json, job_json, os_path, stats_json
 from ..state import IndexJob, ServerState
 from ..uploads import decode_upload
+from .duplicates import add_duplicates_route
 from .models import (
     NO_NUL,
     PATH_TEXT,
@@ -87,7 +88,8 @@ def build_router(state: ServerState) -> APIRouter:
     def request_of(p: ResultParams, query: str | None = None, rerank: bool | None = None) -> SearchQuery:
         """The validated request (:class:`QueryError` → 400) for the routes' parameters."""
         filters = SearchFilters(after=p.after, before=p.before, camera=p.camera or None, under=os_path(p.under or None))
-        return SearchQuery(query=query, k=p.k, filters=filters, sort=p.sort, rerank=rerank, min_score=p.min_score)
+        return SearchQuery(query=query, k=p.k, filters=filters, sort=p.sort, rerank=rerank, min_score=p.min_score,
+                           collapse=p.collapse)
 
     def respond(req: SearchQuery, search: Callable[[Engine], list[Hit]]) -> SearchResponse:
         """Run ``search`` on the engine and shape the answer; ``took_ms`` is the engine's own time."""
@@ -123,9 +125,10 @@ def build_router(state: ServerState) -> APIRouter:
         under: Annotated[str | None, Form(max_length=MAX_FILTER_CHARS, pattern=PATH_TEXT)] = None,
         sort: Annotated[Sort, Form()] = "relevance",
         min_score: Annotated[float | None, Form()] = None,
+        collapse: Annotated[bool, Form()] = False,
     ) -> SearchResponse:
         req = request_of(ResultParams(k=k, after=after, before=before, camera=camera, under=under, sort=sort,
-                                      min_score=min_score))
+                                      min_score=min_score, collapse=collapse))
         data = file.file.read(limits.max_upload_bytes + 1)  # read into memory; we never write it anywhere
         image = decode_upload(data, limits.max_upload_bytes, limits.max_upload_pixels)
         return respond(req, lambda e: e.search(req, image=image))
@@ -177,6 +180,8 @@ def build_router(state: ServerState) -> APIRouter:
     def stats() -> StatsOut:
         with state.engine() as engine:
             return StatsOut(**stats_json(engine))
+
+    add_duplicates_route(router, state)
 
     @router.get("/health", response_model=HealthOut, summary="Liveness")
     def health() -> HealthOut:

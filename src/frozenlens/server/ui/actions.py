@@ -44,6 +44,7 @@ class Form:
     folder: str = ""
     sort: str = "relevance"
     min_score: object = None
+    collapse: bool = False
 
 
 @dataclass
@@ -137,7 +138,7 @@ def search_request(form: Form, query: str | None = None) -> SearchRequest:
     filters = SearchFilters(after=after, before=before, camera=(form.camera or "").strip() or None,
                             under=folder or None)
     return SearchRequest(query=query, k=fmt.parse_k(form.k), filters=filters, sort=form.sort or SearchRequest.sort,
-                         min_score=fmt.parse_min_score(form.min_score))
+                         min_score=fmt.parse_min_score(form.min_score), collapse=bool(form.collapse))
 
 
 def _view(engine: Engine, hits: list[Hit], what: str, req: SearchRequest) -> View:

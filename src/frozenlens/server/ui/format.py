@@ -168,6 +168,15 @@ def _file_date_note(hit: Mapping[str, object]) -> str:
             "file date</span>")
 
 
+def _group_badge(hit: Mapping[str, object]) -> str:
+    """With collapsed results: how many files the photo's near-duplicate group holds."""
+    size = int(hit.get("group_size") or 1)  # type: ignore[call-overload]
+    if size < 2:
+        return ""
+    return (f'<span class="fl-group" data-size="{size}" title="{size} near-identical photos (resized, cropped, '
+            f're-saved or a burst); this is the best of them">×{size}</span>')
+
+
 def _card(rank: int, hit: Mapping[str, object]) -> str:
     path = str(hit.get("path", ""))
     name = os.path.basename(path) or path
@@ -186,7 +195,7 @@ def _card(rank: int, hit: Mapping[str, object]) -> str:
         f'aria-label="{esc(f"{rank + 1}. {name}, score {score}")}">'
         f"{picture}"
         f'<div class="fl-meta">'
-        f'<div class="fl-row"><span class="fl-score" title="relevance score">{score}</span>'
+        f'<div class="fl-row"><span class="fl-score" title="relevance score">{score}</span>{_group_badge(hit)}'
         f'<span class="fl-when"><span class="fl-date" title="{esc(hit.get("taken_at") or "date unknown")}">'
         f'{esc(day or "no date")}</span>{_file_date_note(hit)}</span></div>'
         f'<div class="fl-camera" title="{esc(camera)}">{esc(camera or "camera unknown")}</div>'
@@ -234,6 +243,8 @@ def why_html(hit: Mapping[str, object] | None, *, query: str = "") -> str:
         ("camera", " · ".join(str(x) for x in (hit.get("camera"), hit.get("lens")) if x) or "unknown"),
         ("size", f"{hit.get('width')} × {hit.get('height')} px" if hit.get("width") else "unknown"),
     ]
+    if int(hit.get("group_size") or 1) > 1:  # type: ignore[call-overload]
+        facts.append(("near-duplicates", f"a group of {hit['group_size']} near-identical photos; this is its best"))
     if hit.get("duplicates"):
         facts.append(("duplicates", ", ".join(short_path(str(d)) for d in hit["duplicates"])))  # type: ignore[union-attr]
     fact_rows = "".join(f'<tr><th scope="row">{esc(k)}</th><td>{esc(v)}</td></tr>' for k, v in facts)

@@ -84,6 +84,8 @@ def build(state: ServerState) -> gr.Blocks:
                             min_score = gr.Textbox(label="Minimum score", placeholder="automatic (e.g. 0.45)",
                                                    elem_id="fl-min-score")
                             gr.Markdown(SORT_NOTE, elem_id="fl-sort-note")
+                            collapse = gr.Checkbox(label="Group near-duplicates", value=False, elem_id="fl-collapse",
+                                                   info="Show resized, cropped or re-saved copies and bursts once.")
                     with gr.Column(scale=3, min_width=360):
                         status = gr.HTML(fmt.status_html("Loading…"), elem_id="fl-status", css_template=STATUS_CSS,
                                          js_on_load=None)
@@ -110,7 +112,7 @@ def build(state: ServerState) -> gr.Blocks:
                     job = gr.HTML(actions.latest_job(state), elem_id="fl-job", css_template=INDEX_CSS,
                                   js_on_load=None)
 
-        form = [k, rerank, after, before, camera, folder, sort, min_score]
+        form = [k, rerank, after, before, camera, folder, sort, min_score, collapse]
         view_out = [status, results, hits, shown_query, why, selected, more, with_photo]
 
         def show(view: actions.View) -> tuple:

@@ -56,6 +56,8 @@ CARDS_CSS = """
 .fl-meta { padding: 6px 8px 8px; font-size: 12px; line-height: 1.35; display: flex; flex-direction: column; gap: 2px; }
 .fl-row { display: flex; justify-content: space-between; gap: 6px; }
 .fl-score { font-weight: 700; color: var(--color-accent); font-variant-numeric: tabular-nums; }
+.fl-group { margin-left: 6px; padding: 0 6px; border-radius: 8px; font-size: 0.85em;
+  background: var(--color-accent-soft); color: var(--body-text-color); }
 .fl-date { font-variant-numeric: tabular-nums; }
 .fl-date-note { margin-left: 4px; font-size: 0.8em; color: var(--body-text-color-subdued); }
 .fl-camera, .fl-path { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; color: var(--body-text-color-subdued); }

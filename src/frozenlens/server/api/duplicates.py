@@ -1,0 +1,38 @@
+"""``GET /api/v1/duplicates``: the index's groups of near-identical photos (see
+:mod:`frozenlens.engine.neardup`); the threshold is checked by :func:`frozenlens.request.check_threshold`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from ...paths import to_text
+from ...request import DUPLICATE_THRESHOLD
+from ..state import ServerState
+from .models import DuplicateGroupOut, DuplicatesOut, GroupCopyOut, GroupMemberOut
+
+
+def add_duplicates_route(router: APIRouter, state: ServerState) -> None:
+    """Add the route to ``router`` (the ``/api/v1`` router)."""
+
+    @router.get("/duplicates", response_model=DuplicatesOut, summary="Groups of near-identical photos")
+    def duplicates(
+        threshold: Annotated[float | None, Query(
+            description=f"least cosine of two photos' visual vectors in one group, in (0, 1] "
+                        f"(default {DUPLICATE_THRESHOLD})")] = None,
+    ) -> DuplicatesOut:
+        with state.engine() as engine:
+            groups = engine.near_duplicates(threshold)
+            records = engine.store.images([i for g in groups for i in (*g.members, *(c for c, _ in g.copies))])
+        out = [
+            DuplicateGroupOut(
+                id=g.id, size=g.size, similarity=g.similarity,
+                members=[GroupMemberOut(id=m, path=to_text(records[m].path), width=records[m].width,
+                                        height=records[m].height, thumbnail_url=f"/api/v1/images/{m}/thumbnail")
+                         for m in g.members],
+                copies=[GroupCopyOut(id=c, path=to_text(records[c].path), copy_of=o) for c, o in g.copies],
+            )
+            for g in groups
+        ]
+        return DuplicatesOut(threshold=DUPLICATE_THRESHOLD if threshold is None else threshold, groups=out)
