@@ -36,7 +36,7 @@ from frozenlens.request import MAX_K, MAX_QUERY_CHARS, SORTS, SearchRequest
 from frozenlens.types import SearchFilters
 from tests.conftest import index_kphotoalbum
 
-READ_TOOLS = {"search", "photo_metadata", "thumbnail", "index_stats"}
+READ_TOOLS = {"search", "photo_metadata", "thumbnail", "index_stats", "near_duplicates"}
 H2_2005 = {"anne_helene.jpg", "cold_water.jpg", "skagen.jpg", "donna.jpg", "jesper.jpg", "jesper_2.jpg", "sunset.jpg"}
 TOKEN = "t0ken-for-mcp-tests-0123456789abcdef"
 
@@ -230,6 +230,22 @@ def test_composed_terms_are_the_engines(mcp, archive, engine):
     assert "bad-term" in error_text(mcp.call("search", {"terms": [{"text": "y", "photo": {"id": canyon}}]}))
     assert "not read" in error_text(mcp.call("search", {"terms": [{"photo": {"path": str(photos / "pool.jpg")}}]}))
     assert "as a term" in error_text(mcp.call("search", {"photo": {"id": canyon}, "terms": [{"text": "y"}]}))
+
+
+def test_near_duplicates_and_collapse_are_the_engines(mcp, engine):
+    groups = engine.near_duplicates()
+    out = ok(mcp.call("near_duplicates", {}))
+    assert out["threshold"] == 0.6 and out["total"] == len(groups)
+    assert [g["id"] for g in out["groups"]] == [g.id for g in groups]
+    assert all(g["size"] == len(g["members"]) + len(g["copies"]) and g["members"] for g in out["groups"])
+    strict = ok(mcp.call("near_duplicates", {"threshold": 0.99, "limit": 1}))
+    assert strict["total"] == len(engine.near_duplicates(0.99)) and len(strict["groups"]) <= 1
+    assert "threshold" in error_text(mcp.call("near_duplicates", {"threshold": 1.5}))
+    from frozenlens.request import SearchRequest
+
+    want = engine.search(SearchRequest(query="a billiard table", k=5, collapse=True))
+    got = ok(mcp.call("search", {"query": "a billiard table", "k": 5, "collapse": True}))["hits"]
+    assert [(h["id"], h["group_size"]) for h in got] == [(h.id, h.group_size) for h in want]
 
 
 def test_photo_metadata(mcp, archive, engine):

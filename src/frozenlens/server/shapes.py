@@ -55,6 +55,20 @@ def stats_json(engine: Engine) -> dict[str, object]:
     }
 
 
+def duplicates_json(engine: Engine, threshold: float | None) -> list[dict[str, object]]:
+    """The index's near-duplicate groups (:meth:`Engine.near_duplicates`), largest first, each
+    with its members' paths and sizes (best first) and its byte-identical copies."""
+    groups = engine.near_duplicates(threshold)
+    records = engine.store.images([i for g in groups for i in (*g.members, *(c for c, _ in g.copies))])
+    return [
+        {"id": g.id, "size": g.size, "similarity": g.similarity,
+         "members": [{"id": m, "path": to_text(records[m].path), "width": records[m].width,
+                      "height": records[m].height} for m in g.members],
+         "copies": [{"id": c, "path": to_text(records[c].path), "copy_of": o} for c, o in g.copies]}
+        for g in groups
+    ]
+
+
 def job_json(job: IndexJob) -> dict[str, object]:
     """An indexing job: its folder and message (which may quote paths) in the path text form."""
     return {**vars(job), "path": to_text(job.path), "message": to_text(job.message),

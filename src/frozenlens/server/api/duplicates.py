@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ...paths import to_text
 from ...request import DUPLICATE_THRESHOLD
+from ..shapes import duplicates_json
 from ..state import ServerState
 from .models import DuplicateGroupOut, DuplicatesOut, GroupCopyOut, GroupMemberOut
 
@@ -23,16 +23,12 @@ def add_duplicates_route(router: APIRouter, state: ServerState) -> None:
                         f"(default {DUPLICATE_THRESHOLD})")] = None,
     ) -> DuplicatesOut:
         with state.engine() as engine:
-            groups = engine.near_duplicates(threshold)
-            records = engine.store.images([i for g in groups for i in (*g.members, *(c for c, _ in g.copies))])
+            groups = duplicates_json(engine, threshold)
         out = [
             DuplicateGroupOut(
-                id=g.id, size=g.size, similarity=g.similarity,
-                members=[GroupMemberOut(id=m, path=to_text(records[m].path), width=records[m].width,
-                                        height=records[m].height, thumbnail_url=f"/api/v1/images/{m}/thumbnail")
-                         for m in g.members],
-                copies=[GroupCopyOut(id=c, path=to_text(records[c].path), copy_of=o) for c, o in g.copies],
-            )
+                **{**g, "members": [GroupMemberOut(**m, thumbnail_url=f"/api/v1/images/{m['id']}/thumbnail")
+                                    for m in g["members"]],
+                   "copies": [GroupCopyOut(**c) for c in g["copies"]]})
             for g in groups
         ]
         return DuplicatesOut(threshold=DUPLICATE_THRESHOLD if threshold is None else threshold, groups=out)

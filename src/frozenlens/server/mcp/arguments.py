@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ...errors import QueryError, QueryTermError
 from ...request import (
+    DUPLICATE_THRESHOLD,
     FUSIONS,
     MAX_FILTER_CHARS,
     MAX_K,
@@ -123,6 +124,12 @@ Candidates = Annotated[int, _stated("first-stage candidates the reranker rescore
 Rerank = Annotated[bool | None, Field(description="use the learned reranker on a text query (default: when the "
                                                   "index has one; true requires one)")]
 MinScore = Annotated[float | None, Field(description="drop results scoring below this")]
+Collapse = Annotated[bool, Field(description="show each group of near-identical photos once (its best member, "
+                                             "with group_size)")]
+Threshold = Annotated[float | None, _stated(f"least visual cosine of two photos in one group, in (0, 1] "
+                                            f"(default {DUPLICATE_THRESHOLD})", exclusiveMinimum=0, maximum=1)]
+GroupLimit = Annotated[int, Field(description="most groups returned (total says how many there are)", ge=1,
+                                  le=MAX_K)]
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ class Search:
 def build_search(
     limits: Limits, *, query: str | None, photo: Photo | None, filters: Filters | None, k: int, sort: str,
     fusion: str, rerank: bool | None, rerank_candidates: int, min_score: float | None,
-    terms: list[Term] | None = None,
+    terms: list[Term] | None = None, collapse: bool = False,
 ) -> Search:
     """The search the ``search`` tool's arguments ask for (:class:`QueryError` otherwise)."""
     if query is not None and photo is not None:
@@ -147,7 +154,7 @@ def build_search(
         raise QueryError("give a text query, a photo or terms to search with")
     request = SearchRequest(query=query, k=k, filters=(filters or Filters()).to_filters(), sort=sort, fusion=fusion,
                             rerank=rerank, rerank_candidates=rerank_candidates, min_score=min_score,
-                            terms=tuple(t.to_term(limits) for t in terms or ()))
+                            terms=tuple(t.to_term(limits) for t in terms or ()), collapse=collapse)
     if photo is None:
         return Search(request, lambda engine: engine.search(request))
     given = [name for name in ("id", "path", "data") if getattr(photo, name) is not None]

@@ -28,14 +28,16 @@ from pydantic import Field, ValidationError
 from ... import __version__
 from ...errors import DecodeError, FrozenLensError, ImageNotFoundError
 from ...paths import to_text
-from ...request import SearchRequest
+from ...request import DUPLICATE_THRESHOLD, SearchRequest
 from ..error_codes import invalid_message, status_of
-from ..shapes import hit_json, image_json, job_json, os_path, stats_json
+from ..shapes import duplicates_json, hit_json, image_json, job_json, os_path, stats_json
 from ..state import ServerState
 from .arguments import (
     Candidates,
+    Collapse,
     Filters,
     Fusion,
+    GroupLimit,
     K,
     MinScore,
     Photo,
@@ -43,6 +45,7 @@ from .arguments import (
     Rerank,
     Sort,
     Terms,
+    Threshold,
     build_search,
 )
 
@@ -105,7 +108,7 @@ def create_mcp(state: ServerState) -> MCPServer:
     def search(query: Query = None, photo: Photo | None = None, terms: Terms = None, filters: Filters | None = None,
                k: K = DEFAULTS.k, sort: Sort = DEFAULTS.sort, min_score: MinScore = None, rerank: Rerank = None,
                rerank_candidates: Candidates = DEFAULTS.rerank_candidates,
-               fusion: Fusion = DEFAULTS.fusion) -> dict[str, Any]:
+               fusion: Fusion = DEFAULTS.fusion, collapse: Collapse = False) -> dict[str, Any]:
         """Search the photo archive by a text query (any language), an example photo, or weighted terms.
 
         Give `query` or `photo`, not both; `terms` add weighted texts and photos to a query (or
@@ -114,7 +117,8 @@ def create_mcp(state: ServerState) -> MCPServer:
         date, camera, size, captions and the labels the model saw.
         """
         s = build_search(limits, query=query, photo=photo, filters=filters, k=k, sort=sort, fusion=fusion,
-                         rerank=rerank, rerank_candidates=rerank_candidates, min_score=min_score, terms=terms)
+                         rerank=rerank, rerank_candidates=rerank_candidates, min_score=min_score, terms=terms,
+                         collapse=collapse)
         with state.engine() as engine:
             t0 = time.perf_counter()
             hits = s.run(engine)
@@ -144,6 +148,16 @@ def create_mcp(state: ServerState) -> MCPServer:
         ])
 
     @tool_errors
+    def near_duplicates(threshold: Threshold = None, limit: GroupLimit = 50) -> dict[str, Any]:
+        """Groups of near-identical photos (resized, re-encoded, slightly cropped or mirrored copies,
+        bursts) and byte-identical copies, largest group first; members best first (most pixels,
+        then earliest). `threshold`: least visual cosine within a group."""
+        with state.engine() as engine:
+            groups = duplicates_json(engine, threshold)
+        return {"threshold": DUPLICATE_THRESHOLD if threshold is None else threshold, "total": len(groups),
+                "groups": groups[:limit]}
+
+    @tool_errors
     def index_stats() -> dict[str, Any]:
         """What the index holds: photo, duplicate, failure and caption counts, the encoder, vector
         counts, disk use, cameras, whether a reranker is trained, and the files that failed."""
@@ -153,6 +167,7 @@ def create_mcp(state: ServerState) -> MCPServer:
     server.add_tool(search, annotations=READ_ONLY, structured_output=True)
     server.add_tool(photo_metadata, annotations=READ_ONLY, structured_output=True)
     server.add_tool(thumbnail, annotations=READ_ONLY)
+    server.add_tool(near_duplicates, annotations=READ_ONLY, structured_output=True)
     server.add_tool(index_stats, annotations=READ_ONLY, structured_output=True)
     if state.indexing_allowed:
         _add_indexing(server, state)
