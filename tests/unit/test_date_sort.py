@@ -14,8 +14,10 @@ def hit(i: int, score: float, day: int | None) -> Hit:
     return Hit(id=i, path=f"/p/{i}.jpg", score=score, taken_at=None if day is None else dt.datetime(2020, 1, day))
 
 
-# relevance order, as the search returns them
-HITS = [hit(1, 0.70, 3), hit(2, 0.66, 9), hit(3, 0.64, None), hit(4, 0.61, 1), hit(5, 0.59, 20), hit(6, 0.30, 28)]
+# relevance order, as the search returns them; 1-4 within the default margin of the best, 5 just outside
+M = DATE_SORT_MARGIN
+HITS = [hit(1, 0.70, 3), hit(2, 0.70 - 0.4 * M, 9), hit(3, 0.70 - 0.6 * M, None), hit(4, 0.70 - 0.9 * M, 1),
+        hit(5, 0.70 - 1.1 * M, 20), hit(6, 0.30, 28)]
 
 
 def test_relevance_order_is_kept():
@@ -25,7 +27,7 @@ def test_relevance_order_is_kept():
 def test_default_cutoff_then_newest_first_undated_last():
     out = date_sorted(HITS, 10, "newest", None)
     assert all(h.score >= 0.70 - DATE_SORT_MARGIN for h in out)
-    assert [h.id for h in out] == [2, 1, 4, 3]  # 5 (0.59) and 6 (0.30) are below the cutoff
+    assert [h.id for h in out] == [2, 1, 4, 3]  # 5 and 6 are below the cutoff
 
 
 def test_oldest_first_and_k():
