@@ -48,6 +48,25 @@ def server_env() -> dict[str, str]:
             "OMP_WAIT_POLICY": "PASSIVE"}
 
 
+def run_in_thread(coro):
+    """``asyncio.run(coro)`` in a thread of its own: the session's main thread may already run an
+    event loop (Playwright's sync API, used by the browser tests, keeps one)."""
+    out: dict = {}
+
+    def target() -> None:
+        try:
+            out["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            out["error"] = exc
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join(300)
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 class Session:
     """A real MCP ClientSession kept open on a background event loop; its calls are made synchronously."""
 
@@ -342,7 +361,7 @@ def test_upload_limits_are_the_servers(archive, tmp_path):
             return big, small
 
     try:
-        big, small = asyncio.run(go())
+        big, small = run_in_thread(go())
     finally:
         state.close()
     assert f"too-large: the upload is larger than {len(data) - 1} bytes" in error_text(big)
@@ -405,7 +424,7 @@ def test_token_and_host_guards_over_http(archive, tmp_path):
                 await session.initialize()
                 return {t.name for t in (await session.list_tools()).tools}
 
-        assert asyncio.run(listed()) == READ_TOOLS
+        assert run_in_thread(listed()) == READ_TOOLS
     with http_server("--index", str(index)) as url:  # no token: only requests addressed to loopback
         r = httpx2.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                         headers={"Host": "evil.example.com", "Accept": "application/json, text/event-stream"})

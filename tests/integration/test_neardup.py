@@ -190,7 +190,7 @@ def test_rest_api_lists_groups_and_collapses_results(dup_index):
         strict = c.get("/api/v1/duplicates", params={"threshold": 0.9}).json()
         assert sum(g["size"] for g in strict["groups"]) < sum(g["size"] for g in body["groups"])
         err = c.get("/api/v1/duplicates", params={"threshold": 2})
-        assert err.status_code == 400 and "threshold" in err.json()["error"]["message"]
+        assert err.status_code == 422 and "threshold" in err.json()["error"]["message"]  # the schema states (0, 1]
         with open(photos / "chelsea.jpg", "rb") as f:
             up = c.post("/api/v1/search/image", files={"file": ("q.jpg", f.read())},
                         data={"k": "40", "collapse": "true"}).json()["hits"]

@@ -11,19 +11,11 @@ import numpy as np
 import pytest
 
 from frozenlens.errors import IndexInputError
-from frozenlens.retriever import AutoPolicy, VectorIndex, recommend_factory, set_threads
+from frozenlens.retriever import AutoPolicy, VectorIndex, recommend_factory
 from frozenlens.retriever.choice import factory_for, ivfpq_factory, parse_bytes
 from frozenlens.retriever.tuning import build, exact_top_k, measure, recall_at_k, tune
 
-from .test_retriever import clustered, exact, unit
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread():
-    before = faiss.omp_get_max_threads()
-    set_threads(1)
-    yield
-    set_threads(before)
+from .test_retriever import _one_faiss_thread, clustered, exact, unit  # noqa: F401 - the autouse fixture
 
 
 def chunks_of(ids: np.ndarray, x: np.ndarray, size: int = 3000):

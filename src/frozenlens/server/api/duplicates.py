@@ -18,7 +18,7 @@ def add_duplicates_route(router: APIRouter, state: ServerState) -> None:
 
     @router.get("/duplicates", response_model=DuplicatesOut, summary="Groups of near-identical photos")
     def duplicates(
-        threshold: Annotated[float | None, Query(
+        threshold: Annotated[float | None, Query(gt=0, le=1,
             description=f"least cosine of two photos' visual vectors in one group, in (0, 1] "
                         f"(default {DUPLICATE_THRESHOLD})")] = None,
     ) -> DuplicatesOut:
