@@ -402,10 +402,18 @@ class LiteEncoder(Encoder):
                 # (DeprecationWarning in 2.13, FutureWarning in 2.14)
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", FutureWarning)
-                traced = torch.jit.freeze(torch.jit.trace(model, example))
+                # trace's own check (check_trace) costs ~1.2 s at start-up, most of it importing
+                # torch.testing's DTensor support; the comparison below checks the same thing
+                traced = torch.jit.freeze(torch.jit.trace(model, example, check_trace=False))
+            probe = torch.rand(example.shape, generator=torch.Generator().manual_seed(0))
+            probe = probe.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
+                want = model(probe)
                 for _ in range(2):  # let the profiling executor specialise now, not on the first batch
-                    traced(example)
+                    got = traced(probe)
+            for g, w in zip(got, want, strict=True):  # (logits, cell logits)
+                if not torch.allclose(g, w, rtol=1e-4, atol=1e-4):
+                    raise RuntimeError(f"traced network differs from eager by {(g - w).abs().max().item():.3g}")
         except (AttributeError, RuntimeError) as exc:  # TorchScript removed or broken
             logger.warning("TorchScript tracing failed (%s); using the eager channels_last model", exc)
             self.runtime = "channels_last"
