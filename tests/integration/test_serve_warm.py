@@ -35,7 +35,8 @@ def _loaded(state: ServerState) -> dict[str, object]:
     with state.engine() as engine:
         enc = engine.encoder
         return {"encoder": id(enc), "spaces": id(engine._spaces), "text": id(enc._text_model),
-                "image_builds": enc.image_tower_builds, "text_loaded": enc.text_tower_loaded}
+                "image_builds": enc.image_tower_builds, "text_loaded": enc.text_tower_loaded,
+                "filter_columns": id(engine.store._columns._columns)}
 
 
 def test_first_queries_after_warm_build_nothing(index: Path, model_cache: Path, testdata: Path, monkeypatch) -> None:
@@ -45,6 +46,8 @@ def test_first_queries_after_warm_build_nothing(index: Path, model_cache: Path, 
     state.warm()
     warm = _loaded(state)
     assert warm["text_loaded"] is True and warm["image_builds"] == 1
+    with state.engine() as engine:
+        assert engine.store._columns._columns is not None  # filtered searches are answered from memory
     with TestClient(app, base_url="http://127.0.0.1") as c:
         r = c.get("/api/v1/search", params={"q": "a cat", "k": 3})
         assert r.status_code == 200, r.text
@@ -53,6 +56,8 @@ def test_first_queries_after_warm_build_nothing(index: Path, model_cache: Path, 
             r = c.post("/api/v1/search/image", files={"file": ("coffee.png", f, "image/png")}, data={"k": "1"})
         assert r.status_code == 200, r.text
         assert Path(r.json()["hits"][0]["path"]).name == "coffee.png"
+        r = c.get("/api/v1/search", params={"q": "a cat", "k": 3, "camera": "canon"})
+        assert r.status_code == 200, r.text
         assert _loaded(state) == warm  # the same objects: nothing was built or reloaded by the first queries
 
 

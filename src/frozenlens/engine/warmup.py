@@ -3,7 +3,8 @@
 ``frozenlens serve`` calls :func:`warm_engine` before it prints its address,
 so the first query is answered as fast as the tenth: the FAISS spaces, the
 encoder (its text side, and with ``images`` its image side: the ``lite``
-network and class embeddings), the reranker head if the index has one, and
+network and class embeddings), the search filters' columns
+(:class:`~frozenlens.store.columns.FilterColumns`), the reranker head if the index has one, and
 one real text query through the whole path (first-call costs of BLAS, FAISS
 and the database are paid here too). Nothing here changes the index.
 """
@@ -32,6 +33,7 @@ def warm_engine(engine: Engine, *, images: bool = False) -> None:
     still starts, and the queries that use the head report the error.
     """
     engine.sync()  # the FAISS spaces
+    engine.store.filter_columns(force=True)  # filtered searches answered from memory
     engine.encoder.warm(text=True, images=images)
     try:
         engine.reranker()

@@ -12,7 +12,6 @@ its whole run (see :mod:`.postgres`).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +24,8 @@ from sqlalchemy.exc import OperationalError
 
 from ..errors import DatabaseUnavailableError, IndexCorruptError, IndexReadOnlyError
 from ..types import FailedFile, SearchFilters
+from .columns import MAX_ROWS as COLUMNS_MAX_ROWS
+from .columns import ColumnCache, FilterColumns, cameras_matching, date_bounds
 from .connection import connect_args, sqlite_file, translate_errors
 from .ids import high_water_marks
 from .migrations import SCHEMA_VERSION, current_version, increment_meta, migrate, upsert_meta
@@ -41,6 +42,7 @@ class Store:
     def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self.engine = engine
         self.read_only = read_only
+        self._columns = ColumnCache()
 
     @classmethod
     def open(cls, url: str, *, read_only: bool = False) -> Store:
@@ -142,8 +144,7 @@ class Store:
     def generation(self) -> int:
         """A counter bumped by every write transaction (cheap change detection)."""
         with self.engine.connect() as c:
-            value = c.execute(select(Meta.value).where(Meta.key == "generation")).scalar()
-        return int(value) if value is not None else 0
+            return _generation(c)
 
     # -- incremental indexing reads ---------------------------------------
     def file_states(self, roots: Sequence[str]) -> dict[str, FileState]:
@@ -230,16 +231,17 @@ class Store:
     # -- search-time reads -------------------------------------------------
     def _filter_conditions(self, f: SearchFilters) -> list:
         conds = [ImageRow.status == INDEXED]
-        if f.after is not None:
-            conds.append(ImageRow.taken_at >= _as_start(f.after))
-        if f.before is not None:
-            end = _end_of(f.before)
-            # the last day of the calendar has no next day: every dated photo is before it
-            conds.append(ImageRow.taken_at.is_not(None) if end is None else ImageRow.taken_at < end)
+        lower, upper, dated = date_bounds(f)
+        if lower is not None:
+            conds.append(ImageRow.taken_at >= lower)
+        if upper is not None:
+            conds.append(ImageRow.taken_at < upper)
+        elif dated:  # a date is required; the upper bound lies past the last day of the calendar
+            conds.append(ImageRow.taken_at.is_not(None))
         if f.camera:
             # match the substring against the few distinct camera labels, then
             # use the indexed column (a LIKE '%x%' over every row cannot)
-            conds.append(ImageRow.camera.in_(self._cameras_matching(f.camera)))
+            conds.append(ImageRow.camera.in_(cameras_matching(self._camera_labels(), f.camera)))
         if f.under:
             root = f.under.rstrip("/") or "/"
             prefix = root if root.endswith("/") else root + "/"
@@ -250,11 +252,9 @@ class Store:
             conds.append(ImageRow.height >= f.min_height)
         return conds
 
-    def _cameras_matching(self, text: str) -> list[str]:
-        needle = text.lower()
+    def _camera_labels(self) -> list[str]:
         with self.engine.connect() as c:
-            labels = c.execute(select(ImageRow.camera).where(ImageRow.camera.is_not(None)).distinct()).scalars()
-            return [label for label in labels if needle in label.lower()]
+            return list(c.execute(select(ImageRow.camera).where(ImageRow.camera.is_not(None)).distinct()).scalars())
 
     def analyze(self) -> None:
         """Refresh the query planner's statistics (after bulk changes)."""
@@ -269,7 +269,21 @@ class Store:
         self, filters: SearchFilters, among: Sequence[int] | None = None, limit: int | None = None
     ) -> np.ndarray:
         """Ids of indexed images matching ``filters`` (restricted to ``among``;
-        at most ``limit`` of them when ``among`` is None)."""
+        at most ``limit`` of them when ``among`` is None), ascending.
+
+        Answered from the in-memory :class:`~.columns.FilterColumns` once a
+        long-lived caller has made them worth building (see :class:`~.columns.ColumnCache`),
+        else through SQL; both give the same ids."""
+        columns = self.filter_columns() if FilterColumns.answers(filters) else None
+        if columns is not None:
+            ids = columns.matching(filters, None if among is None else np.asarray(among, dtype=np.int64))
+            return ids if among is not None or limit is None else ids[:limit]
+        return self.matching_ids_sql(filters, among, limit)
+
+    def matching_ids_sql(
+        self, filters: SearchFilters, among: Sequence[int] | None = None, limit: int | None = None
+    ) -> np.ndarray:
+        """:meth:`matching_ids` through SQL only."""
         conds = self._filter_conditions(filters)
         out: list[int] = []
         with self.engine.connect() as c:
@@ -279,6 +293,21 @@ class Store:
                 for chunk in id_chunks([int(i) for i in among]):
                     out.extend(c.execute(select(ImageRow.id).where(and_(*conds, ImageRow.id.in_(chunk)))).scalars())
         return np.asarray(sorted(out), dtype=np.int64)
+
+    def filter_columns(self, *, force: bool = False) -> FilterColumns | None:
+        """The in-memory filter columns of the current generation, or ``None``
+        when not (yet) worth building (``force``: build now, e.g. when a server warms up)."""
+        return self._columns.get(self.generation(), self._read_filter_columns, force=force)
+
+    def _read_filter_columns(self) -> FilterColumns | None:
+        with self.engine.connect() as c:  # the generation first: rows newer than it only cause a rebuild
+            gen = _generation(c)
+            indexed = ImageRow.status == INDEXED
+            if (c.execute(select(func.count()).select_from(ImageRow).where(indexed)).scalar() or 0) > COLUMNS_MAX_ROWS:
+                return None
+            stmt = select(ImageRow.id, ImageRow.taken_at, ImageRow.camera, ImageRow.width, ImageRow.height)
+            rows = c.execute(stmt.where(indexed).order_by(ImageRow.id)).all()
+        return FilterColumns.from_rows(gen, rows)
 
     def caption_owners(self, caption_ids: Sequence[int]) -> dict[int, int]:
         """caption chunk id (the caption space id) → id of the indexed image it describes (duplicates resolved)."""
@@ -455,18 +484,6 @@ def bump_generation(conn) -> None:  # noqa: ANN001 - SQLAlchemy Connection
     increment_meta(conn, "generation")
 
 
-def _end_of(before: dt.datetime | dt.date) -> dt.datetime | None:
-    """The exclusive upper bound of a ``before`` filter (a date includes its
-    whole day); ``None`` when it lies past the last representable instant."""
-    if isinstance(before, dt.datetime):
-        return before
-    try:
-        return _as_start(before) + dt.timedelta(days=1)
-    except OverflowError:
-        return None
-
-
-def _as_start(value: dt.datetime | dt.date) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value
-    return dt.datetime(value.year, value.month, value.day)
+def _generation(conn) -> int:  # noqa: ANN001 - SQLAlchemy Connection
+    value = conn.execute(select(Meta.value).where(Meta.key == "generation")).scalar()
+    return int(value) if value is not None else 0
