@@ -44,8 +44,11 @@ def original(built, tmp_path) -> Path:
 
 
 def results(index: Path) -> list[list[tuple[str, float]]]:
+    """Text queries (the semantic and caption spaces), then image→image from the first hit (the visual space)."""
     with Engine.open(index) as engine:
-        return [[(h.path, round(h.score, 5)) for h in engine.search(q, k=10)] for q in QUERIES]
+        out = [[(h.path, round(h.score, 5)) for h in engine.search(q, k=10)] for q in QUERIES]
+        first = engine.search(QUERIES[0], k=1)[0].id
+        return out + [[(h.path, round(h.score, 5)) for h in engine.similar(first, k=10)]]
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int]]:
@@ -213,7 +216,12 @@ def test_corrupt_vector_files_are_set_aside_and_rebuilt(built, original, capsys,
     assert rc == 0, err
     assert "Traceback" not in err
     warned = [r.getMessage() for r in caplog.records if "rebuilding it from the database" in r.getMessage()]
-    assert len(warned) == 3, warned
+    assert len(warned) == 2 and not any("visual" in w for w in warned), warned  # a text search reads no visual file
+    assert not list(original.glob("visual.faiss.corrupt-*"))
+    with caplog.at_level(logging.WARNING, logger="frozenlens.spaces"):  # an image→image query does
+        assert results(original) == baseline
+    warned = [r.getMessage() for r in caplog.records if "rebuilding it from the database" in r.getMessage()]
+    assert len(warned) == 3 and "visual" in warned[-1], warned
     aside = {s: sorted(original.glob(f"{s}.faiss.corrupt-*")) for s in SPACES}
     assert all(len(v) == 1 for v in aside.values()), aside
     assert aside["semantic"][0].stat().st_size == sizes["semantic"] // 2  # kept as it was

@@ -255,7 +255,7 @@ class Engine:
         options = IndexOptions(batch_size=batch_size, workers=workers, checkpoint_seconds=checkpoint_seconds,
                                captions_manifest=str(captions) if captions else None, follow_links=follow_links)
         with stop_on_full_disk(self.store, self.index_dir), IndexLock(self.index_dir), self.store.writer_lock():
-            spaces = self.sync()  # reconciles: repairs whatever a crash left
+            spaces = self.sync().load_all()  # reconciles: repairs whatever a crash left
             encoder = self.encoder
             record_roots(self.store, paths)
             with self._rw.write():  # this engine's own searches wait; other engines and processes do not
@@ -312,7 +312,7 @@ class Engine:
                 self._meta = self.store.get_meta()
                 self._encoder = enc
                 self._encoder_options = json.loads(options)
-                self._spaces = self._open_spaces()
+                self._spaces = self._open_spaces().load_all()
                 self._spaces.reconcile(self.store)
                 self._spaces.save()
                 self._spaces.remove_stale_files()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,23 +33,35 @@ log = logging.getLogger("frozenlens.spaces")  # the name it had before moving he
 SPACES = ("semantic", "visual", "caption")
 #: the spaces whose index type follows the index's setting (captions stay exact)
 IMAGE_SPACES = ("semantic", "visual")
+#: spaces read from their files on first use (only image→image queries and near-duplicates read ``visual``)
+LAZY_SPACES = ("visual",)
 _RECONCILE_CHUNK = 4096
 _READ_CHUNK = 65536
 
 
 class VectorSpaces:
-    """Owns one :class:`VectorIndex` per space and its file in ``index_dir``."""
+    """Owns one :class:`VectorIndex` per space and its file in ``index_dir``.
+
+    The spaces in ``lazy`` (see :meth:`open`) are read from their files on
+    first use, not at open: a text search never reads the ``visual`` file
+    (1,280 floats a photo for ``lite``: 0.5 GB at 100 k photos). A space
+    loaded after :meth:`reconcile` ran is reconciled with the same store as
+    it loads.
+    """
 
     def __init__(
         self, index_dir: Path, indexes: dict[str, VectorIndex], dims: dict[str, int], epoch: int = 0,
-        owner: str | None = None,
+        owner: str | None = None, *, factory: str = "Flat",
     ) -> None:
         self.index_dir = index_dir
-        self.indexes = indexes
+        self._indexes = indexes  # the loaded spaces; the others load on first use
         self.dims = dims
         self.epoch = epoch
         #: the index's identity, recorded in every file saved (see :meth:`open`)
         self.owner = owner
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._store: Store | None = None  # the store the last reconcile used
 
     @staticmethod
     def file_name(space: str, epoch: int) -> str:
@@ -57,9 +70,11 @@ class VectorSpaces:
 
     @classmethod
     def open(
-        cls, index_dir: Path, dims: dict[str, int], factory: str, epoch: int = 0, owner: str | None = None
+        cls, index_dir: Path, dims: dict[str, int], factory: str, epoch: int = 0, owner: str | None = None,
+        *, lazy: tuple[str, ...] = LAZY_SPACES,
     ) -> VectorSpaces:
-        """Load each space's file of this vector epoch if present (else create it empty).
+        """Load each space's file of this vector epoch if present (else create it empty);
+        the spaces in ``lazy`` on first use instead.
 
         The epoch changes when the index is re-indexed with another encoder,
         so files holding the previous encoder's vectors are never loaded.
@@ -77,57 +92,85 @@ class VectorSpaces:
         empty space at the type it means for an empty collection (``auto``:
         exact) and :meth:`adapt` re-decides as the collection grows.
         """
-        indexes: dict[str, VectorIndex] = {}
+        spaces = cls(index_dir, {}, dims, epoch, owner, factory=factory)
         for space in SPACES:
-            path = index_dir / cls.file_name(space, epoch)
-            loaded = _load_usable(path, dims[space], owner) if path.exists() else None
-            # captions are few per image: exact search is always affordable
-            wanted = factory_for(factory, 0, dims[space]) if space != "caption" else "Flat"
-            indexes[space] = loaded or VectorIndex.create(dims[space], wanted)
-        return cls(index_dir, indexes, dims, epoch, owner)
+            if space not in lazy:
+                spaces._indexes[space] = spaces._read(space)
+        return spaces
+
+    def _read(self, space: str) -> VectorIndex:
+        path = self.index_dir / self.file_name(space, self.epoch)
+        loaded = _load_usable(path, self.dims[space], self.owner) if path.exists() else None
+        # captions are few per image: exact search is always affordable
+        wanted = factory_for(self._factory, 0, self.dims[space]) if space != "caption" else "Flat"
+        return loaded or VectorIndex.create(self.dims[space], wanted)
+
+    def loaded(self, space: str) -> bool:
+        """Whether ``space`` has been read (see the class's note on lazy spaces)."""
+        return space in self._indexes
+
+    def _get(self, space: str) -> VectorIndex:
+        index = self._indexes.get(space)
+        if index is not None:
+            return index
+        with self._lock:
+            if space not in self._indexes:
+                index = self._read(space)
+                if self._store is not None:
+                    _reconcile_one(space, index, self._store, self.dims[space])
+                self._indexes[space] = index  # published once, fully reconciled
+            return self._indexes[space]
+
+    def load_all(self) -> VectorSpaces:
+        """Read every lazy space now (a writer keeps all of them, and saves them); returns self."""
+        for space in SPACES:
+            self._get(space)
+        return self
+
+    @property
+    def indexes(self) -> dict[str, VectorIndex]:
+        """Every space's index (loading the lazy ones)."""
+        return {space: self._get(space) for space in SPACES}
 
     def __getitem__(self, space: str) -> VectorIndex:
-        return self.indexes[space]
+        return self._get(space)
 
     def reconcile(self, store: Store) -> dict[str, tuple[int, int]]:
-        """Make every space hold exactly the database's ids; returns (added, removed) per space."""
-        out: dict[str, tuple[int, int]] = {}
-        for space in SPACES:
-            index = self.indexes[space]
-            db_ids = store.vector_ids(space)
-            have = index.ids()
-            missing = np.setdiff1d(db_ids, have, assume_unique=True)
-            extra = np.setdiff1d(have, db_ids, assume_unique=True)
-            if extra.size:
-                index.remove(extra)
-            for i in range(0, missing.size, _RECONCILE_CHUNK):
-                chunk = missing[i : i + _RECONCILE_CHUNK]
-                index.add(chunk, store.vectors(space, chunk.tolist(), self.dims[space]))
-            if missing.size or extra.size:
-                log.info("space %s: added %d, removed %d to match the database", space, missing.size, extra.size)
-            out[space] = (int(missing.size), int(extra.size))
-        return out
+        """Make every loaded space hold exactly the database's ids; returns (added, removed) per loaded space.
+
+        Spaces not loaded yet are reconciled with ``store`` when they load."""
+        with self._lock:
+            self._store = store
+            return {space: _reconcile_one(space, index, store, self.dims[space])
+                    for space, index in list(self._indexes.items())}
 
     def apply(self, delta: Delta) -> None:
-        """Mirror a committed transaction's changes (removals first)."""
+        """Mirror a committed transaction's changes (removals first) in the loaded spaces
+        (one loaded later reads the committed rows from the database as it loads)."""
+        loaded = {space: self._indexes.get(space) for space in SPACES}
+        semantic, visual, caption = loaded["semantic"], loaded["visual"], loaded["caption"]
         if delta.removed_image_ids:
             ids = np.asarray(delta.removed_image_ids, np.int64)
-            self.indexes["semantic"].remove(ids)
-            self.indexes["visual"].remove(ids)
-        if delta.removed_caption_ids:
-            self.indexes["caption"].remove(np.asarray(delta.removed_caption_ids, np.int64))
+            for index in (semantic, visual):
+                if index is not None:
+                    index.remove(ids)
+        if delta.removed_caption_ids and caption is not None:
+            caption.remove(np.asarray(delta.removed_caption_ids, np.int64))
         if delta.image_ids:
             ids = np.asarray(delta.image_ids, np.int64)
-            self.indexes["semantic"].add(ids, np.stack(delta.semantic))
-            self.indexes["visual"].add(ids, np.stack(delta.visual))
-        if delta.caption_ids:
-            self.indexes["caption"].add(np.asarray(delta.caption_ids, np.int64), np.stack(delta.caption_vectors))
+            if semantic is not None:
+                semantic.add(ids, np.stack(delta.semantic))
+            if visual is not None:
+                visual.add(ids, np.stack(delta.visual))
+        if delta.caption_ids and caption is not None:
+            caption.add(np.asarray(delta.caption_ids, np.int64), np.stack(delta.caption_vectors))
 
     def save(self) -> None:
-        """Write every space atomically (temp file + ``os.replace``)."""
+        """Write every space atomically (temp file + ``os.replace``); a space
+        never loaded is unchanged and keeps its file."""
         os.makedirs(self.index_dir, exist_ok=True)
-        for space in SPACES:
-            self.indexes[space].save(self.index_dir / self.file_name(space, self.epoch), owner=self.owner)
+        for space, index in list(self._indexes.items()):
+            index.save(self.index_dir / self.file_name(space, self.epoch), owner=self.owner)
 
     def remove_stale_files(self) -> list[str]:
         """Delete FAISS files of other epochs (an old encoder's, e.g. after a
@@ -169,13 +212,13 @@ class VectorSpaces:
         """
         done: dict[str, Tuning] = {}
         for space in IMAGE_SPACES:
-            index, dim = self.indexes[space], self.dims[space]
+            index, dim = self[space], self.dims[space]
             want = factory_for(index_type, len(index), dim, policy) if index_type == AUTO else index.factory
             chunks = self.chunks(store, space)
             rebuilt = want != index.factory
             if rebuilt:
                 log.info("space %s: %d vectors, switching %r -> %r", space, len(index), index.factory, want)
-                index = self.indexes[space] = build(want, dim, chunks, metric=index.metric)
+                index = self._indexes[space] = build(want, dim, chunks, metric=index.metric)
             last = (previous or {}).get(space) or {}
             grown = len(index) >= 2 * int(last.get("n", 0) or 0) or last.get("factory") != index.factory
             approximate = index.is_trained and (index.nprobe is not None or index.ef_search is not None)
@@ -185,11 +228,27 @@ class VectorSpaces:
 
     def measure_recall(self, store: Store, policy: AutoPolicy) -> dict[str, Tuning]:
         """Recall@k vs exact of each image space as searched now, on held-out queries."""
-        return {space: measure(self.indexes[space], self.chunks(store, space), policy)
-                for space in IMAGE_SPACES if len(self.indexes[space])}
+        return {space: measure(self[space], self.chunks(store, space), policy)
+                for space in IMAGE_SPACES if len(self[space])}
 
     def sizes(self) -> dict[str, int]:
-        return {space: len(self.indexes[space]) for space in SPACES}
+        return {space: len(self[space]) for space in SPACES}
+
+
+def _reconcile_one(space: str, index: VectorIndex, store: Store, dim: int) -> tuple[int, int]:
+    """Make ``index`` hold exactly the database's ids of ``space``; (added, removed)."""
+    db_ids = store.vector_ids(space)
+    have = index.ids()
+    missing = np.setdiff1d(db_ids, have, assume_unique=True)
+    extra = np.setdiff1d(have, db_ids, assume_unique=True)
+    if extra.size:
+        index.remove(extra)
+    for i in range(0, missing.size, _RECONCILE_CHUNK):
+        chunk = missing[i : i + _RECONCILE_CHUNK]
+        index.add(chunk, store.vectors(space, chunk.tolist(), dim))
+    if missing.size or extra.size:
+        log.info("space %s: added %d, removed %d to match the database", space, missing.size, extra.size)
+    return int(missing.size), int(extra.size)
 
 
 def _load_usable(path: Path, dim: int, owner: str | None) -> VectorIndex | None:
