@@ -16,6 +16,7 @@ Prints p50 / p90 latency in ms per kind of query.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import sys
 import tempfile
@@ -27,10 +28,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))  # tests.pg: the loopback PostgreSQL server of the tests
 
 from bench_wide_vectors import synthetic  # noqa: E402
 from common import log, percentile  # noqa: E402
 from frozenlens.engine import Engine  # noqa: E402
+from frozenlens.engine.index_type import policy_of  # noqa: E402
 from frozenlens.store import PhotoFields  # noqa: E402
 from frozenlens.types import SearchFilters  # noqa: E402
 
@@ -64,27 +67,55 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100_000)
     p.add_argument("--queries", type=int, default=60)
+    p.add_argument("--adapt", action="store_true",
+                   help="build and tune the semantic space as `auto` decides for n (what `frozenlens index` does "
+                        "after a run); the visual space, which text queries never read, is left as written")
+    p.add_argument("--postgres", action="store_true",
+                   help="metadata in a throw-away PostgreSQL server on loopback (tests/pg.py), not SQLite")
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as d, Engine.open(Path(d) / "ix", create=True, factory="auto") as engine:
-        took = populate(engine, args.n, engine.identity.visual_dim)
-        log(f"wrote {args.n} rows in {took:.0f} s")
+    with contextlib.ExitStack() as stack:
+        url = None
+        if args.postgres:
+            from tests.pg import PgServer, find_bindir
+
+            bindir = find_bindir()
+            if bindir is None:
+                sys.exit("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin): `make postgres`")
+            server = PgServer(bindir)
+            server.start()
+            stack.callback(server.stop)
+            url = server.create_database()
+        d = stack.enter_context(tempfile.TemporaryDirectory())
+        engine = stack.enter_context(Engine.open(Path(d) / "ix", create=True, factory="auto", database_url=url))
+        run(engine, args)
+
+
+def run(engine: Engine, args: argparse.Namespace) -> None:
+    took = populate(engine, args.n, engine.identity.visual_dim)
+    log(f"wrote {args.n} rows in {took:.0f} s")
+    start = time.perf_counter()
+    engine.sync()
+    log(f"loaded the spaces in {time.perf_counter() - start:.0f} s: {engine.spaces['semantic']!r}")
+    if args.adapt:
         start = time.perf_counter()
-        engine.sync()
-        log(f"loaded the spaces in {time.perf_counter() - start:.0f} s: {engine.spaces['semantic']!r}")
-        t0 = dt.datetime(2020, 1, 1)
-        span = dt.timedelta(minutes=args.n // 10)
-        kinds = {"unfiltered": None,
-                 "date range (~10 %)": SearchFilters(after=t0 + span, before=t0 + 2 * span),
-                 "camera (1 of 8)": SearchFilters(camera="nikon")}
-        engine.search(QUERIES[0], k=10)  # loads the encoder
-        for name, filters in kinds.items():
-            times = []
-            for i in range(args.queries):
-                s = time.perf_counter()
-                hits = engine.search(QUERIES[i % len(QUERIES)] + f" {i}", k=10, filters=filters)
-                times.append((time.perf_counter() - s) * 1000)
-                assert len(hits) == 10
-            print(f"{name:20s} n={args.n}: p50 {percentile(times, 50):.1f} ms, p90 {percentile(times, 90):.1f} ms")
+        tuned = engine.spaces.adapt(engine.store, "auto", policy_of(engine.store.get_meta()), only=("semantic",))
+        log(f"built and tuned the semantic space in {time.perf_counter() - start:.0f} s: "
+            f"{engine.spaces['semantic']!r} {tuned}")
+    t0 = dt.datetime(2020, 1, 1)
+    span = dt.timedelta(minutes=args.n // 10)
+    kinds = {"unfiltered": None,
+             "date range (~10 %)": SearchFilters(after=t0 + span, before=t0 + 2 * span),
+             "camera (1 of 8)": SearchFilters(camera="nikon")}
+    engine.search(QUERIES[0], k=10)  # loads the encoder
+    for name, filters in kinds.items():
+        times = []
+        for i in range(args.queries):
+            s = time.perf_counter()
+            hits = engine.search(QUERIES[i % len(QUERIES)] + f" {i}", k=10, filters=filters)
+            times.append((time.perf_counter() - s) * 1000)
+            assert len(hits) == 10
+        backend = "postgresql" if args.postgres else "sqlite"
+        print(f"{name:20s} n={args.n} {backend}: p50 {percentile(times, 50):.1f} ms, p90 {percentile(times, 90):.1f} ms")
 
 
 if __name__ == "__main__":

@@ -200,7 +200,8 @@ class VectorSpaces:
         return read
 
     def adapt(self, store: Store, index_type: str, policy: AutoPolicy,
-              previous: dict[str, dict[str, object]] | None = None) -> dict[str, Tuning]:
+              previous: dict[str, dict[str, object]] | None = None,
+              only: tuple[str, ...] = IMAGE_SPACES) -> dict[str, Tuning]:
         """Re-decide and re-tune the image spaces for their current size (call with the writer lock,
         after :meth:`reconcile`); returns the new tunings by space (spaces left as they were are absent).
 
@@ -208,10 +209,10 @@ class VectorSpaces:
         now picks when that differs (trained on a random sample of all stored vectors); any
         approximate space is re-tuned to ``policy.target_recall`` when it was rebuilt, never tuned
         (``previous``: the recorded tunings) or has doubled since. The caller saves the spaces
-        (atomically) and records the tunings.
+        (atomically) and records the tunings. ``only``: a subset of the image spaces (benchmarks).
         """
         done: dict[str, Tuning] = {}
-        for space in IMAGE_SPACES:
+        for space in only:
             index, dim = self[space], self.dims[space]
             want = factory_for(index_type, len(index), dim, policy) if index_type == AUTO else index.factory
             chunks = self.chunks(store, space)

@@ -43,6 +43,9 @@ class Store:
         self.engine = engine
         self.read_only = read_only
         self._columns = ColumnCache()
+        # reads run each statement on its own (as READ COMMITTED does anyway): on PostgreSQL that saves
+        # the BEGIN and ROLLBACK round trips around every read; SQLite's reads start no transaction
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT") if engine.dialect.name == "postgresql" else engine
 
     @classmethod
     def open(cls, url: str, *, read_only: bool = False) -> Store:
@@ -116,7 +119,7 @@ class Store:
 
     # -- meta ------------------------------------------------------------
     def get_meta(self) -> dict[str, str]:
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             return {k: v for k, v in c.execute(select(Meta.key, Meta.value))}
 
     def set_meta(self, values: dict[str, str]) -> None:
@@ -143,7 +146,7 @@ class Store:
 
     def generation(self) -> int:
         """A counter bumped by every write transaction (cheap change detection)."""
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             return _generation(c)
 
     # -- incremental indexing reads ---------------------------------------
@@ -164,21 +167,21 @@ class Store:
         if not conds:
             return out
         stmt = _select_states().where(or_(*conds))
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             for row in c.execute(stmt):
                 out[row.path] = FileState(*row)
         return out
 
     def last_image_id(self) -> int:
         """The highest image id ever handed out (0 for a new index): rows above it are newer."""
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             return high_water_marks(c)["images"]
 
     def indexed_by_hash(self, hashes: Iterable[str]) -> dict[str, FileState]:
         """For each hash, the indexed (primary) row holding that content."""
         hashes = sorted(set(hashes))
         out: dict[str, FileState] = {}
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             for chunk in id_chunks(hashes):
                 stmt = _select_states().where(ImageRow.content_hash.in_(chunk), ImageRow.status == INDEXED).order_by(ImageRow.id)
                 for row in c.execute(stmt):
@@ -189,7 +192,7 @@ class Store:
     def vector_ids(self, space: str) -> np.ndarray:
         """All ids that have a vector in ``space`` ("semantic", "visual", "caption")."""
         col = CaptionChunkRow.id if space == "caption" else VectorRow.image_id
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             ids = c.execute(select(col)).scalars().all()
         return np.asarray(ids, dtype=np.int64)
 
@@ -202,7 +205,7 @@ class Store:
             vec_col = VectorRow.semantic if space == "semantic" else VectorRow.visual
         found: dict[int, bytes] = {}
         ids = [int(i) for i in ids]
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             for chunk in id_chunks(ids):
                 for i, blob in c.execute(select(id_col, vec_col).where(id_col.in_(chunk))):
                     found[i] = blob
@@ -216,7 +219,7 @@ class Store:
         ``ids`` that have them (images indexed before schema v5, or by an
         encoder without tokens, are absent)."""
         out: dict[int, np.ndarray] = {}
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             for chunk in id_chunks([int(i) for i in ids]):
                 rows = c.execute(
                     select(VectorRow.image_id, VectorRow.tokens).where(
@@ -253,7 +256,7 @@ class Store:
         return conds
 
     def _camera_labels(self) -> list[str]:
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             return list(c.execute(select(ImageRow.camera).where(ImageRow.camera.is_not(None)).distinct()).scalars())
 
     def analyze(self) -> None:
@@ -262,7 +265,7 @@ class Store:
             c.exec_driver_sql("ANALYZE")
 
     def count_matching(self, filters: SearchFilters) -> int:
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             return int(c.execute(select(func.count()).select_from(ImageRow).where(*self._filter_conditions(filters))).scalar() or 0)
 
     def matching_ids(
@@ -286,7 +289,7 @@ class Store:
         """:meth:`matching_ids` through SQL only."""
         conds = self._filter_conditions(filters)
         out: list[int] = []
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             if among is None:
                 out = list(c.execute(select(ImageRow.id).where(*conds).limit(limit)).scalars())
             else:
@@ -300,7 +303,7 @@ class Store:
         return self._columns.get(self.generation(), self._read_filter_columns, force=force)
 
     def _read_filter_columns(self) -> FilterColumns | None:
-        with self.engine.connect() as c:  # the generation first: rows newer than it only cause a rebuild
+        with self._reader.connect() as c:  # the generation first: rows newer than it only cause a rebuild
             gen = _generation(c)
             indexed = ImageRow.status == INDEXED
             if (c.execute(select(func.count()).select_from(ImageRow).where(indexed)).scalar() or 0) > COLUMNS_MAX_ROWS:
@@ -312,7 +315,7 @@ class Store:
     def caption_owners(self, caption_ids: Sequence[int]) -> dict[int, int]:
         """caption chunk id (the caption space id) → id of the indexed image it describes (duplicates resolved)."""
         out: dict[int, int] = {}
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             for chunk in id_chunks([int(i) for i in caption_ids]):
                 stmt = (
                     select(CaptionChunkRow.id, ImageRow.id, ImageRow.status, ImageRow.duplicate_of)
@@ -337,7 +340,7 @@ class Store:
             .order_by(CaptionRow.id)
         )
         out: list[tuple[int, str, str | None]] = []
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             for _, text, lang, img_id, status, dup_of in c.execute(stmt):
                 owner = img_id if status == INDEXED else dup_of
                 if owner is not None:
@@ -347,7 +350,7 @@ class Store:
     def caption_vectors_for(self, image_ids: Sequence[int], dim: int) -> dict[int, np.ndarray]:
         """image id → float32 (n_chunks, dim): the caption chunks of the image and of its duplicates."""
         blobs: dict[int, list[bytes]] = {}
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             for chunk in id_chunks([int(i) for i in image_ids]):
                 owner = func.coalesce(ImageRow.duplicate_of, ImageRow.id)
                 stmt = (
@@ -366,7 +369,7 @@ class Store:
         rows: dict[int, object] = {}
         caps: dict[int, list[tuple[str, str | None, str]]] = {i: [] for i in ids}
         dups: dict[int, list[str]] = {i: [] for i in ids}
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             for chunk in id_chunks(ids):
                 for row in c.execute(select(ImageRow.__table__).where(ImageRow.id.in_(chunk))):
                     rows[row.id] = row
@@ -410,7 +413,7 @@ class Store:
         return out
 
     def find_path(self, path: str) -> ImageRecord | None:
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             image_id = c.execute(select(ImageRow.id).where(ImageRow.path == path)).scalar()
         if image_id is None:
             return None
@@ -418,14 +421,14 @@ class Store:
 
     def content_hashes(self) -> dict[int, str | None]:
         """``{image id: content hash}`` of every indexed or duplicate image."""
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             rows = c.execute(
                 select(ImageRow.id, ImageRow.content_hash).where(ImageRow.status.in_((INDEXED, DUPLICATE)))
             ).all()
         return {int(i): h for i, h in rows}
 
     def failures(self) -> list[FailedFile]:
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             rows = c.execute(
                 select(ImageRow.path, ImageRow.error_reason, ImageRow.error_message, ImageRow.size, ImageRow.updated_at)
                 .where(ImageRow.status == FAILED)
@@ -435,13 +438,13 @@ class Store:
 
     def duplicate_pairs(self) -> list[tuple[int, int]]:
         """``(id, duplicate_of)`` of every byte-identical copy, by id."""
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             rows = c.execute(select(ImageRow.id, ImageRow.duplicate_of).where(
                 ImageRow.status == DUPLICATE, ImageRow.duplicate_of.is_not(None)).order_by(ImageRow.id)).all()
         return [(int(i), int(d)) for i, d in rows]
 
     def counts(self) -> dict[str, int]:
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             by_status = dict(c.execute(select(ImageRow.status, func.count()).group_by(ImageRow.status)).all())
             captions = c.execute(select(func.count()).select_from(CaptionRow)).scalar() or 0
             with_date = c.execute(
@@ -456,7 +459,7 @@ class Store:
         }
 
     def cameras(self) -> list[tuple[str, int]]:
-        with self.engine.connect() as c:
+        with self._reader.connect() as c:
             rows = c.execute(
                 select(ImageRow.camera, func.count())
                 .where(ImageRow.status == INDEXED, ImageRow.camera.is_not(None))
