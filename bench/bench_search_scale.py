@@ -112,7 +112,9 @@ def main() -> None:
             assert out.strip(), "no hits printed"
             samples[n].append((wall, rss))
     print(machine_line())
-    print(f"python: {args.python}")
+    torch = subprocess.run([args.python, "-c", "import torch; print(torch.__version__)"], capture_output=True,
+                           text=True, check=False).stdout.strip()
+    print(f"measured: {args.python} (its torch: {torch or 'none'}; a text search imports none)")
     rows = []
     for n in sizes:
         walls = [w for w, _ in samples[n]]
