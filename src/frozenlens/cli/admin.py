@@ -50,6 +50,7 @@ def cmd_info(args: argparse.Namespace, index_dir: str) -> int:
     print(f"disk:       {stats.bytes_on_disk / 1e6:.1f} MB")
     for space, t in (recall or {}).items():
         knob = f", {t.knob}={t.value}" if t.knob else ""
+        knob += f", k_factor={t.k_factor}" if t.k_factor else ""
         print(f"recall:     {space}: recall@{t.k} {t.recall:.3f} vs exact ({t.factory}{knob}; "
               f"{t.queries} held-out queries over {t.n} vectors; target {t.target:g})")
     if recall == {}:
