@@ -39,7 +39,7 @@ def cmd_info(args: argparse.Namespace, index_dir: str) -> int:
     print(f"index:      {to_text(str(stats.index_dir))}")
     print(f"database:   {stats.database} (schema v{stats.schema_version})")
     print(f"encoder:    {enc['name']} v{enc['version']} (dim {enc['dim']}, visual {enc['visual_dim']})")
-    print(f"faiss:      {stats.factory}; vectors {stats.vectors}")
+    print(f"faiss:      {stats.index_type_text}; vectors {stats.vectors}")
     print(
         f"images:     {stats.images} indexed, {stats.duplicates} duplicates, {stats.failed} failed, "
         f"{stats.captions} captions, {stats.with_date} with a date"

@@ -191,6 +191,10 @@ class VectorSpaces:
     def sizes(self) -> dict[str, int]:
         return {space: len(self.indexes[space]) for space in SPACES}
 
+    def factories(self) -> dict[str, str]:
+        """The factory string of the index built for each space (what ``auto`` chose)."""
+        return {space: self.indexes[space].factory for space in SPACES}
+
 
 def _load_usable(path: Path, dim: int, owner: str | None) -> VectorIndex | None:
     """The index in ``path``, or ``None`` (after setting the file aside) when
