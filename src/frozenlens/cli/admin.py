@@ -91,13 +91,16 @@ def cmd_doctor(args: argparse.Namespace, index_dir: str) -> int:
     print(f"database:  {db.path}: {'ok' if db.ok else 'DAMAGED'}")
     for line in db.problems[:10]:
         print(f"  {line}")
+    for line in db.notes:
+        print(f"  note: {line}")
     if report.read_only:
         print(f"read-only: {report.read_only}")
     for line in report.vector_problems:
         print(f"vectors:   {line}")
     rep = report.repair
     if rep is not None:
-        print(f"repaired:  the damaged file is kept as {Path(rep.damaged_copy).name}")
+        print(f"repaired:  the damaged file is kept as {Path(rep.damaged_copy).name}" if rep.damaged_copy
+              else "repaired:  rows that broke the index's consistency rules were deleted")
         if rep.settings_lost:
             print("  the index's settings (encoder, schema) were unreadable: the database starts empty")
         for t in rep.tables:
