@@ -17,7 +17,8 @@ factory trains on a random sample of all vectors): build time (s), bytes per vec
 n), QPS at batch 1 (one thread, ``--timed`` queries one by one) and at batch 256 (all threads),
 recall@10 against exact inner-product search, and for HNSW / IVF the ``efSearch`` / ``nprobe``
 that ``retriever.tuning.tune`` picks for target recall@10 >= 0.95 (the product's held-out
-queries), with recall on the benchmark's own queries at that value. "auto" is what
+queries; for IVF-PQ with exact re-ranking also ``k_factor``), with recall on the benchmark's
+own queries at that value. "auto" is what
 ``recommend_factory`` picks for n with the default policy (no memory limit) and under a 256 MB
 budget. Absolute times drift +-40 % run to run on these machines; compare within a run.
 """
@@ -107,8 +108,8 @@ def run(n: int, args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
         if vi.nprobe is not None or vi.ef_search is not None:
             start = time.perf_counter()
             t = tune(vi, chunks, policy)
-            row.update(knob=t.knob, tuned=t.value, tune_recall_heldout=t.recall, reached=t.reached,
-                       tune_s=round(time.perf_counter() - start, 1))
+            row.update(knob=t.knob, tuned=t.value, k_factor=t.k_factor, tune_recall_heldout=t.recall,
+                       reached=t.reached, tune_s=round(time.perf_counter() - start, 1))
         row["recall@10"] = round(recall_at_k(vi.search(q, K)[1], truth), 4)
         row["qps_batch1"] = round(qps(vi, q, 1, args.timed), 1)
         row["qps_batch256"] = round(qps(vi, q, 256, args.timed), 1)
@@ -135,7 +136,7 @@ def main() -> None:
             all_rows += run(n, args, Path(d))
             Path(args.out).write_text(json.dumps({"rows": all_rows, "argv": sys.argv[1:]}, indent=2))
     cols = ["type", "factory", "n", "build_s", "bytes_per_vector", "qps_batch1", "qps_batch256", "recall@10",
-            "knob", "tuned", "tune_recall_heldout"]
+            "knob", "tuned", "k_factor", "tune_recall_heldout"]
     print(markdown_table(cols, [[r.get(c, r.get("skipped", "")) if c != "type" else r[c] for c in cols]
                                 for r in all_rows]))
 

@@ -6,6 +6,7 @@ This module imports nothing heavy: it is safe for thin clients (CLI, REST).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 #: the file that marks a directory as a FrozenLens index (see
@@ -169,8 +170,11 @@ class IndexStats:
     copies of indexed photos; failed: files that could not be indexed;
     captions: caption rows; with_date: indexed photos with a date taken.
     encoder: the index's encoder identity (``name``, ``version``, ``dim``,
-    ``visual_dim``); factory: the FAISS factory string; vectors: vectors per
-    FAISS space; cameras: indexed photos per camera, most photos first.
+    ``visual_dim``); factory: the index-type setting (``auto``, ``flat``, ... or
+    a FAISS factory string); index_types: per FAISS space, the factory string of
+    the index actually built (what ``auto`` chose for the collection's size);
+    vectors: vectors per FAISS space; cameras: indexed photos per camera, most
+    photos first.
 
     :meth:`to_json` gives the JSON form (the CLI's ``info --json`` and the
     REST API's ``/stats`` are built from it). Reading a field by its JSON
@@ -192,6 +196,7 @@ class IndexStats:
     bytes_on_disk: int
     created_at: str | None = None
     cameras: dict[str, int] = field(default_factory=dict)
+    index_types: dict[str, str] = field(default_factory=dict)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -204,6 +209,7 @@ class IndexStats:
             **self.counts,
             "encoder": dict(self.encoder),
             "factory": self.factory,
+            "index_types": dict(self.index_types),
             "vectors": dict(self.vectors),
             "schema_version": self.schema_version,
             "index_dir": self.index_dir,
@@ -213,9 +219,20 @@ class IndexStats:
             "cameras": dict(self.cameras),
         }
 
+    @property
+    def index_type_text(self) -> str:
+        """The setting and what was built, for people: ``auto (semantic SQfp16, visual SQfp16, caption Flat)``."""
+        return index_type_text(self.factory, self.index_types)
+
     def __getitem__(self, key: str) -> object:
         """The field by its JSON key (``KeyError`` for another key)."""
         return self.to_json()[key]
 
     def __contains__(self, key: object) -> bool:
         return key in self.to_json()
+
+
+def index_type_text(setting: str, built: Mapping[str, str]) -> str:
+    """An index-type setting and the factory built per space, for people (CLI ``info``, the page)."""
+    spaces = ", ".join(f"{space} {factory}" for space, factory in built.items())
+    return f"{setting} ({spaces})" if spaces else setting

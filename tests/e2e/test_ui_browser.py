@@ -280,7 +280,8 @@ def test_index_tab_shows_counts_and_failed_files(page, server, shots):
         "els => Object.fromEntries(els.map(e => [e.dataset.key, e.querySelector('.fl-big').innerText]))")
     assert tiles["images"] == "24" and tiles["captions"] == "33" and tiles["failed"] == "1"
     info = page.locator("#fl-stats").inner_text()
-    assert "lite" in info and "Flat" in info and "disk use" in info and "KB" in info
+    assert "lite" in info and "auto (semantic SQfp16, visual SQfp16, caption Flat)" in info
+    assert "disk use" in info and "KB" in info
     page.wait_for_function("() => (document.querySelector('#fl-failed')?.innerText || '').includes('broken.jpg')")
     failed = page.locator("#fl-failed").inner_text()
     assert BROKEN_NAME in failed and "corrupt" in failed  # the path with its reason

@@ -285,7 +285,8 @@ def test_symlinks_out_of_the_indexed_roots_are_not_served(client, archive):
 def test_stats_and_health(client):
     s = client.get("/api/v1/stats").json()
     assert s["images"] == 25 and s["counts"]["captions"] == 33 and s["counts"]["duplicates"] == 1
-    assert s["encoder"]["name"] == "lite" and s["factory"] == "Flat" and s["reranker"] is False
+    assert s["encoder"]["name"] == "lite" and s["factory"] == "auto" and s["reranker"] is False
+    assert s["index_types"] == {"semantic": "SQfp16", "visual": "SQfp16", "caption": "Flat"}
     assert s["cameras"]["Canon EOS 20D"] == 3 and s["bytes_on_disk"] > 0 and s["failed"] == []
     h = client.get("/api/v1/health").json()
     assert h["status"] == "ok" and h["index"] is True

@@ -98,23 +98,27 @@ def test_stats_and_explain(db_index, lite_encoder):
     stats = eng.stats()
     for key in ("images", "captions", "failed", "duplicates", "encoder", "factory", "vectors", "schema_version"):
         assert key in stats
-    assert stats["encoder"]["name"] == "lite" and stats["factory"] == "Flat"
+    assert stats["encoder"]["name"] == "lite" and stats["factory"] == "auto"
+    assert stats["index_types"] == {"semantic": "SQfp16", "visual": "SQfp16", "caption": "Flat"}
     labels = eng.explain(db_index / "photos" / "pool.jpg")
     assert labels[0][0] == "pool table" and 0 < labels[0][1] <= 1
     assert all(a[1] >= b[1] for a, b in zip(labels, labels[1:]))
     eng.close()
 
 
-def test_hnsw_index_answers_like_flat(tmp_path, kpa_index, lite_encoder):
+def test_hnsw_and_default_auto_indexes_answer_like_flat(tmp_path, kpa_index, lite_encoder):
     engines = {}
-    for factory in ("Flat", "HNSW32"):
-        engines[factory] = Engine.open(tmp_path / factory, encoder=lite_encoder, create=True, factory=factory)
+    for factory in ("Flat", "HNSW32", None):
+        engines[factory] = Engine.open(tmp_path / str(factory), encoder=lite_encoder, create=True, factory=factory)
         engines[factory].index([kpa_index / "photos"])
-        assert engines[factory].stats()["factory"] == factory
+        assert engines[factory].stats()["factory"] == (factory or "auto")
+    # the default (auto) built the exact tier: SQfp16 is lossless for the float16 vectors the index stores
+    assert engines[None].stats().index_types["semantic"] == "SQfp16"
     for q in ("a dog", "une table de billard", "ein Flugzeug", "море"):
         flat = [(h.path, round(h.score, 4)) for h in engines["Flat"].search(q, k=5)]
         hnsw = [(h.path, round(h.score, 4)) for h in engines["HNSW32"].search(q, k=5)]
-        assert flat == hnsw  # 24 vectors: the graph search is exhaustive
+        auto = [(h.path, round(h.score, 4)) for h in engines[None].search(q, k=5)]
+        assert flat == hnsw == auto  # 24 vectors: the graph search is exhaustive
     for eng in engines.values():
         eng.close()
 

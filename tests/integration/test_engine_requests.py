@@ -48,6 +48,10 @@ def test_a_request_searches_like_its_arguments(engine):
 def test_stats_is_typed_and_its_json_form_is_what_clients_show(engine):
     stats = engine.stats()
     assert isinstance(stats, IndexStats)
-    assert stats.images == stats["images"] > 0 and stats.factory == "Flat" and stats.encoder["name"] == "lite"
+    assert stats.images == stats["images"] > 0 and stats.encoder["name"] == "lite"
+    # the default setting is auto, and what it built for these few photos is exact (SQfp16; captions Flat)
+    assert stats.factory == "auto" and stats.index_types == {"semantic": "SQfp16", "visual": "SQfp16", "caption": "Flat"}
+    assert stats.index_type_text == "auto (semantic SQfp16, visual SQfp16, caption Flat)"
+    assert stats.to_json()["index_types"] == stats.index_types
     assert stats.vectors["semantic"] == stats.images
     assert json.loads(json.dumps(stats.to_json()))["vectors"] == stats.vectors

@@ -10,13 +10,16 @@ decode task slot and one encoder actor.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +190,72 @@ def test_sigkill_of_the_ray_driver_then_rerun_loses_nothing(tmp_path, ray_env):
     assert counts == {"indexed": n, "duplicate": 3, "failed": 1}
     assert len(vectors) == n
 
+    clean = tmp_path / "clean"
+    local = subprocess.run(index_cmd(photos, clean), capture_output=True, timeout=900, check=False)
+    assert local.returncode == 0, local.stderr.decode(errors="replace")
+    assert_same_index(clean, index)
+
+
+def encode_actor_pids(proc: subprocess.Popen) -> list[int]:
+    """Processes of ``proc``'s tree that run the encoder actor (Ray titles them after its class)."""
+    parent, cmdline = {}, {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                parent[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+                cmdline[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+    tree, grew = {proc.pid}, True
+    while grew:
+        more = {pid for pid, ppid in parent.items() if ppid in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return [pid for pid in tree if b"EncodeActor" in cmdline.get(pid, b"")]
+
+
+def test_sigkill_of_an_encode_actor_then_rerun_loses_nothing(tmp_path, ray_env):
+    """An encoder actor's process dies mid-job: the run either recovers (Ray restarts the actor) or
+    stops; either way the database keeps the crash test's invariants and a rerun finishes the index."""
+    photos = tmp_path / "photos"
+    n = 120
+    write_noise_jpegs(photos, n)
+    for i in range(3):
+        shutil.copy(photos / f"img_{i:04d}.jpg", photos / f"dup_{i}.jpg")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    index = tmp_path / "index"
+    db = index / "frozenlens.db"
+    cmd = loopback_only('exec "$@"', *index_cmd(photos, index, "--engine", "ray", "--batch-size", "4",
+                                               "--checkpoint-seconds", "0"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ray_env)
+    killed: list[int] = []
+    try:
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            if db_counts(db)["rows"] >= 8:  # the job is under way: rows committed, the actor encoding
+                for pid in encode_actor_pids(proc):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                if killed:
+                    break
+            time.sleep(0.05)
+        assert killed, "no encoder actor process was found while the job ran"
+        rows_at_kill = db_counts(db)["rows"]
+        _, err = proc.communicate(timeout=600)  # recovers or stops; it must not hang
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert db_counts(db)["rows"] >= rows_at_kill  # committed work is never lost
+    assert_consistent(index)
+
+    done = run_ray_index(photos, index, ray_env, "--batch-size", "4")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-4000:]
+    assert_consistent(index)
+    rows, status, vectors = index_rows(index)
+    assert len(rows) == n + 4  # every file once: nothing lost, nothing duplicated
+    counts = {s: list(status.values()).count(s) for s in ("indexed", "duplicate", "failed")}
+    assert counts == {"indexed": n, "duplicate": 3, "failed": 1}
+    assert len(vectors) == n
     clean = tmp_path / "clean"
     local = subprocess.run(index_cmd(photos, clean), capture_output=True, timeout=900, check=False)
     assert local.returncode == 0, local.stderr.decode(errors="replace")

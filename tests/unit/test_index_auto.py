@@ -37,7 +37,7 @@ def test_tiers_follow_size_and_memory():
     # forced small tiers (what the integration test uses)
     tiny = AutoPolicy(1 << 30, exact_max=10, hnsw_max=100)
     assert [recommend_factory(n, 64, tiny) for n in (10, 11, 100, 101)] == ["SQfp16", "HNSW32", "HNSW32",
-                                                                             "OPQ16,IVF32,PQ16"]
+                                                                             "OPQ16,IVF32,PQ16,Refine(SQfp16)"]
     assert factory_for("flat", 10**9, 64) == "Flat"  # the name means Flat; auto's exact tier is SQfp16
     assert factory_for("auto", 10, 64) == "SQfp16"
     assert factory_for("flat", 10**9, 64) == "Flat" and factory_for("hnsw", 0, 64) == "HNSW32"
@@ -146,7 +146,7 @@ def test_tuned_values_survive_save_and_load(tmp_path):
     assert measure(back, chunks, POLICY, seed=0).recall == pytest.approx(t.recall)
 
 
-@pytest.mark.parametrize("factory", ["IVF64,Flat", "OPQ8,IVF64,PQ8"])
+@pytest.mark.parametrize("factory", ["IVF64,Flat", "OPQ8,IVF64,PQ8", "IVF64,PQ8,Refine(SQfp16)"])
 def test_sharded_and_merged_build_equals_one_go(factory):
     x = clustered(11, 12_000, 32, centres=100).astype(np.float16).astype(np.float32)
     ids = np.random.default_rng(1).permutation(50_000)[:12_000].astype(np.int64)

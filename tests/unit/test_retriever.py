@@ -561,8 +561,8 @@ def test_recommend_factory():
     assert recommend_factory(100_000, 512) == "SQfp16"
     assert recommend_factory(100_001, 512) == "HNSW32"  # exact costs ~9 ms per query at 100k x 512
     assert recommend_factory(5_000_000, 512) == "HNSW32"
-    assert recommend_factory(50_000_000, 512) == "OPQ64,IVF32768,PQ64"
-    assert recommend_factory(50_000_000, 100) == "OPQ25,IVF32768,PQ25"
+    assert recommend_factory(50_000_000, 512) == "OPQ64,IVF32768,PQ64,Refine(SQfp16)"  # no memory limit
+    assert recommend_factory(50_000_000, 100) == "OPQ25,IVF32768,PQ25,Refine(SQfp16)"
     assert recommend_factory(1_000, 640) == "SQfp16"  # exact for the float16 vectors the product stores
     for n in (10, 2_000_000, 20_000_000):
         VectorIndex.create(64, recommend_factory(n, 64))  # every answer is a valid factory

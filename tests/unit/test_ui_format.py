@@ -106,10 +106,11 @@ def test_status_texts():
 
 def test_stats_and_failed_files():
     stats = {"images": 24, "captions": 33, "with_date": 24, "duplicates": 0, "failed": 1,
-             "encoder": {"name": "lite", "version": "1", "dim": 512, "visual_dim": 1280}, "factory": "Flat",
-             "vectors": {"semantic": 24}, "bytes_on_disk": 654940, "cameras": {"Canon <EOS>": 3}}
+             "encoder": {"name": "lite", "version": "1", "dim": 512, "visual_dim": 1280}, "factory": "auto",
+             "index_types": {"semantic": "SQfp16", "caption": "Flat"}, "vectors": {"semantic": 24}, "bytes_on_disk": 654940, "cameras": {"Canon <EOS>": 3}}
     html = fmt.stats_html(stats, has_head=False)
-    assert 'data-key="images"><div class="fl-big">24<' in html and "Flat" in html and "639.6 KB" in html
+    assert 'data-key="images"><div class="fl-big">24<' in html and "639.6 KB" in html
+    assert "auto (semantic SQfp16, caption Flat)" in html
     assert "lite (version 1" in html and "Canon &lt;EOS&gt;" in html and "none (first-stage" in html
     failures = [SimpleNamespace(path=f"/p/{i}.jpg", reason="corrupt", message="damaged") for i in range(5)]
     assert fmt.failed_rows(failures, limit=3) == [[f"/p/{i}.jpg", "corrupt", "damaged"] for i in range(3)]

@@ -39,7 +39,7 @@ def cmd_info(args: argparse.Namespace, index_dir: str) -> int:
     print(f"index:      {to_text(str(stats.index_dir))}")
     print(f"database:   {stats.database} (schema v{stats.schema_version})")
     print(f"encoder:    {enc['name']} v{enc['version']} (dim {enc['dim']}, visual {enc['visual_dim']})")
-    print(f"faiss:      {stats.factory}; vectors {stats.vectors}")
+    print(f"faiss:      {stats.index_type_text}; vectors {stats.vectors}")
     print(
         f"images:     {stats.images} indexed, {stats.duplicates} duplicates, {stats.failed} failed, "
         f"{stats.captions} captions, {stats.with_date} with a date"
@@ -50,6 +50,7 @@ def cmd_info(args: argparse.Namespace, index_dir: str) -> int:
     print(f"disk:       {stats.bytes_on_disk / 1e6:.1f} MB")
     for space, t in (recall or {}).items():
         knob = f", {t.knob}={t.value}" if t.knob else ""
+        knob += f", k_factor={t.k_factor}" if t.k_factor else ""
         print(f"recall:     {space}: recall@{t.k} {t.recall:.3f} vs exact ({t.factory}{knob}; "
               f"{t.queries} held-out queries over {t.n} vectors; target {t.target:g})")
     if recall == {}:
@@ -90,13 +91,16 @@ def cmd_doctor(args: argparse.Namespace, index_dir: str) -> int:
     print(f"database:  {db.path}: {'ok' if db.ok else 'DAMAGED'}")
     for line in db.problems[:10]:
         print(f"  {line}")
+    for line in db.notes:
+        print(f"  note: {line}")
     if report.read_only:
         print(f"read-only: {report.read_only}")
     for line in report.vector_problems:
         print(f"vectors:   {line}")
     rep = report.repair
     if rep is not None:
-        print(f"repaired:  the damaged file is kept as {Path(rep.damaged_copy).name}")
+        print(f"repaired:  the damaged file is kept as {Path(rep.damaged_copy).name}" if rep.damaged_copy
+              else "repaired:  rows that broke the index's consistency rules were deleted")
         if rep.settings_lost:
             print("  the index's settings (encoder, schema) were unreadable: the database starts empty")
         for t in rep.tables:

@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     types = "; ".join(f"{name}: {what}" for name, what in INDEX_TYPES.items())
     p.add_argument(
         "--index-type", "--factory", dest="index_type", default=None, metavar="TYPE",
-        help=f"vector index type of a new index (default: flat) -- {types}; or a FAISS factory string",
+        help=f"vector index type of a new index (default: auto) -- {types}; or a FAISS factory string",
     )
     p.add_argument("--memory-budget", type=_memory, default=None, metavar="SIZE",
                    help="RAM the vector index may use, for --index-type auto (e.g. 4GB; default: half the RAM)")

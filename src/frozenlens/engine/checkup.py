@@ -14,10 +14,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from ..errors import FrozenLensError, IndexNotFoundError, QueryError
 from ..indexer.lock import IndexLock
 from ..store.connection import sqlite_file
 from ..store.doctor import DatabaseCheck, RepairReport, check_database, repair_database
+from ..store.server_doctor import check_server_database, repair_server_database
 from ..types import MARKER
 from .index_dir import IDENTITY_KEY
 from .index_dir import database_url as resolve_url
@@ -52,9 +55,14 @@ class DoctorReport:
 def doctor(index_dir: str | os.PathLike[str], *, repair: bool = False) -> DoctorReport:
     """Check the index at ``index_dir``; with ``repair``, salvage a damaged database.
 
+    A PostgreSQL database is checked by :mod:`frozenlens.store.server_doctor`
+    (settings, consistency rules, amcheck), and a repair deletes the rows the
+    consistency rules reject.
+
     Raises :class:`IndexNotFoundError` (no index there), :class:`QueryError`
-    (the database is not a SQLite file: use the database's own tools) and,
-    for a repair, :class:`IndexReadOnlyError` and :class:`IndexLockedError`.
+    (the database is neither a SQLite file nor PostgreSQL: use the database's
+    own tools) and, for a repair, :class:`IndexReadOnlyError` and
+    :class:`IndexLockedError`.
     """
     root = Path(index_dir).expanduser().absolute()
     if not (root / MARKER).exists():
@@ -62,6 +70,8 @@ def doctor(index_dir: str | os.PathLike[str], *, repair: bool = False) -> Doctor
     reason = read_only_reason(root)
     url = resolve_url(root, read_only=reason is not None)
     path = sqlite_file(url)
+    if path is None and make_url(url).get_backend_name() == "postgresql":
+        return _doctor_server(root, url, reason, repair)
     if path is None:
         raise QueryError(f"the index at {root} keeps its data in {url.split(':', 1)[0]}: check it with that database's tools")
     reason = reason or read_only_reason(root, path)
@@ -78,6 +88,21 @@ def doctor(index_dir: str | os.PathLike[str], *, repair: bool = False) -> Doctor
             file.unlink()
             report.removed_vector_files.append(file.name)
     report.after = check_database(path)
+    return report
+
+
+def _doctor_server(root: Path, url: str, reason: str | None, repair: bool) -> DoctorReport:
+    """:func:`doctor` for an index whose database is on a PostgreSQL server."""
+    report = DoctorReport(str(root), check_server_database(url), read_only=reason)
+    if report.database.ok or not repair:
+        if report.database.ok:
+            report.vector_problems = vector_problems(root, url)
+        return report
+    require_writable(reason, root, "repairing it")
+    with IndexLock(root):
+        report.repair = repair_server_database(url)
+    report.after = check_server_database(url)
+    report.vector_problems = vector_problems(root, url)  # made to match on the next open
     return report
 
 

@@ -122,7 +122,7 @@ class Engine:
             file ``frozenlens.db`` in the index directory). Stored in the
             directory's marker so later opens find it.
         factory: index type of a new index (``"auto"``, ``"flat"``, ... or a FAISS factory string; default
-            ``Flat``); index_policy: its memory budget and target recall (see :mod:`.index_type`).
+            ``auto``); index_policy: its memory budget and target recall (see :mod:`.index_type`).
         """
         found = open_index(index_dir, encoder=encoder, create=create, database_url=database_url, factory=factory,
                            encoder_options=encoder_options, index_policy=index_policy)

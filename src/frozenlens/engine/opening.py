@@ -25,7 +25,8 @@ from .index_type import POLICY_KEY
 from .readonly import open_store
 
 DEFAULT_ENCODER = "lite"
-DEFAULT_FACTORY = "Flat"
+#: index type of a new index: ``auto`` re-decides as the collection grows (see retriever/choice.py)
+DEFAULT_FACTORY = "auto"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ def index_stats(store: Store, spaces: VectorSpaces, meta: dict[str, str], identi
         encoder=dict(identity.as_dict()),
         factory=meta.get("factory", DEFAULT_FACTORY),
         vectors=spaces.sizes(),
+        index_types=spaces.factories(),
         schema_version=store.schema_version,
         index_dir=str(index_dir),
         database=store.engine.url.render_as_string(hide_password=True),

@@ -40,7 +40,8 @@ import faiss
 import numpy as np
 
 from frozenlens.errors import IndexCorruptError, IndexInputError, VectorFileMismatchError
-from frozenlens.retriever._stores import METRICS, IdMapStore, Store, make_store
+from frozenlens.retriever._refine import AnyStore, RefinedStore, make_any_store
+from frozenlens.retriever._stores import METRICS, IdMapStore
 
 HEAD = b"FLVIDX\x00\x01"
 TAIL = b"FLVIEND1"
@@ -262,7 +263,9 @@ class IndexSnapshot:
     ef_search: int | None
     nprobe: int | None
     count: int
-    store: Store
+    store: AnyStore
+    #: re-scored candidates per result of a refined IVF index (None otherwise)
+    k_factor: int | None = None
 
 
 def corrupt(path: str | os.PathLike[str], why: str) -> IndexCorruptError:
@@ -275,11 +278,15 @@ def save_index(snap: IndexSnapshot, path: str | os.PathLike[str], *, owner: str 
     ``owner`` (an opaque identity, e.g. of the index the file belongs to) is recorded."""
     meta = {"dim": snap.dim, "factory": snap.factory, "metric": snap.metric,
             "trained": snap.trained, "train_threshold": snap.train_threshold,
-            "ef_search": snap.ef_search, "nprobe": snap.nprobe, "count": snap.count}
+            "ef_search": snap.ef_search, "nprobe": snap.nprobe, "count": snap.count,
+            "k_factor": snap.k_factor}
     if owner is not None:
         meta["owner"] = owner
     store = snap.store
-    sections = {"main" if snap.trained else "fallback": index_section(store.index)}
+    if isinstance(store, RefinedStore):  # base IVF and id-keyed refinement codes (see _refine)
+        sections = {"main": index_section(store.base.index), "refine": index_section(store.refine_map)}
+    else:
+        sections = {"main" if snap.trained else "fallback": index_section(store.index)}
     if store.alive is not None:
         sections["alive"] = bytes_section(np.packbits(store.alive, bitorder="little").tobytes())
     write_atomic(path, meta, sections)
@@ -303,6 +310,7 @@ def load_index(path: str | os.PathLike[str], *, owner: str | None = None) -> Ind
             trained, count = bool(meta["trained"]), int(meta["count"])
             threshold = int(meta["train_threshold"])
             ef_search, nprobe = meta.get("ef_search"), meta.get("nprobe")
+            k_factor = meta.get("k_factor")
         except (KeyError, TypeError, ValueError) as exc:
             raise reader.corrupt(f"bad metadata ({exc})") from exc
         if metric not in METRICS:
@@ -315,11 +323,18 @@ def load_index(path: str | os.PathLike[str], *, owner: str | None = None) -> Ind
             if reader.has("alive"):
                 bits = np.frombuffer(reader.read_bytes("alive"), dtype=np.uint8)
                 alive = np.unpackbits(bits, count=part.ntotal, bitorder="little").astype(bool)
-            store = make_store(part, alive=alive)
+            if reader.has("refine"):
+                refine = reader.read_index("refine")
+                if not isinstance(refine, faiss.IndexIDMap2) or refine.ntotal != part.ntotal or not k_factor:
+                    raise ValueError("the refinement section does not match the IVF index")
+                store: AnyStore = RefinedStore.from_parts(part, refine, int(k_factor))
+            else:
+                store = make_any_store(part, alive=alive)
             if not trained and not isinstance(store, IdMapStore):
                 raise ValueError("the untrained fallback is not an IDMap2 index")
         except (IndexInputError, ValueError) as exc:
             raise reader.corrupt(str(exc)) from exc
     return IndexSnapshot(dim, factory, metric, trained, threshold,
                          None if ef_search is None else int(ef_search),
-                         None if nprobe is None else int(nprobe), count, store)
+                         None if nprobe is None else int(nprobe), count, store,
+                         None if k_factor is None else int(k_factor))

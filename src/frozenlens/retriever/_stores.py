@@ -360,6 +360,13 @@ class IvfStore:
                 if store._hashtable:
                     store.ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
 
+    def empty_copy(self) -> IvfStore:
+        """An empty store with this one's training and ``nprobe``."""
+        clone = IvfStore(faiss.clone_index(self.index))
+        clone.remove(clone.stored_ids())
+        clone.nprobe = self.nprobe
+        return clone
+
     def compact(self) -> None:
         """Nothing to do: IVF removals are physical."""
 

@@ -19,14 +19,18 @@ enough, a graph next, compressed IVF last; its numbers are re-derived here):
 * **graph** (``n <= hnsw_max``, default 10M, and ``4*d + 8 + 2*M*4`` bytes
   per vector fit): ``"HNSW32"``; ``efSearch`` is tuned to a target recall
   (100k x 512: efSearch 64 for recall@10 0.96 at ~0.2 ms per query).
-* **compressed** (otherwise): ``"OPQ{m},IVF{nlist},PQ{m}"`` with nlist the
-  power of two nearest ``4*sqrt(n)`` (clamped to [16, 2**18]) and m the
-  largest divisor of dim not above ``min(64, dim // 4)`` whose codes
-  (m + 16 bytes per vector for the id and its hashtable entry) fit the
-  budget; ``nprobe`` is tuned to a target recall. Measured at 100k x 512 on
-  embedding-shaped data, PQ64 codes cap recall@10 near 0.66 even at
-  nprobe = nlist: the tuner then keeps the best nprobe and reports the
-  target as missed (re-ranking with stored vectors is not done yet).
+* **compressed** (otherwise): ``"OPQ{m},IVF{nlist},PQ{m},Refine(SQfp16)"``
+  with nlist the power of two nearest ``4*sqrt(n)`` (clamped to [16, 2**18])
+  and m the largest divisor of dim not above ``min(64, dim // 4)`` whose
+  codes fit the budget (m + 16 bytes per vector for the id and its hashtable
+  entry, plus ``2*d + 40`` for the exact re-ranking codes and their id map).
+  PQ codes alone cap recall: measured at 100k x 512 on embedding-shaped
+  data, PQ64 reaches recall@10 0.66 at most, even at nprobe = nlist. The
+  ``Refine(SQfp16)`` suffix re-scores the ``k * k_factor`` best PQ
+  candidates exactly (:mod:`._refine`), and ``nprobe`` and ``k_factor`` are
+  tuned to the target recall. When even the smallest re-ranked codes do not
+  fit the budget, the factory has no suffix (PQ codes only, the widest that
+  fit); the tuner then keeps the best nprobe and reports a missed target.
 
 The names a user may give (``--index-type``) are :data:`INDEX_TYPES`; anything
 else is taken as a FAISS factory string.
@@ -47,8 +51,10 @@ INDEX_TYPES = {
     AUTO: "exact, HNSW or OPQ+IVF-PQ by collection size and memory budget, re-decided as it grows",
     "flat": "exact brute force (Flat)",
     "hnsw": "HNSW32 graph",
-    "ivfpq": "OPQ + IVF + PQ sized for the collection at creation",
+    "ivfpq": "OPQ + IVF + PQ with exact re-ranking, sized for the collection at creation",
 }
+#: FAISS factory suffix of exact re-ranking of an IVF-PQ shortlist
+REFINE = ",Refine(SQfp16)"
 #: n * dim of the largest exact index: ~10 ms per query on one core (module doc)
 EXACT_WORK = 100_000 * 512
 HNSW_MAX = 10_000_000
@@ -113,12 +119,16 @@ class AutoPolicy:
 
 
 def bytes_per_vector(tier: str, dim: int, m: int = 0) -> int:
-    """Approximate RAM per vector of a tier (codes + id + structure)."""
+    """Approximate RAM per vector of a tier (codes + id + structure); tiers
+    ``exact``, ``hnsw``, ``ivfpq`` (PQ codes only) and ``ivfpq-refine``."""
     if tier == "exact":
         return 2 * dim + 8
     if tier == "hnsw":
         return 4 * dim + 8 + 2 * HNSW_M * 4
-    return m + 16  # PQ codes, the id in the inverted list, its hashtable entry
+    codes = m + 16  # PQ codes, the id in the inverted list, its hashtable entry
+    if tier == "ivfpq-refine":
+        return codes + 2 * dim + 40  # + float16 codes, their id and id-map entry
+    return codes
 
 
 def exact_factory(dim: int) -> str:
@@ -127,15 +137,15 @@ def exact_factory(dim: int) -> str:
 
 
 def ivfpq_factory(n: int, dim: int, memory_budget: int | None = None) -> str:
-    """``"OPQ{m},IVF{nlist},PQ{m}"`` for ``n`` vectors (see module doc)."""
+    """``"OPQ{m},IVF{nlist},PQ{m}"`` plus :data:`REFINE` when it fits, for ``n`` vectors (see module doc)."""
     nlist = min(1 << 18, max(16, 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))))
     cap = max(1, min(64, dim // 4))
     divisors = [d for d in range(cap, 0, -1) if dim % d == 0]
+    for tier, suffix in (("ivfpq-refine", REFINE), ("ivfpq", "")):
+        for d in divisors:
+            if memory_budget is None or n * bytes_per_vector(tier, dim, d) <= memory_budget:
+                return f"OPQ{d},IVF{nlist},PQ{d}{suffix}"
     m = divisors[-1]
-    for d in divisors:
-        if memory_budget is None or n * bytes_per_vector("ivfpq", dim, d) <= memory_budget:
-            m = d
-            break
     return f"OPQ{m},IVF{nlist},PQ{m}"
 
 

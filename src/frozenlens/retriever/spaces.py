@@ -235,6 +235,10 @@ class VectorSpaces:
     def sizes(self) -> dict[str, int]:
         return {space: len(self[space]) for space in SPACES}
 
+    def factories(self) -> dict[str, str]:
+        """The factory string of the index built for each space (what ``auto`` chose)."""
+        return {space: self[space].factory for space in SPACES}
+
 
 def _reconcile_one(space: str, index: VectorIndex, store: Store, dim: int) -> tuple[int, int]:
     """Make ``index`` hold exactly the database's ids of ``space``; (added, removed)."""

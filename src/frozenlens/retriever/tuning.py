@@ -20,7 +20,14 @@ legitimate neighbour). Text queries lie farther from the images than that;
 **Tuning.** After a (re)build, ``nprobe`` (IVF) or ``efSearch`` (HNSW) is swept
 over powers of two and the smallest value whose recall@k reaches the target
 is kept; if none does, the best value is kept and :class:`Tuning` says the
-target was missed (and a warning is logged).
+target was missed (and a warning is logged). An IVF index with exact
+re-ranking (a ``Refine(...)`` factory, :mod:`._refine`) has a second knob,
+``k_factor`` (candidates re-scored per wanted result): for each ``nprobe`` in
+turn the largest ``k_factor`` of :data:`K_FACTORS` is tried, and at the first
+``nprobe`` that reaches the target the smallest ``k_factor`` that still does
+is kept. Recall cannot fall as ``k_factor`` grows (a longer shortlist,
+re-scored exactly), and the lists scanned (``nprobe``) cost more than the
+vectors re-scored at these sizes, so ``nprobe`` is kept small first.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ log = logging.getLogger(__name__)
 QUERY_NOISE = 0.25
 #: efSearch values tried for HNSW (capped by the collection size)
 EF_CANDIDATES = (16, 32, 64, 128, 256, 512, 1024, 2048)
+#: k_factor values tried for an IVF index with exact re-ranking
+K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
 Chunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 
 
@@ -52,7 +61,8 @@ class Tuning:
     """What a tuning or a recall measurement found (JSON-ready with :meth:`to_json`).
 
     knob: ``"nprobe"``, ``"ef_search"`` or ``None`` (exact index, nothing to tune);
-    value: the value kept; recall: recall@k at that value; reached: recall >= target.
+    value: the value kept; recall: recall@k at that value; reached: recall >= target;
+    k_factor: the re-ranking shortlist factor kept with ``nprobe`` (None: no re-ranking).
     """
 
     factory: str
@@ -65,6 +75,7 @@ class Tuning:
     queries: int
     reached: bool
     seconds: float
+    k_factor: int | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -139,13 +150,27 @@ def tune(index: VectorIndex, chunks: Chunks, policy: AutoPolicy, *, seed: int = 
     knob, values = _knob(index)
     best_value, best = None, -1.0
     chosen = None
-    for v in values:
+    refined = knob == "nprobe" and index.k_factor is not None
+    best_kf = K_FACTORS[-1] if refined else None
+
+    def recall_with(v: int, kf: int | None) -> float:
         setattr(index, knob, v)  # type: ignore[arg-type]
-        r = recall_at_k(index.search(q, policy.k)[1], truth)
+        if kf is not None:
+            index.k_factor = kf
+        return recall_at_k(index.search(q, policy.k)[1], truth)
+
+    for v in values:
+        r = recall_with(v, best_kf)
         if r > best + 1e-9:
             best_value, best = v, r
         if r >= policy.target_recall:
             chosen = (v, r)
+            if refined:
+                for kf in K_FACTORS[:-1]:
+                    r_kf = recall_with(v, kf)
+                    if r_kf >= policy.target_recall:
+                        chosen, best_kf = (v, r_kf), kf
+                        break
             break
     if knob is None:
         best = recall_at_k(index.search(q, policy.k)[1], truth)
@@ -153,15 +178,17 @@ def tune(index: VectorIndex, chunks: Chunks, policy: AutoPolicy, *, seed: int = 
     value, recall = chosen if chosen is not None else (best_value, best)
     if knob is not None:
         setattr(index, knob, value)
+    if best_kf is not None:
+        index.k_factor = best_kf
     reached = recall >= policy.target_recall
     result = Tuning(index.factory, n, knob, value, round(recall, 4), policy.target_recall, policy.k,
-                    len(q), reached, round(time.perf_counter() - start, 3))
+                    len(q), reached, round(time.perf_counter() - start, 3), best_kf)
     if not reached:
-        log.warning("%s over %d vectors: recall@%d %.3f misses the target %.2f even at %s=%s",
-                    index.factory, n, policy.k, recall, policy.target_recall, knob, value)
+        log.warning("%s over %d vectors: recall@%d %.3f misses the target %.2f even at %s=%s k_factor=%s",
+                    index.factory, n, policy.k, recall, policy.target_recall, knob, value, best_kf)
     else:
-        log.info("tuned %s over %d vectors: %s=%s gives recall@%d %.3f", index.factory, n, knob, value,
-                 policy.k, recall)
+        log.info("tuned %s over %d vectors: %s=%s k_factor=%s gives recall@%d %.3f", index.factory, n, knob,
+                 value, best_kf, policy.k, recall)
     return result
 
 
@@ -174,7 +201,7 @@ def measure(index: VectorIndex, chunks: Chunks, policy: AutoPolicy, *, seed: int
     knob = "nprobe" if index.nprobe is not None else "ef_search" if index.ef_search is not None else None
     value = None if knob is None else getattr(index, knob)
     return Tuning(index.factory, len(index), knob, value, round(recall, 4), policy.target_recall, policy.k,
-                  len(q), recall >= policy.target_recall, round(time.perf_counter() - start, 3))
+                  len(q), recall >= policy.target_recall, round(time.perf_counter() - start, 3), index.k_factor)
 
 
 def build(factory: str, dim: int, chunks: Chunks, *, metric: str = "ip", shard: int | None = None,

@@ -50,12 +50,12 @@ import numpy as np
 from frozenlens.errors import ImageNotFoundError, IndexInputError, QueryError
 from frozenlens.retriever import _filtered, _persist
 from frozenlens.retriever._checks import as_ids, as_matrix, as_top_k, isin_sorted
+from frozenlens.retriever._refine import AnyStore as Store
+from frozenlens.retriever._refine import RefinedStore, make_any_store
 from frozenlens.retriever._stores import (
     METRICS,
     IdMapStore,
-    IvfStore,
     ReconstructUnsupported,
-    Store,
     disable_polysemous_training,
     make_store,
     max_training_points,
@@ -133,7 +133,7 @@ class VectorIndex:
             reason = str(exc).strip().splitlines()[-1]
             raise IndexInputError(f"invalid FAISS factory string {self.factory!r}: {reason}") from None
         disable_polysemous_training(index)
-        store = make_store(index)
+        store = make_any_store(index)
         if store.nlist:
             store.nprobe = default_nprobe(store.nlist)
         if store.ef_search is not None:
@@ -188,6 +188,18 @@ class VectorIndex:
         with self._lock:
             self._main.ef_search = value
             self._gpu_index = None
+
+    @property
+    def k_factor(self) -> int | None:
+        """Candidates per wanted result re-scored exactly (None when the factory has no refine suffix)."""
+        return self._main.k_factor if isinstance(self._main, RefinedStore) else None
+
+    @k_factor.setter
+    def k_factor(self, value: int) -> None:
+        if not isinstance(self._main, RefinedStore) or value < 1:
+            raise IndexInputError(f"cannot set k_factor={value} on a {self.factory!r} index")
+        with self._lock:
+            self._main.k_factor = int(value)
 
     @property
     def nlist(self) -> int:
@@ -290,11 +302,9 @@ class VectorIndex:
     def empty_like(self) -> VectorIndex:
         """An empty index sharing this trained index's training (a shard to fill and :meth:`merge`)."""
         with self._lock:
-            if not self.is_trained or not isinstance(self._main, IvfStore):
+            if not self.is_trained or not self._main.nlist:
                 raise IndexInputError(f"shards need a trained IVF index, not {self!r}")
-            clone = make_store(faiss.clone_index(self._main.index))
-            clone.remove(clone.stored_ids())
-            clone.nprobe = self._main.nprobe
+            clone = self._main.empty_copy()  # type: ignore[union-attr]
         return VectorIndex(self.dim, self.factory, self.metric, train_threshold=self.train_threshold,
                            use_gpu=self._use_gpu, main=clone)
 
@@ -302,7 +312,7 @@ class VectorIndex:
         """Move every vector of ``shard`` (from :meth:`empty_like`, disjoint ids) into this index
         with FAISS ``merge_from`` (inverted lists appended, nothing re-encoded); ``shard`` ends empty."""
         with self._lock, shard._lock:
-            if not isinstance(self._main, IvfStore) or not isinstance(shard._main, IvfStore) or not shard.is_trained:
+            if not self._main.nlist or type(self._main) is not type(shard._main) or not shard.is_trained:
                 raise IndexInputError("merge needs two trained IVF indexes")
             if np.any(isin_sorted(self._ids, shard._ids)):
                 raise IndexInputError("the shard holds ids already in the index")
@@ -317,6 +327,8 @@ class VectorIndex:
             new.nprobe = old.nprobe
         if new.ef_search is not None:
             new.ef_search = old.ef_search
+        if isinstance(new, RefinedStore) and isinstance(old, RefinedStore):
+            new.k_factor = old.k_factor
         return new
 
     def remove(self, ids: np.ndarray) -> int:
@@ -381,7 +393,7 @@ class VectorIndex:
         return scores, ids
 
     def _gpu_searcher(self) -> faiss.Index | None:
-        if not self._use_gpu or self._active.alive is not None:
+        if not self._use_gpu or self._active.alive is not None or isinstance(self._active, RefinedStore):
             return None
         if self._gpu_index is None:
             try:
@@ -433,7 +445,7 @@ class VectorIndex:
         with self._lock:
             snapshot = _persist.IndexSnapshot(
                 dim=self.dim, factory=self.factory, metric=self.metric, trained=self.is_trained,
-                train_threshold=self.train_threshold, ef_search=self.ef_search, nprobe=self.nprobe,
+                train_threshold=self.train_threshold, ef_search=self.ef_search, nprobe=self.nprobe, k_factor=self.k_factor,
                 count=len(self), store=self._active,
             )  # fmt: skip
             _persist.save_index(snapshot, path, owner=owner)
@@ -463,4 +475,6 @@ class VectorIndex:
             vi.ef_search = snap.ef_search
         if snap.nprobe is not None and vi.nprobe is not None:
             vi.nprobe = snap.nprobe
+        if snap.k_factor is not None and vi.k_factor is not None:
+            vi.k_factor = snap.k_factor
         return vi

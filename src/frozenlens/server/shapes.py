@@ -48,6 +48,7 @@ def stats_json(engine: Engine) -> dict[str, object]:
     failed = engine.errors()
     return {
         "images": s.images, "counts": s.counts, "encoder": dict(s.encoder), "factory": s.factory,
+        "index_types": dict(s.index_types),
         "vectors": dict(s.vectors), "schema_version": s.schema_version, "bytes_on_disk": s.bytes_on_disk,
         "cameras": dict(s.cameras), "reranker": engine.reranker_path.exists(),
         "failed": [{"path": to_text(f.path), "reason": f.reason, "message": f.message}

@@ -36,6 +36,7 @@ from pathlib import Path
 from sqlalchemy import create_engine
 
 from .connection import read_only_uri
+from .consistency import CORE_TABLES, drop_violations
 from .migrations import migrate
 
 #: most integrity problems listed in a report
@@ -55,6 +56,8 @@ class DatabaseCheck:
     ok: bool
     #: SQLite's findings (at most MAX_PROBLEMS), or why the check could not run
     problems: list[str] = field(default_factory=list)
+    #: what was (not) checked, for people (e.g. PostgreSQL's amcheck)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -306,7 +309,7 @@ def _column_of_lost(src: sqlite3.Connection, dst: sqlite3.Connection, table: str
 
 def _drop_inconsistent(dst: sqlite3.Connection, src: sqlite3.Connection, reports: list[TableSalvage]) -> None:
     """Drop readable rows that lost what they depend on (see the module doc)."""
-    if not all(_has(dst, t) for t in ("images", "image_vectors", "captions", "caption_chunks")):
+    if not all(_has(dst, t) for t in CORE_TABLES):
         return
     before = {r.name: _count(dst, r.name) for r in reports}
     lost_caption_images = _column_of_lost(src, dst, "captions", "image_id")
@@ -314,29 +317,7 @@ def _drop_inconsistent(dst: sqlite3.Connection, src: sqlite3.Connection, reports
     owners = {c: i for c, i in dst.execute("SELECT id, image_id FROM captions")}
     forget = lost_caption_images | {owners[c] for c in lost_chunk_captions if c in owners}
     dst.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in sorted(forget)])
-    while True:
-        n = _count(dst, "images")
-        dst.execute("DELETE FROM images WHERE status = 'indexed' AND id NOT IN (SELECT image_id FROM image_vectors)")
-        dst.execute(
-            "DELETE FROM images WHERE id IN (SELECT image_id FROM captions "
-            "WHERE id NOT IN (SELECT caption_id FROM caption_chunks))"
-        )
-        dst.execute(
-            "DELETE FROM images WHERE status = 'duplicate' AND (duplicate_of IS NULL OR duplicate_of NOT IN "
-            "(SELECT id FROM images WHERE status = 'indexed'))"
-        )
-        dst.execute("DELETE FROM captions WHERE image_id NOT IN (SELECT id FROM images)")
-        if _count(dst, "images") == n:
-            break
-    dst.execute("DELETE FROM image_vectors WHERE image_id NOT IN (SELECT id FROM images WHERE status = 'indexed')")
-    dst.execute("DELETE FROM caption_chunks WHERE caption_id NOT IN (SELECT id FROM captions)")
-    for table, col, parent in (
-        ("staged_image_vectors", "image_id", "images"),
-        ("staged_failures", "image_id", "images"),
-        ("staged_captions", "caption_id", "captions"),
-    ):
-        if _has(dst, table):
-            dst.execute(f"DELETE FROM {table} WHERE {col} NOT IN (SELECT id FROM {parent})")
+    drop_violations(dst.execute, lambda table: _count(dst, table), lambda table: _has(dst, table))
     for r in reports:
         r.dropped += before[r.name] - _count(dst, r.name)
 

@@ -240,7 +240,8 @@ class StatsOut(BaseModel):
     images: int
     counts: dict[str, int]
     encoder: dict[str, object]
-    factory: str
+    factory: str = Field(description="the index-type setting (auto, flat, ... or a FAISS factory string)")
+    index_types: dict[str, str] = Field(description="per vector space, the FAISS factory of the index built")
     vectors: dict[str, int]
     schema_version: int
     bytes_on_disk: int

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from ...errors import QueryError
 from ...paths import to_text
 from ...request import MAX_K
-from ...types import parse_when
+from ...types import index_type_text, parse_when
 
 SORT_CHOICES = (("Best match first", "relevance"), ("Newest first", "newest"), ("Oldest first", "oldest"))
 SORT_WORDS = {"relevance": "best match first", "newest": "newest first", "oldest": "oldest first"}
@@ -285,7 +285,7 @@ def stats_html(stats: Mapping[str, object], has_head: bool) -> str:
     vec_text = ", ".join(f"{k}: {v:,}" for k, v in vectors.items()) if isinstance(vectors, Mapping) else ""
     rows = [
         ("encoder", enc_text),
-        ("index type", str(stats.get("factory", "?"))),
+        ("index type", index_type_text(str(stats.get("factory", "?")), stats.get("index_types") or {})),  # type: ignore[arg-type]
         ("vectors", vec_text or "–"),
         ("reranker head", "trained" if has_head else "none (first-stage scores only)"),
         ("disk use", fmt_bytes(stats.get("bytes_on_disk"))),  # type: ignore[arg-type]
