@@ -109,32 +109,44 @@ class FilterColumns:
             a.setflags(write=False)
         return cls(generation=generation, labels=labels, **arrays)
 
-    def mask(self, f: SearchFilters) -> np.ndarray:
-        """bool (n,): which photos pass ``f`` (which must be answerable, see :meth:`answers`)."""
-        keep = np.ones(self.ids.size, dtype=bool)
+    def mask(self, f: SearchFilters, rows: np.ndarray | None = None) -> np.ndarray:
+        """bool (n,): which photos pass ``f`` (which must be answerable, see :meth:`answers`);
+        with ``rows`` (int positions) only those photos, bool (len(rows),)."""
+        def col(a: np.ndarray) -> np.ndarray:
+            return a if rows is None else a[rows]
+
+        keep = np.ones(self.ids.size if rows is None else len(rows), dtype=bool)
         lower, upper, dated = date_bounds(f)
         if dated:
-            keep &= ~np.isnat(self.taken)
-        if lower is not None:
-            keep &= self.taken >= np.datetime64(lower, "us")
-        if upper is not None:
-            keep &= self.taken < np.datetime64(upper, "us")
+            taken = col(self.taken)
+            keep &= ~np.isnat(taken)
+            if lower is not None:
+                keep &= taken >= np.datetime64(lower, "us")
+            if upper is not None:
+                keep &= taken < np.datetime64(upper, "us")
         if f.camera:
             names = set(cameras_matching(self.labels, f.camera))
             wanted = [n for n, label in enumerate(self.labels) if label in names]
-            keep &= np.isin(self.camera, np.asarray(wanted, dtype=np.int32))
+            keep &= np.isin(col(self.camera), np.asarray(wanted, dtype=np.int32))
         if f.min_width:
-            keep &= self.width >= f.min_width
+            keep &= col(self.width) >= f.min_width
         if f.min_height:
-            keep &= self.height >= f.min_height
+            keep &= col(self.height) >= f.min_height
         return keep
 
     def matching(self, f: SearchFilters, among: np.ndarray | None = None) -> np.ndarray:
-        """Ascending int64 ids passing ``f`` (restricted to ``among``, any int order)."""
-        passing = self.ids[self.mask(f)]
+        """Ascending int64 ids passing ``f`` (restricted to ``among``, any int order; the work is
+        proportional to ``len(among)`` then, not to the number of photos)."""
         if among is None:
-            return passing
-        return np.intersect1d(passing, np.asarray(among, dtype=np.int64))
+            return self.ids[self.mask(f)]
+        wanted = np.unique(np.asarray(among, dtype=np.int64))
+        if self.ids.size == 0 or wanted.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        pos = np.searchsorted(self.ids, wanted)
+        inside = pos < self.ids.size
+        present = np.zeros(wanted.size, dtype=bool)
+        present[inside] = self.ids[pos[inside]] == wanted[inside]
+        return wanted[present][self.mask(f, pos[present])]
 
 
 class ColumnCache:
