@@ -132,6 +132,31 @@ def assert_consistent(index: Path) -> None:
         assert c.get(key, 0) == 0, c
 
 
+def crash_folder(tmp_path: Path) -> tuple[Path, int]:
+    """(folder, n): n noise photos, three byte-identical copies and a broken file."""
+    photos, n = tmp_path / "photos", 120
+    write_noise_jpegs(photos, n)
+    for i in range(3):
+        shutil.copy(photos / f"img_{i:04d}.jpg", photos / f"dup_{i}.jpg")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    return photos, n
+
+
+def rerun_finishes_like_local(photos: Path, n: int, index: Path, clean: Path, env: dict[str, str]) -> None:
+    """After a crash: a Ray rerun finishes with every file once, as a clean local index of the folder."""
+    done = run_ray_index(photos, index, env, "--batch-size", "4")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-4000:]
+    assert_consistent(index)
+    rows, status, vectors = index_rows(index)
+    assert len(rows) == n + 4  # every file once: nothing lost, nothing duplicated
+    counts = {s: list(status.values()).count(s) for s in ("indexed", "duplicate", "failed")}
+    assert counts == {"indexed": n, "duplicate": 3, "failed": 1}
+    assert len(vectors) == n
+    local = subprocess.run(index_cmd(photos, clean), capture_output=True, timeout=900, check=False)
+    assert local.returncode == 0, local.stderr.decode(errors="replace")
+    assert_same_index(clean, index)
+
+
 # -- tests ------------------------------------------------------------------------
 def test_ray_index_equals_local_index_on_a_real_folder(tmp_path, testdata, ray_env):
     photos = tmp_path / "photos"
@@ -158,12 +183,7 @@ def test_ray_index_equals_local_index_on_a_real_folder(tmp_path, testdata, ray_e
 
 
 def test_sigkill_of_the_ray_driver_then_rerun_loses_nothing(tmp_path, ray_env):
-    photos = tmp_path / "photos"
-    n = 120
-    write_noise_jpegs(photos, n)
-    for i in range(3):
-        shutil.copy(photos / f"img_{i:04d}.jpg", photos / f"dup_{i}.jpg")
-    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    photos, n = crash_folder(tmp_path)
     index = tmp_path / "index"
     db = index / "frozenlens.db"
 
@@ -181,19 +201,8 @@ def test_sigkill_of_the_ray_driver_then_rerun_loses_nothing(tmp_path, ray_env):
         assert_consistent(index)
     assert kills >= 1, "the Ray driver finished before it could be killed"
 
-    done = run_ray_index(photos, index, ray_env, "--batch-size", "4")
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-4000:]
-    assert_consistent(index)
-    rows, status, vectors = index_rows(index)
-    assert len(rows) == n + 4  # every file once: nothing lost, nothing duplicated
-    counts = {s: list(status.values()).count(s) for s in ("indexed", "duplicate", "failed")}
-    assert counts == {"indexed": n, "duplicate": 3, "failed": 1}
-    assert len(vectors) == n
+    rerun_finishes_like_local(photos, n, index, tmp_path / "clean", ray_env)
 
-    clean = tmp_path / "clean"
-    local = subprocess.run(index_cmd(photos, clean), capture_output=True, timeout=900, check=False)
-    assert local.returncode == 0, local.stderr.decode(errors="replace")
-    assert_same_index(clean, index)
 
 
 def encode_actor_pids(proc: subprocess.Popen) -> list[int]:
@@ -216,12 +225,7 @@ def encode_actor_pids(proc: subprocess.Popen) -> list[int]:
 def test_sigkill_of_an_encode_actor_then_rerun_loses_nothing(tmp_path, ray_env):
     """An encoder actor's process dies mid-job: the run either recovers (Ray restarts the actor) or
     stops; either way the database keeps the crash test's invariants and a rerun finishes the index."""
-    photos = tmp_path / "photos"
-    n = 120
-    write_noise_jpegs(photos, n)
-    for i in range(3):
-        shutil.copy(photos / f"img_{i:04d}.jpg", photos / f"dup_{i}.jpg")
-    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    photos, n = crash_folder(tmp_path)
     index = tmp_path / "index"
     db = index / "frozenlens.db"
     cmd = loopback_only('exec "$@"', *index_cmd(photos, index, "--engine", "ray", "--batch-size", "4",
@@ -248,18 +252,7 @@ def test_sigkill_of_an_encode_actor_then_rerun_loses_nothing(tmp_path, ray_env):
     assert db_counts(db)["rows"] >= rows_at_kill  # committed work is never lost
     assert_consistent(index)
 
-    done = run_ray_index(photos, index, ray_env, "--batch-size", "4")
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-4000:]
-    assert_consistent(index)
-    rows, status, vectors = index_rows(index)
-    assert len(rows) == n + 4  # every file once: nothing lost, nothing duplicated
-    counts = {s: list(status.values()).count(s) for s in ("indexed", "duplicate", "failed")}
-    assert counts == {"indexed": n, "duplicate": 3, "failed": 1}
-    assert len(vectors) == n
-    clean = tmp_path / "clean"
-    local = subprocess.run(index_cmd(photos, clean), capture_output=True, timeout=900, check=False)
-    assert local.returncode == 0, local.stderr.decode(errors="replace")
-    assert_same_index(clean, index)
+    rerun_finishes_like_local(photos, n, index, tmp_path / "clean", ray_env)
 
 
 def test_address_auto_joins_a_running_cluster(tmp_path, testdata, ray_env):
