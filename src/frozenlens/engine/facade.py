@@ -410,7 +410,7 @@ class Engine:
         return date_sorted(self._collapsed(hits, request), request.k, request.sort, request.min_score)
 
     def _search_index(self, spaces: VectorSpaces) -> steps.SearchIndex:
-        return steps.SearchIndex(self.store, spaces, self.identity)
+        return steps.SearchIndex(self.store, spaces, self.identity, self._generation)
 
     # -- photos ------------------------------------------------------------------
     def get_image(self, image: int | str | os.PathLike[str]) -> ImageRecord:

@@ -52,6 +52,8 @@ class SearchIndex:
     store: Store
     spaces: VectorSpaces
     identity: EncoderIdentity
+    #: the database generation ``spaces`` were synced at (filters are answered at it), None: read it
+    generation: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def gather_caption_candidates(
     owners = index.store.caption_owners([int(c) for c in cids[0] if c >= 0])
     ids = sorted(set(owners.values()))
     if not filters.is_empty() and ids:
-        ids = index.store.matching_ids(filters, among=ids).tolist()
+        ids = index.store.matching_ids(filters, among=ids, generation=index.generation).tolist()
     return ids
 
 
@@ -270,12 +272,12 @@ def search_visual(
 
 
 # -- shared ------------------------------------------------------------------------------------
-def allowed_ids(store: Store, filters: SearchFilters) -> tuple[np.ndarray | None, bool]:
+def allowed_ids(store: Store, filters: SearchFilters, generation: int | None = None) -> tuple[np.ndarray | None, bool]:
     """(allowed ids or None, filtering needed): the full allowed set when it
     is small (FAISS then searches only those ids), else None (over-fetch)."""
     if filters.is_empty():
         return None, False
-    ids = store.matching_ids(filters, limit=SELECTOR_LIMIT + 1)
+    ids = store.matching_ids(filters, limit=SELECTOR_LIMIT + 1, generation=generation)
     return (ids, True) if ids.size <= SELECTOR_LIMIT else (None, True)
 
 
@@ -283,7 +285,7 @@ def image_hits(
     index: SearchIndex, space: str, vector: np.ndarray, filters: SearchFilters, fetch: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(scores float32 (m,), ids int64 (m,)), best first: the top ``fetch`` of ``space`` passing ``filters``."""
-    allowed, needed = allowed_ids(index.store, filters)
+    allowed, needed = allowed_ids(index.store, filters, index.generation)
     vectors = index.spaces[space]
     if not needed:
         with faiss_threads(1):
@@ -294,7 +296,7 @@ def image_hits(
         return np.zeros(0, np.float32), np.zeros(0, np.int64)
 
     def accept(ids: np.ndarray) -> np.ndarray:
-        ok = index.store.matching_ids(filters, among=ids.tolist())
+        ok = index.store.matching_ids(filters, among=ids.tolist(), generation=index.generation)
         return np.isin(ids, ok)
 
     with faiss_threads(1):

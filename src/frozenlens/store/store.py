@@ -269,15 +269,18 @@ class Store:
             return int(c.execute(select(func.count()).select_from(ImageRow).where(*self._filter_conditions(filters))).scalar() or 0)
 
     def matching_ids(
-        self, filters: SearchFilters, among: Sequence[int] | None = None, limit: int | None = None
+        self, filters: SearchFilters, among: Sequence[int] | None = None, limit: int | None = None, *,
+        generation: int | None = None,
     ) -> np.ndarray:
         """Ids of indexed images matching ``filters`` (restricted to ``among``;
         at most ``limit`` of them when ``among`` is None), ascending.
 
         Answered from the in-memory :class:`~.columns.FilterColumns` once a
         long-lived caller has made them worth building (see :class:`~.columns.ColumnCache`),
-        else through SQL; both give the same ids."""
-        columns = self.filter_columns() if FilterColumns.answers(filters) else None
+        else through SQL; both give the same ids. ``generation``: the database
+        generation the caller works at (saves reading it; columns of another
+        generation are not used)."""
+        columns = self.filter_columns(generation=generation) if FilterColumns.answers(filters) else None
         if columns is not None:
             ids = columns.matching(filters, None if among is None else np.asarray(among, dtype=np.int64))
             return ids if among is not None or limit is None else ids[:limit]
@@ -297,10 +300,11 @@ class Store:
                     out.extend(c.execute(select(ImageRow.id).where(and_(*conds, ImageRow.id.in_(chunk)))).scalars())
         return np.asarray(sorted(out), dtype=np.int64)
 
-    def filter_columns(self, *, force: bool = False) -> FilterColumns | None:
-        """The in-memory filter columns of the current generation, or ``None``
+    def filter_columns(self, *, force: bool = False, generation: int | None = None) -> FilterColumns | None:
+        """The in-memory filter columns of the current generation (or of ``generation``), or ``None``
         when not (yet) worth building (``force``: build now, e.g. when a server warms up)."""
-        return self._columns.get(self.generation(), self._read_filter_columns, force=force)
+        gen = self.generation() if generation is None else generation
+        return self._columns.get(gen, self._read_filter_columns, force=force)
 
     def _read_filter_columns(self) -> FilterColumns | None:
         with self._reader.connect() as c:  # the generation first: rows newer than it only cause a rebuild
