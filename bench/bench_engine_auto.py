@@ -70,6 +70,8 @@ def main() -> None:
     p.add_argument("--adapt", action="store_true",
                    help="build and tune the semantic space as `auto` decides for n (what `frozenlens index` does "
                         "after a run); the visual space, which text queries never read, is left as written")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="keep the index here and reuse it on later runs (populated and adapted once; SQLite only)")
     p.add_argument("--postgres", action="store_true",
                    help="metadata in a throw-away PostgreSQL server on loopback (tests/pg.py), not SQLite")
     args = p.parse_args()
@@ -85,20 +87,26 @@ def main() -> None:
             server.start()
             stack.callback(server.stop)
             url = server.create_database()
-        d = stack.enter_context(tempfile.TemporaryDirectory())
-        engine = stack.enter_context(Engine.open(Path(d) / "ix", create=True, factory="auto", database_url=url))
-        run(engine, args)
+        if args.dir is not None and args.postgres:
+            sys.exit("--dir keeps SQLite indexes only")
+        root = args.dir if args.dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        ready = root / f".ready-{args.n}{'-adapted' if args.adapt else ''}"
+        engine = stack.enter_context(Engine.open(root / "ix", create=True, factory="auto", database_url=url))
+        run(engine, args, reuse=ready.exists())
+        ready.touch()
 
 
-def run(engine: Engine, args: argparse.Namespace) -> None:
-    took = populate(engine, args.n, engine.identity.visual_dim)
-    log(f"wrote {args.n} rows in {took:.0f} s")
+def run(engine: Engine, args: argparse.Namespace, *, reuse: bool = False) -> None:
+    if not reuse:
+        took = populate(engine, args.n, engine.identity.visual_dim)
+        log(f"wrote {args.n} rows in {took:.0f} s")
     start = time.perf_counter()
     engine.sync()
     log(f"loaded the spaces in {time.perf_counter() - start:.0f} s: {engine.spaces['semantic']!r}")
-    if args.adapt:
+    if args.adapt and not reuse:
         start = time.perf_counter()
         tuned = engine.spaces.adapt(engine.store, "auto", policy_of(engine.store.get_meta()), only=("semantic",))
+        engine.spaces.save()
         log(f"built and tuned the semantic space in {time.perf_counter() - start:.0f} s: "
             f"{engine.spaces['semantic']!r} {tuned}")
     t0 = dt.datetime(2020, 1, 1)
