@@ -40,7 +40,13 @@ def _create_lite(**options: object) -> Encoder:
 
 
 def _create_openclip(model: str, **options: object) -> Encoder:
-    """Factory of ``openclip:<model>`` (imports torch and open_clip on call)."""
+    """Factory of ``openclip:<model>`` (imports torch and open_clip on call, unless a text-only
+    encoder can be built from the artefact cache: :mod:`frozenlens.models.openclip_light`)."""
+    from frozenlens.models.openclip_light import light_encoder
+
+    light = light_encoder(model, options)
+    if light is not None:
+        return light
     from frozenlens.models.openclip import OpenClipEncoder
 
     return OpenClipEncoder(model, **options)  # type: ignore[arg-type]
