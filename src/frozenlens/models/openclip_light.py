@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +89,11 @@ def manifest_key(spec: str, options: dict[str, Any], runtime: str) -> str | None
     return artifact_key(MANIFEST, _FORMAT, spec.removeprefix(PREFIX), arch_name, digest, preprocess or {}, runtime)
 
 
-def light_encoder(spec: str, options: dict[str, Any]) -> LightOpenClipEncoder | None:
-    """A :class:`LightOpenClipEncoder` for ``openclip:<spec>`` with ``options``, or ``None`` (build the full one)."""
+def light_encoder(spec: str, options: dict[str, Any], full: Callable[[], Encoder]) -> LightOpenClipEncoder | None:
+    """A :class:`LightOpenClipEncoder` for ``openclip:<spec>`` with ``options``, or ``None`` (build the full one).
+
+    ``full`` builds the full encoder (``OpenClipEncoder(spec, **options)``) when an image call needs it.
+    """
     requested = str(options.get("runtime", "auto"))
     runtime = "onnx" if requested == "auto" else requested
     if missing_for(runtime) is not None or (options.get("device") is None and not _no_gpu()):
@@ -101,7 +104,7 @@ def light_encoder(spec: str, options: dict[str, Any]) -> LightOpenClipEncoder | 
     cache = ArtifactCache()
     try:
         manifest = json.loads(bytes(cache.read(MANIFEST, key)))
-        enc = LightOpenClipEncoder(spec, options, manifest, cache)
+        enc = LightOpenClipEncoder(manifest, cache, full, options)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -147,14 +150,15 @@ class LightOpenClipEncoder(Encoder):
     """An ``openclip:`` encoder whose text side is ClipBpe + the cached ONNX text graph (no torch).
 
     Image calls and :meth:`warm` with ``images`` build the full
-    :class:`~frozenlens.models.openclip.OpenClipEncoder` once (under a lock) and delegate to it.
+    :class:`~frozenlens.models.openclip.OpenClipEncoder` once (``full()``, under a lock) and delegate to it.
     Thread-safe: ONNX Runtime sessions and the tokenizer may be called concurrently.
     """
 
-    def __init__(self, spec: str, options: dict[str, Any], manifest: dict[str, Any], cache: ArtifactCache) -> None:
+    def __init__(self, manifest: dict[str, Any], cache: ArtifactCache, full: Callable[[], Encoder],
+                 options: dict[str, Any]) -> None:
         from frozenlens.models.clip_bpe import ClipBpe
 
-        self._spec, self._options = spec, dict(options)
+        self._build_full = full
         self.identity = EncoderIdentity(**manifest["identity"])
         self.input_size = int(manifest["input_size"])
         self.draft_size = int(manifest["draft_size"])
@@ -178,9 +182,7 @@ class LightOpenClipEncoder(Encoder):
         if self._full is None:
             with self._full_lock:
                 if self._full is None:
-                    from frozenlens.models.openclip import OpenClipEncoder
-
-                    full = OpenClipEncoder(self._spec, **self._options)
+                    full = self._build_full()
                     if full.identity != self.identity:
                         raise ValueError(f"cached identity {self.identity} != {full.identity}")
                     self._full = full

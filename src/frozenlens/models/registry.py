@@ -44,12 +44,12 @@ def _create_openclip(model: str, **options: object) -> Encoder:
     encoder can be built from the artefact cache: :mod:`frozenlens.models.openclip_light`)."""
     from frozenlens.models.openclip_light import light_encoder
 
-    light = light_encoder(model, options)
-    if light is not None:
-        return light
-    from frozenlens.models.openclip import OpenClipEncoder
+    def full() -> Encoder:
+        from frozenlens.models.openclip import OpenClipEncoder
 
-    return OpenClipEncoder(model, **options)  # type: ignore[arg-type]
+        return OpenClipEncoder(model, **options)  # type: ignore[arg-type]
+
+    return light_encoder(model, options, full) or full()
 
 
 def _create_flame(model: str, **options: object) -> Encoder:
