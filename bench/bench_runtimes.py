@@ -106,6 +106,7 @@ def bench_openclip(images: list[Image.Image], repeats: int) -> list[list[object]
 
     import bench_cold
     from frozenlens.models.openclip import OpenClipEncoder
+    from frozenlens.models.openclip_onnx import text_tower
 
     ckpt, _ = bench_cold.export_weights()
     name = f"{bench_cold.ARCH}/{ckpt}"
@@ -121,7 +122,7 @@ def bench_openclip(images: list[Image.Image], repeats: int) -> list[list[object]
         x32 = (torch.from_numpy(b32).permute(0, 3, 1, 2).float() / 255 - ref._mean) / ref._std
         jit_img = torch.jit.freeze(torch.jit.trace(model.visual.eval(), x32[:2], check_trace=False).eval())
         tok = ref.tokenizer(QUERIES[:32])
-        jit_txt = torch.jit.freeze(torch.jit.trace(_text_only(model).eval(), tok, check_trace=False).eval())
+        jit_txt = torch.jit.freeze(torch.jit.trace(text_tower(model), tok, check_trace=False).eval())
 
     def jit_images(b: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -160,20 +161,6 @@ def bench_openclip(images: list[Image.Image], repeats: int) -> list[list[object]
                      f"{tcos.mean():.6f}", "", "(same)", "(same)"])
         log(f"openclip {rt}: {rows[-2]} {rows[-1]}")
     return rows
-
-
-def _text_only(model):
-    import torch
-
-    class TextOnly(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.clip = model
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return self.clip.encode_text(tokens)
-
-    return TextOnly()
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ class OnnxTowers:
                  tokens_fn: Callable[[Any, Any], tuple[Any, Any]], example_tokens: Any, int8: bool,
                  threads: int) -> None:
         def export_text() -> bytes:
-            return export_onnx(_text_tower(model), (example_tokens,), ("tokens",), ("text",))
+            return export_onnx(text_tower(model), (example_tokens,), ("tokens",), ("text",))
 
         def export_image() -> bytes:
             import torch
@@ -114,7 +114,7 @@ def _dist_version(dist: str) -> str:
         return "none"
 
 
-def _text_tower(model: Any) -> Any:
+def text_tower(model: Any) -> Any:
     """A module: token ids (b, ctx) → the text embedding (b, dim)."""
     import torch
 
@@ -152,4 +152,4 @@ def _image_tower(model: Any, mean: tuple[float, ...], std: tuple[float, ...], vi
     return ImageTower().eval()
 
 
-__all__ = ["INT8_OPS", "OnnxTowers", "model_digest", "onnx_towers"]
+__all__ = ["INT8_OPS", "OnnxTowers", "model_digest", "onnx_towers", "text_tower"]
