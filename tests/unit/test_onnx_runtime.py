@@ -178,3 +178,23 @@ def test_openclip_missing_onnxruntime(tiny_vit, monkeypatch, caplog) -> None:
     assert "onnxruntime is not installed" in caplog.text
     with pytest.raises(RuntimeUnavailableError):
         _openclip(tiny_vit, "onnx")
+
+
+def test_remembered_file_digests_follow_every_write(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    from frozenlens.models.artifact_cache import ArtifactCache
+
+    cache = ArtifactCache(tmp_path / "cache")
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"a" * 1000)
+    assert cache.file_digest(f) == hashlib.sha256(b"a" * 1000).hexdigest()
+    assert len(list(cache.root.glob("file-digest-*.fla"))) == 1
+    assert cache.file_digest(f) == hashlib.sha256(b"a" * 1000).hexdigest()  # remembered, same entry
+    assert len(list(cache.root.glob("file-digest-*.fla"))) == 1
+    st = f.stat()
+    with f.open("r+b") as fh:  # same size, other bytes, modification time put back: the ctime still moves
+        fh.write(b"b")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert cache.file_digest(f) == hashlib.sha256(b"b" + b"a" * 999).hexdigest()

@@ -17,7 +17,10 @@ need neither the export nor, where the caller allows it, torch at all.
   small :class:`~frozenlens.models.artifact_cache.ArtifactCache` entry holding
   its length and SHA-256. The key hashes the weights' digest (given by the
   caller), the tower, the exporter's settings and the quantisation. Every
-  load checks the file against the entry; a missing, truncated, stale or
+  load checks the file's size and SHA-256 against the entry (the digest is
+  remembered under the file's full ``stat`` signature,
+  :meth:`~frozenlens.models.artifact_cache.ArtifactCache.file_digest`, so any
+  write to the file makes it hashed again); a missing, truncated, stale or
   corrupt file (or one ONNX Runtime rejects) is logged and rebuilt, never
   trusted. The graph is a plain file so that ONNX Runtime reads it itself
   (no extra copy of a few hundred MB of weights in Python's memory).
@@ -227,7 +230,7 @@ class OnnxGraph:
         size = path.stat().st_size
         if size != entry.get("size"):
             raise CacheEntryError(f"size {size} != {entry.get('size')} (truncated or replaced)")
-        if file_digest(path) != entry.get("sha256"):
+        if self._cache.file_digest(path) != entry.get("sha256"):
             raise CacheEntryError("checksum mismatch")
 
     def _write(self, name: str, key: str, produce: Callable[[Path], object]) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from frozenlens.cores import usable_cores
-from frozenlens.models.artifact_cache import ArtifactCache, artifact_key, file_digest
+from frozenlens.models.artifact_cache import ArtifactCache, artifact_key
 from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings
 from frozenlens.models.onnx_runtime import OnnxGraph, missing_for
 from frozenlens.models.presets import PREFIX
@@ -83,7 +83,7 @@ def manifest_key(spec: str, options: dict[str, Any], runtime: str) -> str | None
         return None
     arch_name, path = found
     try:
-        digest = file_digest(path)
+        digest = ArtifactCache().file_digest(path)  # remembered by the file's stat signature
     except OSError:
         return None
     return artifact_key(MANIFEST, _FORMAT, spec.removeprefix(PREFIX), arch_name, digest, preprocess or {}, runtime)
