@@ -161,6 +161,12 @@ class EncoderConfigError(FrozenLensError, ValueError):
     does not have, an unknown option value, or a checkpoint of another shape."""
 
 
+class RuntimeUnavailableError(EncoderConfigError):
+    """An encoder runtime was asked for explicitly (``runtime="onnx"``) but cannot run here:
+    ONNX Runtime (or, for ``onnx-int8``, the ``onnx`` package) is not installed, or the
+    model cannot be exported. Without an explicit request the encoder uses torch instead."""
+
+
 class CaptionTruncatedWarning(UserWarning):
     """A caption was cut to fit the text tower's context; the message names it."""
 

@@ -72,12 +72,13 @@ def file_digest(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
+        _DIGESTS[key] = _sha256_file(path)
     return _DIGESTS[key]
+
+
+def _sha256_file(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def artifact_key(*parts: object) -> str:
@@ -203,6 +204,28 @@ class ArtifactCache:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+
+    def file_digest(self, path: Path) -> str:
+        """SHA-256 of a (large) file's bytes, remembered in the cache under its full ``stat`` signature.
+
+        The entry's key is the resolved path, device, inode, size, modification and
+        status-change times (``st_ctime_ns`` cannot be set back by a user): any write
+        to the file, a replacement or a truncation gives another key, and the file is
+        hashed again. Saves a fresh process from hashing a few hundred MB of weights
+        or graph on every start (bit rot below the file system is not detected).
+        """
+        st = path.stat()
+        key = artifact_key("file-digest", str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                           st.st_ctime_ns)
+        try:
+            digest = bytes(self.read("file-digest", key)).decode("ascii")
+            if len(digest) == 64:
+                return digest
+        except (OSError, ValueError):
+            pass
+        digest = _sha256_file(path)  # not the in-process memo: that one trusts (size, mtime) only
+        self.write("file-digest", key, digest.encode("ascii"))
+        return digest
 
     def get_or_build(
         self,

@@ -82,7 +82,10 @@ DEFAULT_CLASS_TEXT: ClassText = "wordnet"
 #: batch 32 on a 2-core CPU
 DEFAULT_MICRO_BATCH = 4
 
-Runtime = Literal["jit", "channels_last", "eager"]
+Runtime = Literal["auto", "jit", "channels_last", "eager", "onnx", "onnx-int8"]
+#: the image runtimes; "auto" is :data:`AUTO_RUNTIME` where ONNX Runtime is installed, else "jit"
+RUNTIMES: tuple[str, ...] = ("jit", "channels_last", "eager", "onnx", "onnx-int8")
+AUTO_RUNTIME = "onnx"
 ClassText = Literal["name", "wordnet"]
 
 _TEXT_DIM = 512
@@ -169,8 +172,11 @@ class LiteEncoder(Encoder):
         class_text: what a class is called: ``"wordnet"`` (every WordNet
             lemma and the gloss, averaged; the default) or ``"name"`` (the
             packaged display name alone, recipe "v1").
-        runtime: ``"jit"`` (channels_last, traced and frozen: fastest),
-            ``"channels_last"`` or ``"eager"`` (plain NCHW).
+        runtime: ``"auto"`` (:data:`AUTO_RUNTIME` where ONNX Runtime is installed,
+            else ``"jit"``), ``"onnx"`` (ONNX Runtime, the same vectors),
+            ``"onnx-int8"`` (int8 weights: other vectors, version ``+int8``),
+            ``"jit"`` (torch channels_last, traced and frozen), ``"channels_last"``
+            or ``"eager"`` (plain NCHW, the reference); see :mod:`frozenlens.models.lite_onnx`.
         micro_batch: images per forward pass inside :meth:`embed_prepared`.
         top_labels: how many (class, probability) labels to return per image.
         weights: EfficientNet-Lite0 checkpoint (default: the packaged one).
@@ -194,7 +200,7 @@ class LiteEncoder(Encoder):
         temperature: float = DEFAULT_TEMPERATURE,
         prompts: Sequence[str] = DEFAULT_PROMPTS,
         class_text: ClassText = DEFAULT_CLASS_TEXT,
-        runtime: Runtime = "jit",
+        runtime: Runtime = "auto",
         micro_batch: int = DEFAULT_MICRO_BATCH,
         top_labels: int = 5,
         weights: Path | str | None = None,
@@ -209,8 +215,6 @@ class LiteEncoder(Encoder):
             raise ValueError("threads must be >= 1")
         if not 1 <= top_labels <= 1000:
             raise ValueError("top_labels must be in 1..1000")
-        if runtime not in ("jit", "channels_last", "eager"):
-            raise ValueError(f"unknown runtime {runtime!r}")
         if class_text not in ("name", "wordnet"):
             raise ValueError(f"class_text must be 'name' or 'wordnet', not {class_text!r}")
         prompts = tuple(prompts)
@@ -222,13 +226,17 @@ class LiteEncoder(Encoder):
         self.temperature = float(temperature)
         self.prompts = prompts
         self.class_text: ClassText = class_text
-        self.runtime: Runtime = runtime
+        from frozenlens.models.onnx_runtime import resolve_runtime
+
+        self.runtime: Runtime = resolve_runtime(  # type: ignore[assignment]
+            runtime, auto=AUTO_RUNTIME, fallback="jit", allowed=RUNTIMES, what="lite image tower")
         self.micro_batch = micro_batch
         self.top_labels = top_labels
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.class_names = load_class_names()
 
-        self.identity = EncoderIdentity(name="lite", version=self._version(), dim=_TEXT_DIM, visual_dim=_VISUAL_DIM)
+        version = self._version() + ("+int8" if self.runtime == "onnx-int8" else "")  # int8: other vectors
+        self.identity = EncoderIdentity(name="lite", version=version, dim=_TEXT_DIM, visual_dim=_VISUAL_DIM)
 
         self._cache = ArtifactCache(self.cache_dir)
         self._weights = require_weights_file(Path(weights)) if weights else None
@@ -295,7 +303,7 @@ class LiteEncoder(Encoder):
         with torch.inference_mode():
             # NHWC memory viewed as NCHW is exactly the channels_last layout
             x = torch.from_numpy(batch).permute(0, 3, 1, 2)  # (n, 3, 224, 224) uint8
-            if self.runtime == "eager":
+            if self.runtime in ("eager", "onnx", "onnx-int8"):
                 x = x.contiguous()
             x = x.float().mul_(2.0 / 255.0).sub_(1.0)  # [0,1] then (x - 0.5) / 0.5
             feats, logits, cells = [], [], []
@@ -376,7 +384,13 @@ class LiteEncoder(Encoder):
 
                     torch.set_num_threads(self.threads)
                     self._class_emb = torch.from_numpy(self._load_or_compute_class_embeddings())
-                    self._net = self._build_network(load_efficientnet_lite0(self._weights))
+                    if self.runtime in ("onnx", "onnx-int8"):
+                        from frozenlens.models.lite_onnx import lite_onnx_net
+
+                        self._net = lite_onnx_net(self._cache, self._weights, int8=self.runtime == "onnx-int8",
+                                                  micro_batch=self.micro_batch, threads=self.threads)
+                    else:
+                        self._net = self._build_network(load_efficientnet_lite0(self._weights))
                     self.image_tower_builds += 1
                 net, emb = self._net, self._class_emb
         assert net is not None and emb is not None

@@ -67,6 +67,8 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     identity: EncoderIdentity
+    #: the files the weights (and config) were read from; empty for a model built in memory
+    files: tuple[Path, ...] = ()
 
 
 def load_openclip(
@@ -94,8 +96,8 @@ def load_openclip(
         raise ValueError(f"arch={arch!r} contradicts the model name ({source.arch})")
     cache = str(cache_dir) if cache_dir is not None else None
     local = Path(weights).expanduser() if weights is not None else None
-    model, tokenizer, embed_dim, version = _load(source, spec, device, local, cache, dict(preprocess or {}))
-    return LoadedModel(model, tokenizer, EncoderIdentity(PREFIX + spec, version, embed_dim, embed_dim))
+    model, tokenizer, embed_dim, version, files = _load(source, spec, device, local, cache, dict(preprocess or {}))
+    return LoadedModel(model, tokenizer, EncoderIdentity(PREFIX + spec, version, embed_dim, embed_dim), files)
 
 
 def built_model(model: torch.nn.Module, tokenizer: Any, *, name: str, version: str) -> LoadedModel:
@@ -207,8 +209,8 @@ def _load(
     weights: Path | None,
     cache_dir: str | None,
     preprocess: dict[str, Any],
-) -> tuple[torch.nn.Module, Any, int, str]:
-    """Build (model, tokenizer, embed_dim, version) for ``source``."""
+) -> tuple[torch.nn.Module, Any, int, str, tuple[Path, ...]]:
+    """Build (model, tokenizer, embed_dim, version, files read) for ``source``."""
     import open_clip
 
     what = f"{PREFIX}{spec}"
@@ -245,7 +247,8 @@ def _load(
                     force_preprocess_cfg={**pp, **preprocess}, cache_dir=cache_dir,
                 )  # fmt: skip
             tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
-        return model, tokenizer, int(model_cfg.get("embed_dim") or _probe_dim(model, tokenizer)), version
+        dim = int(model_cfg.get("embed_dim") or _probe_dim(model, tokenizer))
+        return model, tokenizer, dim, version, (Path(ckpt),)
 
     if source.kind == "dir":
         assert source.path is not None
@@ -258,19 +261,21 @@ def _load(
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
         version = _short_hash([file_digest(cfg_path), *(file_digest(f) for f in files), preprocess])
         name = f"local-dir:{source.path}"
+        read = (cfg_path, *files)
     else:
         assert source.hub_id is not None
         config_file, weights_file = _download_hub(what, source.hub_id, cache_dir)
         config = json.loads(Path(config_file).read_text(encoding="utf-8"))
         version = _short_hash([file_digest(Path(config_file)), file_digest(Path(weights_file)), preprocess])
         name = f"hf-hub:{source.hub_id}"
+        read = (Path(config_file), Path(weights_file))
     model_cfg = config.get("model_cfg", config)
     with _hub_errors(what, model_cfg):
         model = open_clip.create_model(
             name, device=device, force_preprocess_cfg=preprocess or None, cache_dir=cache_dir
         )
         tokenizer = open_clip.get_tokenizer(name, cache_dir=cache_dir)
-    return model, tokenizer, int(model_cfg.get("embed_dim") or _probe_dim(model, tokenizer)), version
+    return model, tokenizer, int(model_cfg.get("embed_dim") or _probe_dim(model, tokenizer)), version, read
 
 
 def _download_tag(what: str, arch: str, tag: str, tag_cfg: dict[str, Any], cache_dir: str | None) -> Path:

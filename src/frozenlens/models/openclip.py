@@ -22,6 +22,7 @@ import copy
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -108,6 +109,10 @@ class OpenClipEncoder(Encoder):
         preprocess: overrides of the preprocessing facts (``mean``, ``std``,
             ``resize_mode``, ``interpolation``, ``fill_color``); changes the version.
         language: source language for tokenizers that need one (NLLB: ``"eng_Latn"``).
+        runtime: ``"auto"`` (ONNX Runtime on the CPU where installed, else torch),
+            ``"torch"`` (the reference), ``"onnx"`` (the same vectors) or ``"onnx-int8"``
+            (int8 weights: other vectors, version ``+int8``); the ONNX runtimes are
+            CPU-only and fp32 (:mod:`frozenlens.models.openclip_onnx`).
 
     ``arch``, ``weights``, ``cache_dir`` and ``preprocess`` describe how to
     load a name; with a ``LoadedModel`` they raise ``ValueError``.
@@ -137,6 +142,7 @@ class OpenClipEncoder(Encoder):
         threads: int | None = None,
         preprocess: dict[str, Any] | None = None,
         language: str | None = None,
+        runtime: str = "auto",
     ) -> None:
         import open_clip
         import torch
@@ -161,10 +167,12 @@ class OpenClipEncoder(Encoder):
         if isinstance(model, LoadedModel):
             dev = torch.device(device or next(model.model.parameters()).device.type)
             _check_precision(precision, dev)
-            loaded = LoadedModel(model.model.to(dev), model.tokenizer, model.identity)
+            self.runtime = _resolve_runtime(runtime, dev, precision)
+            loaded = LoadedModel(model.model.to(dev), model.tokenizer, model.identity, model.files)
         else:
             dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             _check_precision(precision, dev)  # before a long load
+            self.runtime = _resolve_runtime(runtime, dev, precision)
             loaded = load_openclip(
                 spec, device=dev, arch=arch, weights=weights, cache_dir=cache_dir, preprocess=preprocess
             )
@@ -180,6 +188,8 @@ class OpenClipEncoder(Encoder):
         self.tokenizer = tokenizer
         self._tokenizer_lock = threading.Lock()
         self.identity = loaded.identity
+        if self.runtime == "onnx-int8":  # int8 weights give other vectors: another version
+            self.identity = replace(self.identity, version=self.identity.version + "+int8")
         self.device = dev
         self.batch_size = batch_size
         self.image_batch_size = image_batch_size
@@ -219,6 +229,17 @@ class OpenClipEncoder(Encoder):
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(self.preprocess_cfg["mean"], device=dev).view(shape)
         self._std = torch.tensor(self.preprocess_cfg["std"], device=dev).view(shape)
+        self._onnx: Any = None  # the ONNX Runtime towers (runtime onnx / onnx-int8)
+        if self.runtime != "torch":
+            from frozenlens.models.openclip_onnx import onnx_towers
+
+            self._onnx = onnx_towers(self, loaded, _vit_with_grid_tokens)
+            if spec:  # a later process may answer text queries without torch (openclip_light)
+                from frozenlens.models.openclip_light import write_manifest
+
+                given = {"arch": arch, "weights": weights, "device": device, "preprocess": preprocess,
+                         "language": language, "precision": None if precision == "auto" else precision}
+                write_manifest(self, spec, {k: v for k, v in given.items() if v is not None})
 
     @classmethod
     def from_model(
@@ -286,8 +307,11 @@ class OpenClipEncoder(Encoder):
         out = []
         with torch.inference_mode(), self._autocast_ctx():
             for start in range(0, len(texts), self.batch_size):
-                tokens = self._tokenize(texts[start : start + self.batch_size], code).to(self.device)  # (b, ctx)
-                out.append(self.model.encode_text(tokens).float())  # (b, dim)
+                tokens = self._tokenize(texts[start : start + self.batch_size], code)  # (b, ctx)
+                if self._onnx is not None:
+                    out.append(torch.from_numpy(self._onnx.encode_tokens(tokens.numpy())))  # (b, dim)
+                else:
+                    out.append(self.model.encode_text(tokens.to(self.device)).float())  # (b, dim)
         return _normalised(torch.cat(out))
 
     def _tokenize(self, texts: list[str], code: str | None) -> torch.Tensor:
@@ -327,6 +351,12 @@ class OpenClipEncoder(Encoder):
         out, toks = [], []
         with torch.inference_mode(), self._autocast_ctx():
             for start in range(0, batch.shape[0], self.image_batch_size):
+                if self._onnx is not None:
+                    pooled, grid = self._onnx.encode_pixels(batch[start : start + self.image_batch_size])
+                    out.append(torch.from_numpy(pooled))  # (b, dim)
+                    if grid is not None:
+                        toks.append(torch.from_numpy(grid))  # (b, G*G, dim)
+                    continue
                 x = torch.from_numpy(batch[start : start + self.image_batch_size]).to(self.device)
                 x = x.permute(0, 3, 1, 2).float().div_(255.0)  # (b, 3, S, S) in [0, 1]
                 x = (x - self._mean) / self._std
@@ -377,7 +407,7 @@ def _vit_with_grid_tokens(visual: Any, x: torch.Tensor) -> tuple[torch.Tensor, t
     through the same projection as the pooled embedding (as in MaskCLIP-style
     dense features) and are average-pooled to a :data:`TOKEN_GRID` square grid.
     """
-    import torch.nn.functional as F
+    import torch
 
     pooled, tokens = visual(x)  # (b, dim), (b, N, width)
     gh, gw = visual.grid_size
@@ -387,9 +417,28 @@ def _vit_with_grid_tokens(visual: Any, x: torch.Tensor) -> tuple[torch.Tensor, t
     proj = getattr(visual, "proj", None)
     if proj is not None:
         tokens = tokens @ proj  # (b, N, dim)
-    grid = tokens.reshape(b, gh, gw, -1).permute(0, 3, 1, 2)  # (b, dim, gh, gw)
-    cells = F.adaptive_avg_pool2d(grid, TOKEN_GRID).flatten(2).transpose(1, 2)  # (b, G*G, dim)
+    grid = tokens.reshape(b, gh, gw, -1)  # (b, gh, gw, dim)
+    # adaptive average pooling to G x G, its bins spelt out (static slices: ONNX-exportable)
+    cells = torch.stack([grid[:, r0:r1, c0:c1, :].mean(dim=(1, 2)) for r0, r1 in _bins(gh) for c0, c1 in _bins(gw)],
+                        dim=1)  # (b, G*G, dim), row-major
     return pooled, cells
+
+
+def _bins(n: int) -> list[tuple[int, int]]:
+    """The :data:`TOKEN_GRID` bins of adaptive average pooling over ``n`` cells: [floor(i n / G), ceil((i + 1) n / G))."""
+    return [(i * n // TOKEN_GRID, -(-(i + 1) * n // TOKEN_GRID)) for i in range(TOKEN_GRID)]
+
+
+def _resolve_runtime(runtime: str, device: torch.device, precision: str) -> str:
+    """The runtime an encoder on ``device`` uses for ``runtime`` (see :func:`~frozenlens.models.onnx_runtime.resolve_runtime`):
+    the ONNX runtimes are CPU and fp32 only, so ``"auto"`` is torch elsewhere."""
+    from frozenlens.models.onnx_runtime import RUNTIMES, resolve_runtime
+
+    if device.type != "cpu" or precision not in ("auto", "fp32"):
+        if runtime in ("auto", "torch"):
+            return "torch"
+        raise ValueError(f"runtime {runtime!r} runs on the CPU in fp32 only (device {device}, precision {precision})")
+    return resolve_runtime(runtime, auto="onnx", fallback="torch", allowed=RUNTIMES, what="openclip encoder")
 
 
 def _check_precision(precision: str, device: torch.device) -> None:

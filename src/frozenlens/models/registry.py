@@ -40,10 +40,16 @@ def _create_lite(**options: object) -> Encoder:
 
 
 def _create_openclip(model: str, **options: object) -> Encoder:
-    """Factory of ``openclip:<model>`` (imports torch and open_clip on call)."""
-    from frozenlens.models.openclip import OpenClipEncoder
+    """Factory of ``openclip:<model>`` (imports torch and open_clip on call, unless a text-only
+    encoder can be built from the artefact cache: :mod:`frozenlens.models.openclip_light`)."""
+    from frozenlens.models.openclip_light import light_encoder
 
-    return OpenClipEncoder(model, **options)  # type: ignore[arg-type]
+    def full() -> Encoder:
+        from frozenlens.models.openclip import OpenClipEncoder
+
+        return OpenClipEncoder(model, **options)  # type: ignore[arg-type]
+
+    return light_encoder(model, options, full) or full()
 
 
 def _create_flame(model: str, **options: object) -> Encoder:

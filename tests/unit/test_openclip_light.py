@@ -1,0 +1,154 @@
+"""Text queries on ``openclip:`` encoders without torch: the torch-free BPE tokenizer gives open_clip's
+token ids, and a fresh process answers a text search from the cached text graph with neither torch
+nor open_clip imported (checked in a subprocess), with the full encoder's vectors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+open_clip = pytest.importorskip("open_clip")
+pytest.importorskip("onnxruntime")
+
+from frozenlens.models.clip_bpe import ClipBpe  # noqa: E402
+
+ODD = [
+    "a dog on the beach", "A DOG   on\tthe\nbeach ", "", " ", "l'été 2019 à Paris, c'est génial!",
+    "猫が寝ている", "一只猫在沙发上睡觉", "собака бежит по траве", "كلب على الشاطئ", "कुत्ता समुद्र तट पर",
+    "🙂🐶 emoji only 👍🏽", "&amp;lt;b&amp;gt; html &quot;entities&quot;", "<start_of_text> literal <end_of_text>",
+    "mojibake: Ã©tÃ©", "numbers 1234567890 3.14 1e-9", "it's they're we've I'm you'll he'd",
+    "ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ", "zero\u200bwidth\u00adsoft", "x" * 400, "word " * 120,
+    "Ünïcödé çåsé ßtraße", "tab\tand\r\nnewlines", "a-b_c/d\\e|f~g^h", "😀" * 50,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("context_length", [77, 24])
+def test_clip_bpe_ids_equal_open_clips(context_length: int) -> None:
+    from open_clip.tokenizer import SimpleTokenizer
+
+    theirs = SimpleTokenizer(context_length=context_length)
+    ours = ClipBpe(context_length=context_length)
+    np.testing.assert_array_equal(ours(ODD), theirs(ODD).numpy())
+    for text in ODD:
+        assert ours.encode(text) == theirs.encode(text)
+
+
+CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+_SUBPROCESS = """
+import json, sys
+import numpy as np
+from frozenlens.models import create_encoder
+enc = create_encoder(sys.argv[1])
+vecs = enc.encode_texts(json.loads(sys.argv[2]))
+print(json.dumps({"type": type(enc).__name__, "identity": enc.identity.as_dict(), "vecs": vecs.tolist(),
+                  "heavy": sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules)}))
+"""
+
+
+def test_a_fresh_process_encodes_texts_without_torch(tmp_path: Path, monkeypatch) -> None:
+    import torch
+
+    from frozenlens.models import create_encoder
+    from frozenlens.models.openclip import OpenClipEncoder
+    from frozenlens.models.openclip_light import LightOpenClipEncoder
+
+    (tmp_path / "fl-light-vit.json").write_text(json.dumps(CFG))
+    open_clip.add_model_config(tmp_path / "fl-light-vit.json")
+    torch.manual_seed(3)
+    ckpt = tmp_path / "m.pt"
+    torch.save(open_clip.create_model("fl-light-vit").state_dict(), ckpt)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FROZENLENS_CACHE", str(cache))
+    name = f"openclip:fl-light-vit/{ckpt}"
+    texts = ODD[:8]
+
+    full = create_encoder(name)  # nothing cached: the full encoder, which records the manifest
+    assert isinstance(full, OpenClipEncoder) and full.runtime == "onnx"
+    want = full.encode_texts(texts)  # exports the text graph
+    reference = OpenClipEncoder(f"fl-light-vit/{ckpt}", runtime="torch").encode_texts(texts)
+
+    def fresh() -> dict:
+        env = {**os.environ, "FROZENLENS_CACHE": str(cache)}
+        done = subprocess.run([sys.executable, "-c", _SUBPROCESS, name, json.dumps(texts)], capture_output=True,
+                              text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    run = fresh()
+    assert run["type"] == "LightOpenClipEncoder" and run["heavy"] == []
+    assert run["identity"] == full.identity.as_dict()
+    got = np.asarray(run["vecs"], np.float32)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert float((got * reference).sum(1).min()) >= 0.9999  # and torch's reference vectors
+
+    # in process too: the light encoder answers texts, and builds the full one for images only
+    light = create_encoder(name)
+    assert isinstance(light, LightOpenClipEncoder)
+    np.testing.assert_allclose(light.encode_texts(texts), want, atol=1e-5)
+    assert light._full is None
+    assert light.count_tokens("a dog") == full.count_tokens("a dog")
+    batch = np.zeros((2, 64, 64, 3), np.uint8)
+    np.testing.assert_allclose(light.embed_prepared(batch).semantic, full.embed_prepared(batch).semantic, atol=1e-5)
+
+    # a damaged text graph is never trusted: the registry falls back to the full encoder
+    graph = full._onnx.text.path
+    graph.write_bytes(graph.read_bytes()[:1000])
+    assert isinstance(create_encoder(name), OpenClipEncoder)
+
+    # other weights, same file name: another key, no light encoder from the old manifest
+    torch.manual_seed(4)
+    torch.save(open_clip.create_model("fl-light-vit").state_dict(), ckpt)
+    other = create_encoder(name)
+    assert isinstance(other, OpenClipEncoder) and other.identity != full.identity
+
+
+_SEARCH = """
+import json, sys
+from frozenlens.engine import Engine
+from frozenlens.request import SearchRequest
+with Engine.open(sys.argv[1]) as engine:
+    hits = engine.search(SearchRequest(query=sys.argv[2], k=3))
+    print(json.dumps({"hits": [h.path for h in hits], "type": type(engine.encoder).__name__,
+                      "heavy": sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules)}))
+"""
+
+
+def test_a_fresh_text_search_on_an_openclip_index_imports_no_torch(tmp_path: Path, testdata: Path,
+                                                                   monkeypatch) -> None:
+    import shutil
+
+    import torch
+
+    from frozenlens.engine import Engine
+    from frozenlens.request import SearchRequest
+
+    (tmp_path / "fl-light-vit2.json").write_text(json.dumps(CFG))
+    open_clip.add_model_config(tmp_path / "fl-light-vit2.json")
+    torch.manual_seed(5)
+    ckpt = tmp_path / "m.pt"
+    torch.save(open_clip.create_model("fl-light-vit2").state_dict(), ckpt)
+    monkeypatch.setenv("FROZENLENS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    shutil.copytree(testdata / "photos", folder)
+    with Engine.open(tmp_path / "index", create=True, encoder=f"openclip:fl-light-vit2/{ckpt}") as engine:
+        engine.index([folder])
+        want = [h.path for h in engine.search(SearchRequest(query="a cat on a sofa", k=3))]
+
+    env = {**os.environ, "FROZENLENS_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", _SEARCH, str(tmp_path / "index"), "a cat on a sofa"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["type"] == "LightOpenClipEncoder" and run["heavy"] == []
+    assert run["hits"] == want
