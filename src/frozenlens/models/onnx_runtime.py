@@ -68,8 +68,8 @@ def missing_for(runtime: str) -> str | None:
         return None
     if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed (pip install onnxruntime)"
-    if runtime == "onnx-int8" and importlib.util.find_spec("onnx") is None:
-        return "int8 quantisation needs the onnx package (pip install 'frozenlens[int8]')"
+    if importlib.util.find_spec("onnx") is None:  # torch's exporter and int8 quantisation write through it
+        return "exporting the graphs needs the onnx package (pip install onnx)"
     return None
 
 
