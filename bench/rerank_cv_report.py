@@ -159,7 +159,7 @@ def markdown(res: dict) -> str:
     lines += ["", "**All variants, pooled over their folds** (gain = reranked − first-stage R@1 in points; "
               "t: 95 % t-interval over folds, seeds averaged in a fold; bootstrap: 95 % over test stamps):", "",
               "| variant | folds × seeds | first R@1 | R@1 | R@5 | R@10 | gain R@1, t over folds | "
-              "gain R@1, bootstrap | gain R@5 | gain R@10 | CPU time |",
+              "gain R@1, bootstrap | gain R@5 | gain R@10 | run time (units) |",
               "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for v in sorted(res["variants"], key=COST_ORDER.index):
         d = res["variants"][v]
