@@ -42,7 +42,7 @@ from frozenlens.indexer.decode import decode_file
 from frozenlens.models.base import Encoder, ImageEmbeddings
 from frozenlens.progress import Progress, ProgressCallback, ignore_progress
 
-__all__ = ["RerankInput", "Reranker", "embed_image_files", "evaluate"]
+__all__ = ["RerankInput", "Reranker", "embed_image_files", "evaluate", "texts_of"]
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def embed_image_files(
     )
 
 
-def _texts_of(dataset: EvalDataset, language: str) -> tuple[list[str], np.ndarray]:
+def texts_of(dataset: EvalDataset, language: str) -> tuple[list[str], np.ndarray]:
     """All captions in ``language`` and the index of each one's image → (texts, int64 (T,))."""
     texts: list[str] = []
     owners: list[int] = []
@@ -200,7 +200,7 @@ def evaluate(
         raise EvalError(f"{images.semantic.shape[0]} precomputed image embeddings for {len(paths)} images")
 
     per_language: list[LanguageResult] = []
-    grouped = {lang: _texts_of(dataset, lang) for lang in chosen}
+    grouped = {lang: texts_of(dataset, lang) for lang in chosen}
     total_texts = sum(len(texts) for texts, _ in grouped.values())
     done = 0
     report(Progress(stage="texts", done=0, total=total_texts))

@@ -14,7 +14,6 @@ that has the same caption (normalised), so duplicates never act as negatives.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from frozenlens.errors import RerankerError
+from frozenlens.eval.folds import holdout
 from frozenlens.eval.runner import RerankInput, embed_image_files
 from frozenlens.eval.types import EvalDataset
 from frozenlens.models.base import Encoder, ImageEmbeddings
@@ -40,7 +40,8 @@ def image_tokens_of(emb: ImageEmbeddings) -> ImageTokens:
     return ImageTokens.build(emb.semantic, emb.visual, emb.tokens)
 
 
-def _norm(text: str) -> str:
+def normalise_caption(text: str) -> str:
+    """Captions equal after this (case-folded, whitespace collapsed) are word-for-word the same."""
     return " ".join(text.casefold().split())
 
 
@@ -56,8 +57,8 @@ def training_set(
         raise RerankerError("no captions to train on")
     groups: dict[tuple[str | None, str], set[int]] = {}
     for t, lang, o in zip(texts, langs, owners, strict=True):
-        groups.setdefault((lang, _norm(t)), set()).add(int(o))
-    positives = tuple(np.array(sorted(groups[(lang, _norm(t))]), np.int64) for t, lang in zip(texts, langs, strict=True))
+        groups.setdefault((lang, normalise_caption(t)), set()).add(int(o))
+    positives = tuple(np.array(sorted(groups[(lang, normalise_caption(t))]), np.int64) for t, lang in zip(texts, langs, strict=True))
     tokens = encode_texts_with_units(encoder, texts, langs)
     return TrainingSet(tokens, tuple(langs), images, positives)
 
@@ -95,11 +96,7 @@ def split_by_image(image_ids: Sequence[int], val_fraction: float, seed: int) -> 
     as the collection grows: an image never moves between the two sides)."""
     if not 0.0 < val_fraction < 1.0:
         raise RerankerError("val_fraction must be between 0 and 1")
-    out = np.zeros(len(image_ids), bool)
-    for j, i in enumerate(image_ids):
-        h = hashlib.blake2b(f"{seed}:{int(i)}".encode(), digest_size=8).digest()
-        out[j] = int.from_bytes(h, "little") / 2**64 < val_fraction
-    return out
+    return holdout([str(int(i)) for i in image_ids], val_fraction, seed)
 
 
 def from_store(store: Store, encoder: Encoder, *, val_fraction: float = 0.1, seed: int = 0,
