@@ -75,6 +75,8 @@ def main() -> None:
     p.add_argument("--postgres", action="store_true",
                    help="metadata in a throw-away PostgreSQL server on loopback (tests/pg.py), not SQLite")
     args = p.parse_args()
+    if args.dir is not None and args.postgres:
+        sys.exit("--dir keeps SQLite indexes only")
     with contextlib.ExitStack() as stack:
         url = None
         if args.postgres:
@@ -87,8 +89,6 @@ def main() -> None:
             server.start()
             stack.callback(server.stop)
             url = server.create_database()
-        if args.dir is not None and args.postgres:
-            sys.exit("--dir keeps SQLite indexes only")
         root = args.dir if args.dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         ready = root / f".ready-{args.n}{'-adapted' if args.adapt else ''}"
         engine = stack.enter_context(Engine.open(root / "ix", create=True, factory="auto", database_url=url))

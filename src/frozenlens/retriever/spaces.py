@@ -127,11 +127,6 @@ class VectorSpaces:
             self._get(space)
         return self
 
-    @property
-    def indexes(self) -> dict[str, VectorIndex]:
-        """Every space's index (loading the lazy ones)."""
-        return {space: self._get(space) for space in SPACES}
-
     def __getitem__(self, space: str) -> VectorIndex:
         return self._get(space)
 

@@ -282,7 +282,7 @@ class Store:
         generation are not used)."""
         columns = self.filter_columns(generation=generation) if FilterColumns.answers(filters) else None
         if columns is not None:
-            ids = columns.matching(filters, None if among is None else np.asarray(among, dtype=np.int64))
+            ids = columns.matching(filters, None if among is None else np.asarray(among))
             return ids if among is not None or limit is None else ids[:limit]
         return self.matching_ids_sql(filters, among, limit)
 
