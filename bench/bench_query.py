@@ -262,12 +262,11 @@ def conse_like_recall(encoder, n: int, qvecs: np.ndarray, factory: str, seed: in
     synthetic image gets random logits with one dominant class and a few
     secondary ones, turned into a vector by the encoder's own ``conse_embed``.
     """
-    import torch
 
     from frozenlens.models.lite import DEFAULT_TEMPERATURE, DEFAULT_TOP_T, conse_embed
     from frozenlens.retriever import VectorIndex
 
-    class_emb = torch.from_numpy(encoder.encode_texts(encoder.class_names))  # (1000, 512)
+    class_emb = encoder.encode_texts(encoder.class_names)  # (1000, 512)
     rng = np.random.default_rng([seed, 7])
     chunks = []
     for start in range(0, n, 10_000):
@@ -277,7 +276,7 @@ def conse_like_recall(encoder, n: int, qvecs: np.ndarray, factory: str, seed: in
         logits[rows, rng.integers(0, 1000, m)] += rng.uniform(4, 10, m).astype(np.float32)
         for _ in range(3):
             logits[rows, rng.integers(0, 1000, m)] += rng.uniform(1, 5, m).astype(np.float32)
-        chunks.append(conse_embed(torch.from_numpy(logits), class_emb, DEFAULT_TOP_T, DEFAULT_TEMPERATURE).numpy())
+        chunks.append(conse_embed(logits, class_emb, DEFAULT_TOP_T, DEFAULT_TEMPERATURE))
     x = np.concatenate(chunks)  # (n, 512) unit rows
     ids = np.arange(1, n + 1, dtype=np.int64)
     flat = VectorIndex.create(DIM, "Flat")

@@ -229,8 +229,7 @@ def conse(logits: np.ndarray, class_emb: np.ndarray, top_t: int, temperature: fl
     """:func:`frozenlens.models.lite.conse_embed` (the same computation) on numpy arrays."""
     from frozenlens.models.lite import conse_embed
 
-    with torch.inference_mode():
-        return conse_embed(torch.from_numpy(logits), torch.from_numpy(class_emb), top_t, temperature).numpy()
+    return conse_embed(logits, class_emb, top_t, temperature)
 
 
 # ----------------------------------------------------------------- scoring

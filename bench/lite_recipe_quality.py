@@ -96,7 +96,7 @@ def class_matrix(encoder: LiteEncoder, text: str, prompts: str) -> np.ndarray:
 def conse(logits: np.ndarray, classes: np.ndarray, top_t: int, temperature: float) -> np.ndarray:
     from frozenlens.models.lite import conse_embed
 
-    return conse_embed(torch.from_numpy(logits), torch.from_numpy(classes), top_t, temperature).numpy()
+    return conse_embed(logits, classes, top_t, temperature)
 
 
 def photo_r1(images: np.ndarray, queries: np.ndarray, truth: list[set[int]]) -> float:

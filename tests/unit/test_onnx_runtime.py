@@ -57,6 +57,33 @@ def test_lite_runtimes_give_the_reference_vectors(model_cache: Path, batch, lite
         assert enc.identity.version.endswith("+int8")
 
 
+_LITE_IMAGES = """
+import json, sys
+import numpy as np
+from frozenlens.models.lite import LiteEncoder
+enc = LiteEncoder(cache_dir=sys.argv[1])
+out = enc.embed_prepared(np.load(sys.argv[2]))
+print(json.dumps({"runtime": enc.runtime, "semantic": out.semantic.tolist(), "visual": out.visual.tolist(),
+                  "labels": [lab[0][0] for lab in out.labels], "torch": "torch" in sys.modules}))
+"""
+
+
+def test_lite_onnx_embeds_images_without_importing_torch(model_cache: Path, batch, lite_eager, tmp_path) -> None:
+    """The default runtime's image side is numpy + ONNX Runtime only (checked in a fresh process)."""
+    import subprocess
+
+    LiteEncoder(cache_dir=model_cache).embed_prepared(batch[:1])  # the graph in the cache, as after a first run
+    np.save(tmp_path / "batch.npy", batch)
+    done = subprocess.run([sys.executable, "-c", _LITE_IMAGES, str(model_cache), str(tmp_path / "batch.npy")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["runtime"] == "onnx" and run["torch"] is False
+    np.testing.assert_allclose(np.asarray(run["semantic"], np.float32), lite_eager.semantic, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(run["visual"], np.float32), lite_eager.visual, atol=2e-4)
+    assert run["labels"] == [lab[0][0] for lab in lite_eager.labels]
+
+
 def test_lite_default_runtime_is_onnx_where_installed(model_cache: Path) -> None:
     assert LiteEncoder(cache_dir=model_cache).runtime == "onnx"
 
@@ -73,9 +100,22 @@ def test_lite_graph_is_cached_keyed_and_rebuilt_when_damaged(tmp_path: Path, bat
     np.testing.assert_array_equal(again.embed_prepared(batch[:2]).semantic, ref.semantic)
     assert again._net.graph.builds == 0  # from the cache, not exported again
 
-    # truncated, then same size but other bytes: detected, logged, rebuilt, same vectors
-    for damage in (lambda b: b[: len(b) // 2], lambda b: b[:100] + bytes(len(b) - 100)):
-        graph.path.write_bytes(damage(graph.path.read_bytes()))
+    def weights_file() -> Path:  # the graph's external data file (one, after every write)
+        (found,) = graph.path.parent.glob(graph.path.name + ".*.data")
+        return found
+
+    # the weights live beside the graph, not in it
+    assert weights_file().stat().st_size > 10 * graph.path.stat().st_size
+
+    # truncated, then same size but other bytes, of the graph or of its weights: detected, logged, rebuilt,
+    # same vectors; the rebuilt weights get a new file, the old one is removed
+    for damage, target in [(lambda b: b[: len(b) // 2], lambda: graph.path),
+                           (lambda b: b[:100] + bytes(len(b) - 100), lambda: graph.path),
+                           (lambda b: b[: len(b) - 8], weights_file),
+                           (lambda b: b[:100] + bytes(len(b) - 100), weights_file)]:
+        before = weights_file()
+        file = target()
+        file.write_bytes(damage(file.read_bytes()))
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="frozenlens.models.onnx_runtime"):
             fixed = LiteEncoder(cache_dir=tmp_path, runtime="onnx")
@@ -83,6 +123,7 @@ def test_lite_graph_is_cached_keyed_and_rebuilt_when_damaged(tmp_path: Path, bat
         assert fixed._net.graph.builds == 1
         assert "unusable" in caplog.text
         np.testing.assert_array_equal(out.semantic, ref.semantic)
+        assert weights_file() != before
 
     # other weights: another key, another file, their own vectors
     import torch

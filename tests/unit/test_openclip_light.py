@@ -73,9 +73,11 @@ def test_a_fresh_process_encodes_texts_without_torch(tmp_path: Path, monkeypatch
     name = f"openclip:fl-light-vit/{ckpt}"
     texts = ODD[:8]
 
-    full = create_encoder(name)  # nothing cached: the full encoder, which records the manifest
+    full = create_encoder(name)  # nothing cached: the full encoder, which exports both graphs and the manifest
     assert isinstance(full, OpenClipEncoder) and full.runtime == "onnx"
-    want = full.encode_texts(texts)  # exports the text graph
+    assert full._onnx.text.path.is_file() and full._onnx.image.path.is_file()
+    assert not full._onnx.text.loaded and not full._onnx.image.loaded  # exported, no session built
+    want = full.encode_texts(texts)
     reference = OpenClipEncoder(f"fl-light-vit/{ckpt}", runtime="torch").encode_texts(texts)
 
     def fresh() -> dict:
@@ -92,7 +94,7 @@ def test_a_fresh_process_encodes_texts_without_torch(tmp_path: Path, monkeypatch
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert float((got * reference).sum(1).min()) >= 0.9999  # and torch's reference vectors
 
-    # in process too: the light encoder answers texts, and builds the full one for images only
+    # in process too: the light encoder answers texts (and images, below) without the full one
     light = create_encoder(name)
     assert isinstance(light, LightOpenClipEncoder)
     np.testing.assert_allclose(light.encode_texts(texts), want, atol=1e-5)
@@ -100,11 +102,38 @@ def test_a_fresh_process_encodes_texts_without_torch(tmp_path: Path, monkeypatch
     assert light.count_tokens("a dog") == full.count_tokens("a dog")
     batch = np.zeros((2, 64, 64, 3), np.uint8)
     np.testing.assert_allclose(light.embed_prepared(batch).semantic, full.embed_prepared(batch).semantic, atol=1e-5)
+    assert light._full is None  # the full encoder exported the image graph too, when it wrote the manifest
 
-    # a damaged text graph is never trusted: the registry falls back to the full encoder
+    # now that the full encoder exported the image graph, a fresh light encoder embeds images without it
+    rng = np.random.default_rng(0)
+    photos = rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    want_img = full.embed_prepared(photos)
+    again = create_encoder(name)
+    assert isinstance(again, LightOpenClipEncoder)
+    got_img = again.embed_prepared(photos)
+    assert again._full is None
+    np.testing.assert_allclose(got_img.semantic, want_img.semantic, atol=1e-5)
+    np.testing.assert_allclose(got_img.tokens, want_img.tokens, atol=1e-5)
+    from PIL import Image
+
+    odd = Image.fromarray(rng.integers(0, 256, (37, 91, 3), dtype=np.uint8))
+    np.testing.assert_array_equal(again.prepare(odd), full.prepare(odd))
+
+    # a damaged image graph is never trusted: image calls build the full encoder (which rewrites the graph)
+    image_graph = full._onnx.image.path
+    image_graph.write_bytes(image_graph.read_bytes()[:-10])
+    damaged = create_encoder(name)
+    assert isinstance(damaged, LightOpenClipEncoder)
+    np.testing.assert_allclose(damaged.embed_prepared(photos).semantic, want_img.semantic, atol=1e-5)
+    assert damaged._full is not None
+
+    # a damaged text graph is never trusted: text calls build the full encoder (which exports it again)
     graph = full._onnx.text.path
     graph.write_bytes(graph.read_bytes()[:1000])
-    assert isinstance(create_encoder(name), OpenClipEncoder)
+    damaged = create_encoder(name)
+    assert isinstance(damaged, LightOpenClipEncoder)
+    np.testing.assert_allclose(damaged.encode_texts(texts), want, atol=1e-5)
+    assert damaged._full is not None
 
     # other weights, same file name: another key, no light encoder from the old manifest
     torch.manual_seed(4)
@@ -120,6 +149,16 @@ from frozenlens.request import SearchRequest
 with Engine.open(sys.argv[1]) as engine:
     hits = engine.search(SearchRequest(query=sys.argv[2], k=3))
     print(json.dumps({"hits": [h.path for h in hits], "type": type(engine.encoder).__name__,
+                      "heavy": sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules)}))
+"""
+
+
+_INDEX = """
+import json, sys
+from frozenlens.engine import Engine
+with Engine.open(sys.argv[1]) as engine:
+    report = engine.index([sys.argv[2]])
+    print(json.dumps({"added": report.encoded, "type": type(engine.encoder).__name__,
                       "heavy": sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules)}))
 """
 
@@ -152,3 +191,28 @@ def test_a_fresh_text_search_on_an_openclip_index_imports_no_torch(tmp_path: Pat
     run = json.loads(done.stdout)
     assert run["type"] == "LightOpenClipEncoder" and run["heavy"] == []
     assert run["hits"] == want
+
+    # indexing new photos in a fresh process: the cached image graph, no torch, the full encoder's vectors
+    extra = sorted(p for p in (testdata / "photos").rglob("*.jpg"))[:2]
+    newdir = tmp_path / "photos" / "new"
+    newdir.mkdir()
+    from PIL import Image, ImageOps
+
+    for i, p in enumerate(extra):  # new content (a copy would be a duplicate, not encoded)
+        with Image.open(p) as im:
+            ImageOps.mirror(im.convert("RGB")).save(newdir / f"n{i}.jpg", quality=90)
+    done = subprocess.run([sys.executable, "-c", _INDEX, str(tmp_path / "index"), str(folder)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert run["type"] == "LightOpenClipEncoder" and run["heavy"] == [] and run["added"] == 2
+    from frozenlens.models.openclip import OpenClipEncoder
+
+    full = OpenClipEncoder(f"fl-light-vit2/{ckpt}")
+    with Engine.open(tmp_path / "index") as engine:
+        for i in range(2):
+            with Image.open(newdir / f"n{i}.jpg") as im:  # this process's (light) encoder = the full one
+                np.testing.assert_allclose(engine.encoder.embed_images([im]).semantic,
+                                           full.embed_images([im]).semantic, atol=1e-5)
+            hits = engine.search(Path(newdir / f"n{i}.jpg"), 1)  # the vector the fresh process stored
+            assert hits[0].path.endswith(f"n{i}.jpg") and hits[0].score > 0.9999

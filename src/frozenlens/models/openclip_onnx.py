@@ -71,7 +71,7 @@ class OnnxTowers:
 
         ops = INT8_OPS if int8 else None
         self.text = OnnxGraph(cache, "openclip-text", key_parts, export_text, int8=int8, int8_ops=ops,
-                              threads=threads)
+                              threads=threads, prepack=False)  # queries: one text at a time
         self.image = OnnxGraph(cache, "openclip-image", [*key_parts, visual_with_tokens is not None],
                                export_image, int8=int8, int8_ops=ops, threads=threads)
 
