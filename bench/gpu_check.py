@@ -191,8 +191,8 @@ def native_row(factory: str, args: argparse.Namespace, x: np.ndarray, q: np.ndar
     """The same factory built and searched on the GPU by FAISS itself (``index_cpu_to_gpu``).
 
     An OPQ prefix is left out here: FAISS trains it on the CPU only (the product row has it).
-    PQ lookup tables in float16 (``useFloat16``): 64 sub-quantizers x 256 centroids of float32
-    need more shared memory per block than FAISS allows by default.
+    Default cloner options, as the product's replica: float32 PQ lookup tables (FAISS needs
+    float16 ones only above 16,384 = sub-quantizers x 2^bits; PQ64 x 8 bits is exactly that).
     """
     factory = ",".join(part for part in factory.split(",") if not part.startswith("OPQ"))
     empty = faiss.index_factory(args.dim, factory, faiss.METRIC_INNER_PRODUCT)
@@ -205,11 +205,7 @@ def native_row(factory: str, args: argparse.Namespace, x: np.ndarray, q: np.ndar
 
     # without a GPU (--smoke) a CPU clone stands in for the GPU copy, so every line below runs
     def to_device(index: faiss.Index) -> faiss.Index:
-        if not gpu:
-            return faiss.clone_index(index)
-        options = faiss.GpuClonerOptions()
-        options.useFloat16 = faiss.try_extract_index_ivf(index) is not None
-        return faiss.index_cpu_to_gpu(res, 0, index, options)
+        return faiss.index_cpu_to_gpu(res, 0, index) if gpu else faiss.clone_index(index)
 
     def make() -> faiss.Index:
         g = to_device(empty)
