@@ -198,8 +198,11 @@ def native_row(factory: str, args: argparse.Namespace, x: np.ndarray, q: np.ndar
     empty = faiss.index_factory(args.dim, factory, faiss.METRIC_INNER_PRODUCT)
     ivf = faiss.try_extract_index_ivf(empty)
     ivf = faiss.downcast_index(ivf) if ivf is not None else None
-    if ivf is not None and hasattr(ivf, "do_polysemous_training"):
-        ivf.do_polysemous_training = False  # as the product does: unused, and it triples PQ training
+    if ivf is not None:
+        # set before the copy (a GPU index is no IndexIVF to reach later); the copies carry it
+        ivf.nprobe = VectorIndex.create(args.dim, factory, use_gpu=False).nprobe
+        if hasattr(ivf, "do_polysemous_training"):
+            ivf.do_polysemous_training = False  # as the product does: unused, and it triples PQ training
     sample_size = VectorIndex.create(args.dim, factory, use_gpu=False).train_sample_size
     sample = x[np.sort(np.random.default_rng(0).choice(args.n, min(args.n, sample_size), replace=False))]
 
@@ -212,9 +215,6 @@ def native_row(factory: str, args: argparse.Namespace, x: np.ndarray, q: np.ndar
         if not g.is_trained:
             g.train(sample)
         g.add(x)
-        ivf = faiss.try_extract_index_ivf(g)
-        if ivf is not None:
-            ivf.nprobe = VectorIndex.create(args.dim, factory, use_gpu=False).nprobe
         return g
 
     build_s, g = timed(make)

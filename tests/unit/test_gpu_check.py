@@ -41,6 +41,7 @@ def test_smoke_runs_both_parts_and_the_stand_in_matches_the_cpu(tmp_path, testda
     flat, ivf = rows[0], rows[3]
     assert flat["recall_cpu"] == 1.0 and flat["on_gpu"] is False
     assert ivf["trained"] is True and ivf["nprobe"] >= 1
+    assert rows[2]["nprobe"] == ivf["nprobe"]  # both sides searched at the product's default nprobe
     assert 0.2 < ivf["recall_cpu"] < 1.0  # PQ codes are approximate
     encoder = result["encoder"]["rows"]
     bf16, fp32, index = encoder
