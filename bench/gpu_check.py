@@ -360,13 +360,17 @@ def main(argv: list[str] | None = None) -> int:
             tmp = Path(d) / part
             tmp.mkdir()
             run = faiss_part if part == "faiss" else encoder_part
-            result[part] = {"rows": run(args, have, tmp), "seconds": round(time.perf_counter() - t0, 1)}
+            try:
+                result[part] = {"rows": run(args, have, tmp), "seconds": round(time.perf_counter() - t0, 1)}
+            except Exception as exc:  # noqa: BLE001 - a one-shot GPU run keeps the other part's figures
+                log(traceback.format_exc())
+                result[part] = {"error": f"{type(exc).__name__}: {exc}"}
     result["seconds"] = round(time.perf_counter() - start, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(report(result))
     log(f"wrote {args.out} ({result['seconds']} s)")
-    return 0
+    return 1 if any(isinstance(v, dict) and "error" in v for v in result.values()) else 0
 
 
 FAISS_COLS = ["type", "factory", "path", "n", "build_s", "nprobe", "on_gpu", "gpu_copy_s", "recall_cpu", "recall_gpu",
@@ -381,8 +385,9 @@ def report(result: dict[str, object]) -> str:
         got = result.get(part)
         if not isinstance(got, dict):
             continue
-        if "skipped" in got:
-            lines.append(f"{part}: skipped ({got['skipped']})\n")
+        if "rows" not in got:
+            lines.append(f"{part}: " + (f"skipped ({got['skipped']})" if "skipped" in got else f"failed: {got['error']}")
+                         + "\n")
             continue
         table = [[r.get(c, "") for c in cols[:-1]] + [r.get("error") or r.get("skipped") or r.get("note", "")]
                  for r in got["rows"]]
