@@ -256,3 +256,56 @@ def test_auto_and_the_ivfpq_ondisk_type():
     assert recommend_factory(100_000, 512, AutoPolicy(1 << 20)) == "OPQ64,IVF1024,PQ64"
     assert factory_for("ivfpq-ondisk", 0, 64) == "OPQ16,IVF4096,PQ16,Refine(SQfp16)"
     assert not lists_on_disk("auto", 100_000, 512, AutoPolicy(100_000 * 24))  # 8-byte codes still fit
+
+
+def test_spaces_reconcile_by_id_with_lists_on_disk(tmp_path):
+    """A real SQLite store is the truth: spaces with on-disk lists reopen, reconcile (add + remove by id)
+    with copy-on-write, save a new generation, and the stale-file sweep keeps only the named lists files."""
+    from frozenlens.store import PhotoFields, Store
+
+    x = clustered(9, 2400, 32, centres=40)
+    store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    dims = {"semantic": 32, "visual": 32, "caption": 32}
+
+    def add(rows: range) -> None:
+        with store.batch() as w:
+            for i in rows:
+                w.add_image(path=f"p{i}.jpg", size=1, mtime_ns=1, content_hash=f"h{i}", fields=PhotoFields(),
+                            semantic=x[i], visual=x[-1 - i], labels=None, captions=[], caption_sig=None)
+
+    add(range(2000))
+    index_dir = tmp_path / "index"
+    index_dir.mkdir()
+    spaces = VectorSpaces.open(index_dir, dims, "IVF32,Flat", lazy=())
+    spaces.reconcile(store)
+    for space in ("semantic", "visual"):
+        assert spaces[space].is_trained
+        spaces[space].move_lists_to_disk(index_dir)
+    spaces.save()
+    assert spaces.remove_stale_files() == []  # the working files went with the save
+    first = {_persist.recorded_lists_file(index_dir / f"{s}.faiss") for s in ("semantic", "visual")}
+    with store.batch() as w:
+        w.delete(list(range(1, 200)))
+    add(range(2000, 2400))
+
+    again = VectorSpaces.open(index_dir, dims, "IVF32,Flat", lazy=())
+    assert again["semantic"].lists_on_disk and len(again["semantic"]) == 2000
+    assert again.reconcile(store)["semantic"] == (400, 199)
+    for space in ("semantic", "visual"):
+        np.testing.assert_array_equal(again[space].ids(), store.vector_ids(space))
+    ids = store.vector_ids("semantic")
+    reference = VectorIndex.create(32, "Flat", use_gpu=False)
+    reference.add(ids, store.vectors("semantic", ids.tolist(), 32))
+    q = x[::97]
+    hits = again["semantic"].search(q, 5)[1]
+    truth = reference.search(q, 5)[1]
+    assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(hits, truth)]) >= 0.8
+    again.save()
+    again.remove_stale_files()
+    now = {_persist.recorded_lists_file(index_dir / f"{s}.faiss") for s in ("semantic", "visual")}
+    assert not now & first and all(p.exists() for p in now) and not any(p.exists() for p in first)
+    assert sorted(_lists_files(index_dir)) == sorted(p.name for p in now)
+    reopened = VectorSpaces.open(index_dir, dims, "IVF32,Flat", lazy=())
+    assert reopened.reconcile(store)["semantic"] == (0, 0)
+    np.testing.assert_array_equal(reopened["semantic"].search(q, 5)[1], hits)
+    store.close()

@@ -65,6 +65,9 @@ _MAGIC = b"FLLISTS1"
 _TRAILER = len(_MAGIC) + 8
 _ID_BYTES = 8
 _CHUNK = 1 << 24
+#: FAISS's prefetch threads per search (default 32): it starts and joins them on every query, which cost
+#: 6x the batch-1 QPS with the lists in the page cache (docs/benchmarks.md); faults read pages as needed
+PREFETCH_THREADS = 0
 _stdout_lock = threading.RLock()  # re-entered when both sides of a merge are on disk
 
 
@@ -141,6 +144,7 @@ def _mapped(nlist: int, code_size: int, path: Path, sizes: np.ndarray, total: in
     od.set_all_lists_sizes(faiss.swig_ptr(np.ascontiguousarray(sizes, dtype=np.uint64)))
     od.totsize = total
     od.read_only = not writable
+    od.prefetch_nthread = PREFETCH_THREADS
     if total:
         od.do_mmap()
     return od
@@ -293,6 +297,7 @@ def attach(index: faiss.Index, directory: Path, meta: Any, where: str) -> None:
         raise corrupt("the lists record does not match the IVF index")
     od.filename = str(path)
     od.read_only = True
+    od.prefetch_nthread = PREFETCH_THREADS
     if od.totsize:
         try:
             od.do_mmap()
