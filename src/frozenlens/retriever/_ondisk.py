@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import secrets
 import sys
@@ -197,7 +198,9 @@ def make_writable(ivf: faiss.IndexIVF) -> None:
         return
     try:
         move_to_disk(ivf, Path(od.filename).parent)
-    except PermissionError:
+    except OSError as exc:  # a read-only index directory (a reader that reconciles): the temp directory
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
         move_to_disk(ivf, Path(tempfile.gettempdir()))
 
 
@@ -256,6 +259,7 @@ def save_lists(index: faiss.Index, target: Path) -> SavedLists | None:
     try:
         sizes, total, crc = _write_lists(od, tmp, bytes.fromhex(token))
         os.replace(tmp, final)
+        _fsync_dir(final.parent)  # the lists file's name is durable before an index file names it
         new = _mapped(int(ivf.nlist), int(ivf.code_size), final, sizes, total, writable=False)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -263,6 +267,14 @@ def save_lists(index: faiss.Index, target: Path) -> SavedLists | None:
         raise
     meta = {"file": final.name, "size": total + _TRAILER, "crc32": crc, "token": token}
     return SavedLists(ivf, _swap(ivf, new), meta, final)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def attach(index: faiss.Index, directory: Path, meta: Any, where: str) -> None:

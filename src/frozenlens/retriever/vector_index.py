@@ -408,7 +408,8 @@ class VectorIndex:
         return scores, ids
 
     def _gpu_searcher(self) -> faiss.Index | None:
-        if not self._use_gpu or self._active.alive is not None or isinstance(self._active, RefinedStore):
+        if not self._use_gpu or self._active.alive is not None or isinstance(self._active, RefinedStore) \
+                or self.lists_on_disk:  # lists larger than RAM are not copied to a GPU
             return None
         if self._gpu_index is None:
             try:
