@@ -51,14 +51,19 @@ def _same(a: VectorIndex, b: VectorIndex, q: np.ndarray, k: int = 10) -> None:
     np.testing.assert_array_equal(sa, sb)
 
 
+def _template(factory: str, x: np.ndarray) -> VectorIndex:
+    """An empty index of ``factory`` trained on a random sample of ``x`` (once per factory)."""
+    if factory not in _TRAINED:
+        _TRAINED[factory] = VectorIndex.create(32, factory, use_gpu=False)
+        _TRAINED[factory].train(x[np.random.default_rng(0).choice(len(x), 3000, replace=False)])
+    return _TRAINED[factory]
+
+
 def _pair(factory, data, directory):
     """The same vectors merged shard by shard into an in-RAM index and one with its lists in ``directory``
     (trained once per factory: OPQ training is slow)."""
     ids, x, _ = data
-    if factory not in _TRAINED:
-        _TRAINED[factory] = VectorIndex.create(32, factory, use_gpu=False)
-        _TRAINED[factory].train(x[np.random.default_rng(0).choice(len(x), 3000, replace=False)])
-    template = _TRAINED[factory]
+    template = _template(factory, x)
     ram, disk = template.empty_like(), template.empty_like()
     disk.move_lists_to_disk(directory)
     for i in range(0, len(ids), SHARD):
@@ -309,3 +314,17 @@ def test_spaces_reconcile_by_id_with_lists_on_disk(tmp_path):
     assert reopened.reconcile(store)["semantic"] == (0, 0)
     np.testing.assert_array_equal(reopened["semantic"].search(q, 5)[1], hits)
     store.close()
+
+
+def test_an_empty_trained_index_on_disk_saves_loads_and_grows(data, tmp_path):
+    ids, x, q = data
+    template = _template(FACTORIES[0], x)
+    index = template.empty_like()
+    index.move_lists_to_disk(tmp_path)
+    index.save(tmp_path / "semantic.faiss")
+    loaded = VectorIndex.load(tmp_path / "semantic.faiss", use_gpu=False)
+    assert loaded.lists_on_disk and len(loaded) == 0 and (loaded.search(q, 3)[1] == -1).all()
+    loaded.add(ids[:500], x[:500])
+    reference = template.empty_like()
+    reference.add(ids[:500], x[:500])
+    _same(reference, loaded, q)
