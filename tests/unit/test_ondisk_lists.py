@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from frozenlens.errors import IndexCorruptError, VectorFileMismatchError
-from frozenlens.retriever import AutoPolicy, VectorIndex, _persist
+from frozenlens.retriever import AutoPolicy, VectorIndex, _ondisk, _persist
 from frozenlens.retriever.choice import factory_for, lists_on_disk, recommend_factory
 from frozenlens.retriever.spaces import VectorSpaces
 from frozenlens.retriever.tuning import build
@@ -328,3 +328,24 @@ def test_an_empty_trained_index_on_disk_saves_loads_and_grows(data, tmp_path):
     reference = template.empty_like()
     reference.add(ids[:500], x[:500])
     _same(reference, loaded, q)
+
+
+def test_a_reader_that_races_a_writer_reads_the_new_index(data, tmp_path, monkeypatch):
+    """The writer replaces the index file and removes the old lists file between the reader's read of the
+    index file and its mapping of the lists file: the reader reads the index file again."""
+    ids, x, q = data
+    _, disk = _pair(FACTORIES[0], data, tmp_path)
+    path = tmp_path / "semantic.faiss"
+    disk.save(path)
+    disk.remove(ids[:10])
+    real, raced = _ondisk.attach, []
+
+    def attach_after_the_writer(*args):
+        if not raced:
+            raced.append(disk.save(path))  # the old lists file goes here
+        return real(*args)
+
+    monkeypatch.setattr(_ondisk, "attach", attach_after_the_writer)
+    loaded = VectorIndex.load(path, use_gpu=False)
+    assert raced and len(loaded) == len(ids) - 10
+    _same(disk, loaded, q)

@@ -78,7 +78,11 @@ def quiet_stdout() -> Iterator[None]:
     with _stdout_lock:
         with contextlib.suppress(AttributeError, ValueError, OSError):
             sys.stdout.flush()
-        saved = os.dup(1)
+        try:
+            saved = os.dup(1)
+        except OSError:  # no fd 1 (a daemon): nothing to keep clean
+            yield
+            return
         try:
             null = os.open(os.devnull, os.O_WRONLY)
             try:
