@@ -283,9 +283,9 @@ def test_spaces_reconcile_by_id_with_lists_on_disk(tmp_path):
     index_dir.mkdir()
     spaces = VectorSpaces.open(index_dir, dims, "IVF32,Flat", lazy=())
     spaces.reconcile(store)
-    for space in ("semantic", "visual"):
-        assert spaces[space].is_trained
-        spaces[space].move_lists_to_disk(index_dir)
+    assert all(spaces[space].is_trained and not spaces[space].lists_on_disk for space in ("semantic", "visual"))
+    tuned = spaces.adapt(store, "ivfpq-ondisk", AutoPolicy(1 << 30, queries=50))  # the type's rule moves the lists
+    assert set(tuned) == {"semantic", "visual"} and all(spaces[s].lists_on_disk for s in ("semantic", "visual"))
     spaces.save()
     assert spaces.remove_stale_files() == []  # the working files went with the save
     first = {_persist.recorded_lists_file(index_dir / f"{s}.faiss") for s in ("semantic", "visual")}
