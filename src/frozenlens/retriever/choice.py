@@ -34,9 +34,9 @@ enough, a graph next, compressed IVF last; its numbers are re-derived here):
 * **compressed, lists on disk** (even ``MIN_RAM_CODE`` = 8-byte PQ codes in
   RAM exceed the budget): the inverted lists (codes and ids) go to a
   memory-mapped file (:mod:`._ondisk`), so the codes are the widest (m as
-  above without a budget) and only the direct map (~16 bytes per vector) and,
-  when ``2*d + 56`` bytes per vector fit, the exact re-ranking codes stay in
-  RAM (:func:`lists_on_disk`). ``--index-type ivfpq-ondisk`` asks for it.
+  above without a budget) and only the direct map and id array (~64 bytes per
+  vector measured) and, when ``2*d + 104`` bytes per vector fit, the exact
+  re-ranking codes stay in RAM (:func:`lists_on_disk`). ``--index-type ivfpq-ondisk`` asks for it.
 
 The names a user may give (``--index-type``) are :data:`INDEX_TYPES`; anything
 else is taken as a FAISS factory string.
@@ -136,7 +136,9 @@ def bytes_per_vector(tier: str, dim: int, m: int = 0) -> int:
     if tier == "hnsw":
         return 4 * dim + 8 + 2 * HNSW_M * 4
     if tier.startswith("ondisk"):
-        return 16 + (2 * dim + 40 if tier == "ondisk-refine" else 0)  # the direct map's entry (+ refinement)
+        # the direct map's hashtable entry and the sorted id array: 64 MiB anonymous memory measured at
+        # 1 M (docs/benchmarks.md, "On-disk inverted lists"); + the refinement codes and their id map
+        return 64 + (2 * dim + 40 if tier == "ondisk-refine" else 0)
     codes = m + 16  # PQ codes, the id in the inverted list, its hashtable entry
     if tier == "ivfpq-refine":
         return codes + 2 * dim + 40  # + float16 codes, their id and id-map entry
