@@ -40,6 +40,7 @@ import faiss
 import numpy as np
 
 from frozenlens.errors import IndexCorruptError, IndexInputError, VectorFileMismatchError
+from frozenlens.retriever import _ondisk
 from frozenlens.retriever._refine import AnyStore, RefinedStore, make_any_store
 from frozenlens.retriever._stores import METRICS, IdMapStore
 
@@ -131,11 +132,12 @@ def _fsync_dir(directory: Path) -> None:
 class ContainerReader:
     """Reads a container written by :func:`write_atomic`; use as a context manager.
 
-    Opening checks magic, footer and every section CRC; any problem (including
-    a missing file) raises :class:`IndexCorruptError` naming the path.
+    Opening checks magic, footer and (unless ``check`` is false) every section
+    CRC; any problem (including a missing file) raises :class:`IndexCorruptError`
+    naming the path.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, check: bool = True) -> None:
         self.path = str(path)
         try:
             self._f: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
@@ -143,7 +145,7 @@ class ContainerReader:
             raise IndexCorruptError(f"cannot open vector index {self.path}: {exc}") from exc
         try:
             self.meta, self._sections = self._read_footer()
-            for name in self._sections:
+            for name in self._sections if check else ():
                 self._check_crc(name)
         except BaseException:
             self.close()
@@ -218,12 +220,12 @@ class ContainerReader:
             raise self.corrupt(f"missing section {name!r}")
         return self._chunks(name)(self._sections[name][1])
 
-    def read_index(self, name: str) -> faiss.Index:
-        """Deserialize one FAISS index section (CPU)."""
+    def read_index(self, name: str, flags: int = 0) -> faiss.Index:
+        """Deserialize one FAISS index section (CPU); ``flags``: FAISS ``IO_FLAG_*``."""
         if name not in self._sections:
             raise self.corrupt(f"missing section {name!r}")
         try:
-            return faiss.read_index(faiss.PyCallbackIOReader(self._chunks(name)))  # owning, downcast
+            return faiss.read_index(faiss.PyCallbackIOReader(self._chunks(name)), flags)  # owning, downcast
         except (RuntimeError, MemoryError, ValueError) as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise self.corrupt(f"FAISS cannot read section {name!r} ({reason})") from exc
@@ -242,7 +244,8 @@ class ContainerReader:
 # -- index snapshot <-> container ---------------------------------------------------
 # Sections: "main" (trained index) or "fallback" (the exact IDMap2 of an
 # untrained one; the untrained real index is rebuilt from the factory string),
-# plus "alive" (HNSW tombstone bitmap) when some vectors are dead.
+# plus "alive" (HNSW tombstone bitmap) when some vectors are dead. An IVF index
+# whose lists are on disk (:mod:`._ondisk`) records its lists file in meta["lists"].
 
 
 @dataclass(frozen=True)
@@ -289,7 +292,30 @@ def save_index(snap: IndexSnapshot, path: str | os.PathLike[str], *, owner: str 
         sections = {"main" if snap.trained else "fallback": index_section(store.index)}
     if store.alive is not None:
         sections["alive"] = bytes_section(np.packbits(store.alive, bitorder="little").tobytes())
-    write_atomic(path, meta, sections)
+    lists = _ondisk.save_lists(store.index, Path(path)) if snap.trained else None
+    if lists is None:
+        write_atomic(path, meta, sections)
+        return
+    meta["lists"] = lists.meta
+    previous = recorded_lists_file(path)
+    try:
+        write_atomic(path, meta, sections)
+    except BaseException:
+        lists.undo()
+        raise
+    lists.done()
+    if previous is not None and previous != lists.path:
+        previous.unlink(missing_ok=True)  # readers that mapped it keep their mapping
+
+
+def recorded_lists_file(path: str | os.PathLike[str]) -> Path | None:
+    """The lists file the index file at ``path`` names (None: none, or no readable file there)."""
+    try:
+        with ContainerReader(path, check=False) as reader:
+            name = (reader.meta.get("lists") or {}).get("file")
+    except (IndexCorruptError, AttributeError):
+        return None
+    return Path(path).with_name(name) if isinstance(name, str) and os.path.basename(name) == name else None
 
 
 def load_index(path: str | os.PathLike[str], *, owner: str | None = None) -> IndexSnapshot:
@@ -297,8 +323,19 @@ def load_index(path: str | os.PathLike[str], *, owner: str | None = None) -> Ind
 
     A missing or damaged file raises :class:`IndexCorruptError`; with ``owner``,
     a file recording another owner raises :class:`VectorFileMismatchError`
-    (a file recording none is accepted).
+    (a file recording none is accepted). A missing lists file is looked for
+    again in case a writer replaced the index meanwhile (its old lists file goes).
     """
+    for _ in range(2):
+        with contextlib.suppress(_ondisk.ListsFileMissing):
+            return _load_once(path, owner)
+    try:
+        return _load_once(path, owner)
+    except _ondisk.ListsFileMissing as exc:
+        raise exc.error from None
+
+
+def _load_once(path: str | os.PathLike[str], owner: str | None) -> IndexSnapshot:
     with ContainerReader(path) as reader:
         meta = reader.meta
         recorded = meta.get("owner")
@@ -315,9 +352,13 @@ def load_index(path: str | os.PathLike[str], *, owner: str | None = None) -> Ind
             raise reader.corrupt(f"bad metadata ({exc})") from exc
         if metric not in METRICS:
             raise reader.corrupt(f"unknown metric {metric!r}")
-        part = reader.read_index("main" if trained else "fallback")
+        lists = meta.get("lists") if trained else None
+        part = reader.read_index("main" if trained else "fallback",
+                                 0 if lists is None else faiss.IO_FLAG_SKIP_IVF_DATA | faiss.IO_FLAG_READ_ONLY)
         if part.d != dim:
             raise reader.corrupt(f"index dimension {part.d} != recorded {dim}")
+        if lists is not None:
+            _ondisk.attach(part, Path(reader.path).parent, lists, reader.path)
         try:
             alive = None
             if reader.has("alive"):

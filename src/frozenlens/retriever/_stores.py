@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 
 from frozenlens.errors import IndexInputError
+from frozenlens.retriever import _ondisk
 
 log = logging.getLogger(__name__)
 
@@ -335,33 +336,43 @@ class IvfStore:
                 lists.release_ids(i, ptr)
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
+    @property
+    def on_disk(self) -> bool:
+        """Whether the inverted lists are in a memory-mapped file (:mod:`._ondisk`)."""
+        return _ondisk.disk_lists(self.ivf) is not None
+
     def add(self, ids: np.ndarray, x: np.ndarray) -> None:
-        self.index.add_with_ids(x, ids)
+        with _ondisk.changing(self.index):
+            self.index.add_with_ids(x, ids)
 
     def remove(self, ids: np.ndarray) -> None:
-        if not self._hashtable:
-            self.index.remove_ids(faiss.IDSelectorBatch(ids))
-            return
-        sel, _keep = _id_selector_array(ids)  # the hashtable map wants an array
-        self.index.remove_ids(sel)
+        with _ondisk.changing(self.index):
+            if not self._hashtable:
+                self.index.remove_ids(faiss.IDSelectorBatch(ids))
+                return
+            sel, _keep = _id_selector_array(ids)  # the hashtable map wants an array
+            self.index.remove_ids(sel)
 
     def merge_from(self, other: IvfStore) -> None:
         """Append ``other``'s inverted lists (same training, disjoint ids); ``other`` ends empty.
 
         FAISS merges no direct map, so the hashtables are dropped for the merge and rebuilt.
         """
-        for store in (self, other):
-            if store._hashtable:
-                store.ivf.set_direct_map_type(faiss.DirectMap.NoMap)
-        try:
-            self.index.merge_from(other.index, 0)
-        finally:
+        with _ondisk.changing(self.index), _ondisk.changing(other.index):
             for store in (self, other):
                 if store._hashtable:
-                    store.ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+                    store.ivf.set_direct_map_type(faiss.DirectMap.NoMap)
+            try:
+                self.index.merge_from(other.index, 0)
+            finally:
+                for store in (self, other):
+                    if store._hashtable:
+                        store.ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
 
     def empty_copy(self) -> IvfStore:
-        """An empty store with this one's training and ``nprobe``."""
+        """An empty store with this one's training and ``nprobe`` (lists in RAM; FAISS cannot clone on-disk lists)."""
+        if self.on_disk:
+            raise IndexInputError("an index with on-disk lists makes no shards: take them from an in-RAM copy")
         clone = IvfStore(faiss.clone_index(self.index))
         clone.remove(clone.stored_ids())
         clone.nprobe = self.nprobe

@@ -31,6 +31,12 @@ enough, a graph next, compressed IVF last; its numbers are re-derived here):
   tuned to the target recall. When even the smallest re-ranked codes do not
   fit the budget, the factory has no suffix (PQ codes only, the widest that
   fit); the tuner then keeps the best nprobe and reports a missed target.
+* **compressed, lists on disk** (even ``MIN_RAM_CODE`` = 8-byte PQ codes in
+  RAM exceed the budget): the inverted lists (codes and ids) go to a
+  memory-mapped file (:mod:`._ondisk`), so the codes are the widest (m as
+  above without a budget) and only the direct map and id array (~64 bytes per
+  vector measured) and, when ``2*d + 104`` bytes per vector fit, the exact
+  re-ranking codes stay in RAM (:func:`lists_on_disk`). ``--index-type ivfpq-ondisk`` asks for it.
 
 The names a user may give (``--index-type``) are :data:`INDEX_TYPES`; anything
 else is taken as a FAISS factory string.
@@ -52,7 +58,10 @@ INDEX_TYPES = {
     "flat": "exact brute force (Flat)",
     "hnsw": "HNSW32 graph",
     "ivfpq": "OPQ + IVF + PQ with exact re-ranking, sized for the collection at creation",
+    "ivfpq-ondisk": "as ivfpq, with the inverted lists in a memory-mapped file (indexes larger than RAM)",
 }
+#: the narrowest PQ codes (bytes per vector) ``auto`` keeps in RAM; below, the lists go to disk
+MIN_RAM_CODE = 8
 #: FAISS factory suffix of exact re-ranking of an IVF-PQ shortlist
 REFINE = ",Refine(SQfp16)"
 #: n * dim of the largest exact index: ~10 ms per query on one core (module doc)
@@ -120,11 +129,16 @@ class AutoPolicy:
 
 def bytes_per_vector(tier: str, dim: int, m: int = 0) -> int:
     """Approximate RAM per vector of a tier (codes + id + structure); tiers
-    ``exact``, ``hnsw``, ``ivfpq`` (PQ codes only) and ``ivfpq-refine``."""
+    ``exact``, ``hnsw``, ``ivfpq`` (PQ codes only), ``ivfpq-refine`` and, with the
+    inverted lists on disk, ``ondisk`` and ``ondisk-refine``."""
     if tier == "exact":
         return 2 * dim + 8
     if tier == "hnsw":
         return 4 * dim + 8 + 2 * HNSW_M * 4
+    if tier.startswith("ondisk"):
+        # the direct map's hashtable entry and the sorted id array: 64 MiB anonymous memory measured at
+        # 1 M (docs/benchmarks.md, "On-disk inverted lists"); + the refinement codes and their id map
+        return 64 + (2 * dim + 40 if tier == "ondisk-refine" else 0)
     codes = m + 16  # PQ codes, the id in the inverted list, its hashtable entry
     if tier == "ivfpq-refine":
         return codes + 2 * dim + 40  # + float16 codes, their id and id-map entry
@@ -136,11 +150,15 @@ def exact_factory(dim: int) -> str:
     return "SQfp16"
 
 
-def ivfpq_factory(n: int, dim: int, memory_budget: int | None = None) -> str:
-    """``"OPQ{m},IVF{nlist},PQ{m}"`` plus :data:`REFINE` when it fits, for ``n`` vectors (see module doc)."""
+def ivfpq_factory(n: int, dim: int, memory_budget: int | None = None, *, on_disk: bool = False) -> str:
+    """``"OPQ{m},IVF{nlist},PQ{m}"`` plus :data:`REFINE` when it fits, for ``n`` vectors (see module doc);
+    ``on_disk``: for inverted lists on disk (only the RAM parts count)."""
     nlist = min(1 << 18, max(16, 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))))
     cap = max(1, min(64, dim // 4))
     divisors = [d for d in range(cap, 0, -1) if dim % d == 0]
+    if on_disk:
+        refine = memory_budget is None or n * bytes_per_vector("ondisk-refine", dim) <= memory_budget
+        return f"OPQ{divisors[0]},IVF{nlist},PQ{divisors[0]}" + (REFINE if refine else "")
     for tier, suffix in (("ivfpq-refine", REFINE), ("ivfpq", "")):
         for d in divisors:
             if memory_budget is None or n * bytes_per_vector(tier, dim, d) <= memory_budget:
@@ -163,7 +181,19 @@ def recommend_factory(n: int, dim: int, policy: AutoPolicy | None = None) -> str
         return exact_factory(dim)
     if n <= hnsw_max and n * bytes_per_vector("hnsw", dim) <= budget:
         return f"HNSW{HNSW_M}"
-    return ivfpq_factory(n, dim, None if policy is None else policy.memory_budget)
+    if policy is None:
+        return ivfpq_factory(n, dim)
+    return ivfpq_factory(n, dim, policy.memory_budget, on_disk=lists_on_disk(AUTO, n, dim, policy))
+
+
+def lists_on_disk(index_type: str, n: int, dim: int, policy: AutoPolicy | None = None) -> bool:
+    """Whether an index of ``index_type`` keeps its IVF inverted lists on disk at ``n`` vectors:
+    ``ivfpq-ondisk`` always; ``auto`` when even :data:`MIN_RAM_CODE`-byte codes in RAM exceed the budget."""
+    name = index_type.strip()
+    if name == "ivfpq-ondisk":
+        return True
+    narrowest = min(MIN_RAM_CODE, max(1, min(64, dim // 4)))
+    return name == AUTO and policy is not None and n * bytes_per_vector("ivfpq", dim, narrowest) > policy.memory_budget
 
 
 def factory_for(index_type: str, n: int, dim: int, policy: AutoPolicy | None = None) -> str:
@@ -176,6 +206,7 @@ def factory_for(index_type: str, n: int, dim: int, policy: AutoPolicy | None = N
         return "Flat"
     if name == "hnsw":
         return f"HNSW{HNSW_M}"
-    if name == "ivfpq":
-        return ivfpq_factory(max(n, 1_000_000), dim, None if policy is None else policy.memory_budget)
+    if name in ("ivfpq", "ivfpq-ondisk"):
+        return ivfpq_factory(max(n, 1_000_000), dim, None if policy is None else policy.memory_budget,
+                             on_disk=name == "ivfpq-ondisk")
     return name

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..errors import IndexCorruptError, VectorFileMismatchError
 from ..store import Delta, Store
-from .choice import AUTO, AutoPolicy, factory_for
+from . import _ondisk, _persist
+from .choice import AUTO, AutoPolicy, factory_for, lists_on_disk
 from .tuning import Chunks, Tuning, build, measure, tune
 from .vector_index import VectorIndex
 
@@ -170,7 +171,8 @@ class VectorSpaces:
     def remove_stale_files(self) -> list[str]:
         """Delete FAISS files of other epochs (an old encoder's, e.g. after a
         killed ``reindex``) and temp files of interrupted saves (call with the
-        writer lock held: nobody else saves meanwhile)."""
+        writer lock held: nobody else saves meanwhile), and inverted-lists files no kept file names
+        (older saves, crash leftovers, working files of processes that are gone)."""
         keep = {self.file_name(space, self.epoch) for space in SPACES}
         removed = []
         for pattern in ("*.faiss", ".*.faiss.*.tmp"):
@@ -178,6 +180,11 @@ class VectorSpaces:
                 if path.name not in keep:
                     path.unlink(missing_ok=True)
                     removed.append(path.name)
+        named = {_persist.recorded_lists_file(self.index_dir / name) for name in keep}
+        for path in list(_ondisk.lists_files(self.index_dir)):
+            if path not in named:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
         if removed:
             log.info("removed stale vector files from %s: %s", self.index_dir, ", ".join(sorted(removed)))
         return removed
@@ -205,16 +212,22 @@ class VectorSpaces:
         approximate space is re-tuned to ``policy.target_recall`` when it was rebuilt, never tuned
         (``previous``: the recorded tunings) or has doubled since. The caller saves the spaces
         (atomically) and records the tunings. ``only``: a subset of the image spaces (benchmarks).
+        An IVF space whose type wants its inverted lists on disk
+        (:func:`~frozenlens.retriever.choice.lists_on_disk`) gets them in ``index_dir``.
         """
         done: dict[str, Tuning] = {}
         for space in only:
             index, dim = self[space], self.dims[space]
             want = factory_for(index_type, len(index), dim, policy) if index_type == AUTO else index.factory
+            disk = lists_on_disk(index_type, len(index), dim, policy)
             chunks = self.chunks(store, space)
             rebuilt = want != index.factory
             if rebuilt:
                 log.info("space %s: %d vectors, switching %r -> %r", space, len(index), index.factory, want)
-                index = self._indexes[space] = build(want, dim, chunks, metric=index.metric)
+                index = self._indexes[space] = build(want, dim, chunks, metric=index.metric,
+                                                     lists_dir=self.index_dir if disk else None)
+            elif disk and index.is_trained and index.nlist and not index.lists_on_disk:
+                index.move_lists_to_disk(self.index_dir)
             last = (previous or {}).get(space) or {}
             grown = len(index) >= 2 * int(last.get("n", 0) or 0) or last.get("factory") != index.factory
             approximate = index.is_trained and (index.nprobe is not None or index.ef_search is not None)

@@ -33,6 +33,7 @@ vectors re-scored at these sizes, so ``nprobe`` is kept small first.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -204,8 +205,12 @@ def measure(index: VectorIndex, chunks: Chunks, policy: AutoPolicy, *, seed: int
                   len(q), recall >= policy.target_recall, round(time.perf_counter() - start, 3), index.k_factor)
 
 
+#: vectors per in-RAM shard merged into inverted lists on disk (``build(..., lists_dir=)``)
+DISK_SHARD = 65_536
+
+
 def build(factory: str, dim: int, chunks: Chunks, *, metric: str = "ip", shard: int | None = None,
-          seed: int = 0) -> VectorIndex:
+          seed: int = 0, lists_dir: os.PathLike[str] | str | None = None) -> VectorIndex:
     """A new index of ``factory`` holding every stored vector (``chunks()`` may be called several times).
 
     A trainable factory is trained on a random sample of *all* the vectors (never the first
@@ -213,23 +218,32 @@ def build(factory: str, dim: int, chunks: Chunks, *, metric: str = "ip", shard: 
     vectors fill a shard (:meth:`VectorIndex.empty_like`) that is merged into the index with
     FAISS ``merge_from`` -- the way shards built elsewhere are combined. Below the training
     threshold the vectors stay in the exact fallback.
+
+    With ``lists_dir`` (IVF), the inverted lists of the trained index go to a file there
+    (:meth:`VectorIndex.move_lists_to_disk`) and shards of ``shard`` (default
+    :data:`DISK_SHARD`) vectors built in RAM are merged into them, as ``faiss.contrib.ondisk``
+    does, so the build needs RAM for one shard, not for the index.
     """
     index = VectorIndex.create(dim, factory, metric=metric)
     n = sum(len(ids) for ids, _ in chunks())
     if not index.is_trained and n >= index.train_threshold:
         rng = np.random.default_rng(seed)
         index.train(pick(chunks, np.sort(rng.choice(n, min(n, index.train_sample_size), replace=False)), dim))
+    template = index
+    if lists_dir is not None and index.nprobe is not None and index.is_trained:
+        template, shard = index.empty_like(), shard or DISK_SHARD
+        index.move_lists_to_disk(lists_dir)
     if shard is None or index.nprobe is None or not index.is_trained:
         for ids, x in chunks():
             index.add(ids, x)
         return index
-    part, filled = index.empty_like(), 0
+    part, filled = template.empty_like(), 0
     for ids, x in chunks():
         part.add(ids, x)
         filled += len(ids)
         if filled >= shard:
             index.merge(part)
-            part, filled = index.empty_like(), 0
+            part, filled = template.empty_like(), 0
     if filled:
         index.merge(part)
     return index

@@ -43,12 +43,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import faiss
 import numpy as np
 
 from frozenlens.errors import ImageNotFoundError, IndexInputError, QueryError
-from frozenlens.retriever import _filtered, _persist
+from frozenlens.retriever import _filtered, _ondisk, _persist
 from frozenlens.retriever._checks import as_ids, as_matrix, as_top_k, isin_sorted
 from frozenlens.retriever._refine import AnyStore as Store
 from frozenlens.retriever._refine import RefinedStore, make_any_store
@@ -217,6 +218,20 @@ class VectorIndex:
             raise IndexInputError(f"cannot set nprobe={value} on a {self.factory!r} index")
         with self._lock:
             self._main.nprobe = min(int(value), self._main.nlist)
+            self._gpu_index = None
+
+    @property
+    def lists_on_disk(self) -> bool:
+        """Whether the IVF inverted lists are in a memory-mapped file (:mod:`._ondisk`)."""
+        return _ondisk.disk_lists(_ondisk.ivf_of(self._main.index)) is not None and self.is_trained
+
+    def move_lists_to_disk(self, directory: str | os.PathLike[str]) -> None:
+        """Keep the inverted lists of this trained IVF index in a file in ``directory`` from now on
+        (:meth:`save` writes them next to the index file; :meth:`load` maps them again)."""
+        with self._lock:
+            if not self.is_trained or not self._main.nlist:
+                raise IndexInputError(f"only a trained IVF index keeps lists on disk, not {self!r}")
+            _ondisk.move_to_disk(_ondisk.ivf_of(self._main.index), Path(directory))
             self._gpu_index = None
 
     def __len__(self) -> int:
@@ -393,7 +408,8 @@ class VectorIndex:
         return scores, ids
 
     def _gpu_searcher(self) -> faiss.Index | None:
-        if not self._use_gpu or self._active.alive is not None or isinstance(self._active, RefinedStore):
+        if not self._use_gpu or self._active.alive is not None or isinstance(self._active, RefinedStore) \
+                or self.lists_on_disk:  # lists larger than RAM are not copied to a GPU
             return None
         if self._gpu_index is None:
             try:
