@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import io
 import json
 import logging
 import os
@@ -101,8 +100,10 @@ def resolve_runtime(requested: str, *, auto: str, fallback: str, allowed: Sequen
     raise RuntimeUnavailableError(f"{what}: runtime {requested!r} is unavailable: {reason}")
 
 
-def export_onnx(module: Any, example: tuple[Any, ...], inputs: Sequence[str], outputs: Sequence[str]) -> bytes:
-    """``module`` (torch, eval mode) exported to ONNX bytes; the first axis of every input and output is dynamic.
+def export_onnx(module: Any, example: tuple[Any, ...], inputs: Sequence[str], outputs: Sequence[str],
+                dest: Path) -> None:
+    """``module`` (torch, eval mode) exported to the ONNX file ``dest``; the first axis of every input and
+    output is dynamic.
 
     Uses torch's TorchScript-based exporter (opset :data:`OPSET`). The fused
     multi-head-attention fast path has no ONNX export, so it is switched off
@@ -110,18 +111,16 @@ def export_onnx(module: Any, example: tuple[Any, ...], inputs: Sequence[str], ou
     """
     import torch
 
-    buf = io.BytesIO()
     axes = {name: {0: "batch"} for name in (*inputs, *outputs)}
     with _EXPORT_LOCK, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings of the exporter
         fast = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)
         try:
-            torch.onnx.export(module, example, buf, input_names=list(inputs), output_names=list(outputs),
+            torch.onnx.export(module, example, str(dest), input_names=list(inputs), output_names=list(outputs),
                               dynamic_axes=axes, opset_version=OPSET, dynamo=False)
         finally:
             torch.backends.mha.set_fastpath_enabled(fast)
-    return buf.getvalue()
 
 
 def quantize_int8(fp32: Path, dest: Path, op_types: Sequence[str] | None) -> None:
@@ -141,7 +140,8 @@ class OnnxGraph:
         cache: where the graph lives (its directory).
         name: artefact name, e.g. ``"openclip-text"`` (``"-int8"`` is appended for int8).
         key_parts: JSON-able facts the graph depends on, at least a digest of the weights.
-        export: builds the fp32 graph's bytes (imports torch; called only when the file is unusable).
+        export: writes the fp32 graph, self-contained, to the path it is given (imports torch; called only
+            when the file is unusable).
         int8: quantise the weights to int8 (dynamic quantisation of ``int8_ops``; ``None``: every supported op).
         threads: ONNX Runtime's intra-op threads.
         prepack: let ONNX Runtime re-pack the weights for its matrix kernels when the session is built
@@ -149,7 +149,7 @@ class OnnxGraph:
             with one input at a time, e.g. a text query.
     """
 
-    def __init__(self, cache: ArtifactCache, name: str, key_parts: Sequence[object], export: Callable[[], bytes],
+    def __init__(self, cache: ArtifactCache, name: str, key_parts: Sequence[object], export: Callable[[Path], object],
                  *, int8: bool = False, int8_ops: Sequence[str] | None = None, threads: int = 1,
                  prepack: bool = True) -> None:
         if threads < 1:
@@ -241,8 +241,7 @@ class OnnxGraph:
             fp32 = self._ensure_fp32()
             self._write(self.name, self.key, lambda dest: quantize_int8(fp32, dest, self._int8_ops))
         else:
-            graph = self._export()
-            self._write(self.name, self.key, lambda dest: dest.write_bytes(graph))
+            self._write(self.name, self.key, self._export)
         self.builds += 1
 
     def _ensure_fp32(self) -> Path:
@@ -251,8 +250,7 @@ class OnnxGraph:
         try:
             self._check(self._fp32_name, self._fp32_key)
         except (OSError, ValueError):
-            graph = self._export()
-            self._write(self._fp32_name, self._fp32_key, lambda dest: dest.write_bytes(graph))
+            self._write(self._fp32_name, self._fp32_key, self._export)
         return path
 
     def _check(self, name: str, key: str) -> None:
@@ -327,7 +325,7 @@ def _externalise(graph: Path, data: Path) -> None:
             os.fsync(f.fileno())
 
 
-def _not_cached() -> bytes:
+def _not_cached(dest: Path) -> None:
     raise FileNotFoundError("the graph is not in the cache (it is exported by the encoder that owns the model)")
 
 
