@@ -577,3 +577,12 @@ def test_mapping_declines_what_it_cannot_prove(tiny, tmp_path):
     not_torch = tmp_path / "junk.pt"
     not_torch.write_bytes(b"not a checkpoint")
     assert mapped_clip(VIT_ARCH, not_torch, quick_gelu=False, preprocess_cfg={}, cache_dir=None) is None
+
+
+def test_missing_open_clip_is_a_typed_error_naming_the_extra(monkeypatch) -> None:
+    """A `make setup` install has no open_clip: a clear error, not a traceback (CLI exit 1)."""
+    from frozenlens.errors import UnknownEncoderError
+
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # as if not installed
+    with pytest.raises(UnknownEncoderError, match=r"frozenlens\[clip\]"):
+        OpenClipEncoder("ViT-B-32/some.pt")

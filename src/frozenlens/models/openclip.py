@@ -102,7 +102,11 @@ class OpenClipEncoder(Encoder):
         language: str | None = None,
         runtime: str = "auto",
     ) -> None:
-        import open_clip
+        try:
+            import open_clip
+        except ImportError as exc:
+            raise UnknownEncoderError(f"openclip: encoders need open_clip: pip install 'frozenlens[clip]' "
+                                      f"({exc.name} is missing)") from exc
         import torch
 
         if isinstance(model, LoadedModel):
