@@ -239,3 +239,35 @@ def test_remembered_file_digests_follow_every_write(tmp_path: Path) -> None:
         fh.write(b"b")
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert cache.file_digest(f) == hashlib.sha256(b"b" + b"a" * 999).hexdigest()
+
+
+def test_concurrent_builders_of_one_graph_export_it_once(tmp_path: Path) -> None:
+    """Two encoders (or processes) building the same graph: one exports, the other waits for the build
+    lock and finds the files made (a second export would also delete the first one's weights file)."""
+    import threading
+    import time
+
+    import torch
+
+    from frozenlens.models.artifact_cache import ArtifactCache
+    from frozenlens.models.onnx_runtime import OnnxGraph, export_onnx
+
+    calls: list[int] = []
+
+    def export(dest: Path) -> None:
+        calls.append(1)
+        time.sleep(0.5)  # long enough for the other builder to arrive
+        export_onnx(torch.nn.Linear(64, 8).eval(), (torch.zeros(2, 64),), ("x",), ("y",), dest)
+
+    cache = ArtifactCache(tmp_path)
+    graphs = [OnnxGraph(cache, "toy", ["w"], export) for _ in range(2)]
+    outs: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda g=g: outs.append(g.run({"x": np.ones((1, 64), np.float32)})[0]))
+               for g in graphs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sum(g.builds for g in graphs) == 1
+    assert len(outs) == 2 and np.array_equal(outs[0], outs[1])
+    assert len(list(tmp_path.rglob("toy-*.data"))) == 1

@@ -50,7 +50,7 @@ import secrets
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +210,7 @@ class OnnxGraph:
         """Make sure the graph's files are in the cache and intact (built if not), without a session."""
         with self._lock:
             if self._session is None and not self._usable():
-                self._build()
+                self._build_once()
 
     def _load(self) -> Any:
         path = self.path
@@ -219,7 +219,10 @@ class OnnxGraph:
                 return self._open(path)
             except ValueError as exc:
                 logger.warning("ONNX graph %s is unusable (%s); rebuilding it", path, exc)
-        self._build()
+                with _build_lock(path):
+                    self._build()
+        else:
+            self._build_once()
         try:
             return self._open(path)
         except ValueError as exc:  # a graph just built that ONNX Runtime rejects: not a cache problem
@@ -235,6 +238,15 @@ class OnnxGraph:
         except (OSError, ValueError) as exc:
             logger.warning("ONNX graph %s is unusable (%s); rebuilding it", self.path, exc)
         return False
+
+    def _build_once(self) -> None:
+        """Build the graph unless another process (or encoder) did while this one waited for the build lock."""
+        with _build_lock(self.path):
+            try:
+                self._check(self.name, self.key)
+                return  # built meanwhile
+            except (OSError, ValueError):
+                self._build()
 
     def _build(self) -> None:
         if self._int8:
@@ -309,6 +321,24 @@ class OnnxGraph:
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except (RuntimeError, ValueError) as exc:  # pybind errors (InvalidProtobuf, Fail ...) are RuntimeErrors
             raise CacheEntryError(f"ONNX Runtime rejects it: {str(exc)[:200]}") from exc
+
+
+@contextlib.contextmanager
+def _build_lock(graph: Path) -> Iterator[None]:
+    """One build of ``graph`` at a time across processes (an exclusive ``flock`` on ``<graph>.lock``):
+    a second builder waits, then finds the files made, and never deletes a weights file being written."""
+    graph.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(graph.with_name(graph.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: builds are not serialised across processes
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _externalise(graph: Path, data: Path) -> None:
