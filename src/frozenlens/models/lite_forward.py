@@ -59,7 +59,7 @@ def forward(net: Any, batch: np.ndarray, *, runtime: str, micro_batch: int) -> t
     parts: list[tuple[np.ndarray, ...]] = []
     if runtime in ("onnx", "onnx-int8"):
         for start in range(0, batch.shape[0], micro_batch):
-            x = batch[start : start + micro_batch].transpose(0, 3, 1, 2).astype(np.float32)  # (b, 3, 224, 224)
+            x = batch[start : start + micro_batch].transpose(0, 3, 1, 2).astype(np.float32, order="C")  # NCHW
             x *= np.float32(2.0 / 255.0)
             x -= np.float32(1.0)
             parts.append(tuple(net(x)))
