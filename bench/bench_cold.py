@@ -20,7 +20,10 @@ What it does (everything under ``.cache/bench-cold/``, reused by later runs):
 4. runs every command as a fresh process inside ``unshare --net`` (only loopback; falls back to
    ``HF_HUB_OFFLINE=1`` alone where namespaces are unavailable) under ``/usr/bin/time -v``:
    index each folder (whole process), then ``search`` on the 1024x768 index ``--repeats`` times;
-5. prints the issue's table with ratios to rclip.
+5. for FrozenLens, first fills the artefact cache with an untimed 4-photo index (as any second use of the
+   weights finds it) and times that first use apart on an empty cache; per folder it adds the forward
+   pass alone, loop / forward and the time from process start to the first batch (``cold_loop.py``);
+6. prints the issue's table with ratios to rclip.
 
 "images/s inside the loop": FrozenLens prints its encode rate; rclip prints none, so its rate is
 estimated as photos / (index wall time - the wall time of a search-only run), i.e. the process start
