@@ -53,6 +53,17 @@ def chunks_of(ids: np.ndarray, x: np.ndarray, size: int = 65536):
     return lambda: ((ids[i : i + size], x[i : i + size]) for i in range(0, len(ids), size))
 
 
+def embedding_data(dim: int, n: int, queries: int):
+    """The benchmarks' data: ``n`` seeded embedding-shaped vectors rounded to float16 as the product stores
+    them, ``queries`` held-out queries, ids 0..n-1, the chunk source the builders read, and exact top-K ids.
+    Returns (x, q, ids, chunks, truth)."""
+    x, q = synthetic(dim, n, queries, seed=0)
+    x = x.astype(np.float16).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64)
+    chunks = chunks_of(ids, x)
+    return x, q, ids, chunks, exact_top_k(q, chunks, K)
+
+
 def factories(n: int) -> dict[str, str]:
     return {
         "Flat": "Flat",
@@ -79,11 +90,7 @@ def qps(vi: VectorIndex, q: np.ndarray, batch: int, timed: int) -> float:
 
 def run(n: int, args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
     t0 = time.perf_counter()
-    x, q = synthetic(DIM, n, args.queries, seed=0)
-    x = x.astype(np.float16).astype(np.float32)
-    ids = np.arange(n, dtype=np.int64)
-    chunks = chunks_of(ids, x)
-    truth = exact_top_k(q, chunks, K)
+    x, q, ids, chunks, truth = embedding_data(DIM, n, args.queries)
     log(f"n={n}: data and exact top-{K} in {time.perf_counter() - t0:.0f} s")
     rows: list[dict[str, object]] = []
     done: dict[str, dict[str, object]] = {}

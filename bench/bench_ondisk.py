@@ -34,12 +34,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_wide_vectors import synthetic  # noqa: E402
+from bench_index_types import K, embedding_data  # noqa: E402
 from common import log, markdown_table  # noqa: E402
-from frozenlens.retriever.tuning import build, exact_top_k, recall_at_k  # noqa: E402
+from frozenlens.retriever.tuning import build, recall_at_k  # noqa: E402
 
 DIM = 512
-K = 10
 
 _PROBE = r"""
 import json, sys, time
@@ -92,14 +91,7 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "results" / "bench_ondisk.json"))
     args = p.parse_args()
     t0 = time.perf_counter()
-    x, q = synthetic(DIM, args.n, args.queries, seed=0)
-    x = x.astype(np.float16).astype(np.float32)
-    ids = np.arange(args.n, dtype=np.int64)
-
-    def chunks():
-        return ((ids[i : i + 65536], x[i : i + 65536]) for i in range(0, args.n, 65536))
-
-    truth = exact_top_k(q, chunks, K)
+    _, q, _, chunks, truth = embedding_data(DIM, args.n, args.queries)
     log(f"n={args.n}: data and exact top-{K} in {time.perf_counter() - t0:.0f} s")
     rows, found, paths = [], {}, {}
     with tempfile.TemporaryDirectory() as d:

@@ -60,13 +60,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_wide_vectors import synthetic  # noqa: E402
+from bench_index_types import K, embedding_data  # noqa: E402
 from common import jpeg_folder, log, markdown_table  # noqa: E402
 from frozenlens.retriever import VectorIndex, threads  # noqa: E402
 from frozenlens.retriever.choice import REFINE, ivfpq_factory  # noqa: E402
-from frozenlens.retriever.tuning import build, exact_top_k, recall_at_k  # noqa: E402
+from frozenlens.retriever.tuning import build, recall_at_k  # noqa: E402
 
-K = 10
 #: sizes of --smoke: small enough for a unit test on 2 CPU cores
 SMOKE = {"n": 10_000, "dim": 64, "queries": 32, "timed": 20, "images": 4, "image_w": 320, "image_h": 240,
          "encode_batch": 2, "encode_repeats": 1, "model": "ViT-S-32", "ivf_factory": "IVF64,PQ8"}
@@ -111,14 +110,7 @@ def qps(search: Callable[[np.ndarray], object], q: np.ndarray, batch: int, count
 # ------------------------------------------------------------------ part 1: FAISS
 def faiss_part(args: argparse.Namespace, gpu: bool, tmp: Path) -> list[dict[str, object]]:
     t0 = time.perf_counter()
-    x, q = synthetic(args.dim, args.n, args.queries, seed=0)
-    x = x.astype(np.float16).astype(np.float32)
-    ids = np.arange(args.n, dtype=np.int64)
-
-    def chunks():
-        return ((ids[i : i + 65536], x[i : i + 65536]) for i in range(0, args.n, 65536))
-
-    truth = exact_top_k(q, chunks, K)
+    x, q, _, chunks, truth = embedding_data(args.dim, args.n, args.queries)
     log(f"faiss: {args.n} x {args.dim} data and exact top-{K} of {len(q)} queries in {time.perf_counter() - t0:.0f} s")
     res = faiss.StandardGpuResources() if gpu else None
     rows: list[dict[str, object]] = []
