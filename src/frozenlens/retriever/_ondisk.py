@@ -12,7 +12,7 @@ does). What stays in RAM: the coarse quantizer, the OPQ matrix, the direct map
 size and CRC-32. The lists file holds every list contiguously (codes, then
 ids, FAISS's own layout with capacity = size) and ends with ``FLLISTS1`` and
 the token. :func:`save_lists` writes it completely (temp file, fsync, rename),
-then :mod:`._persist` renames the index file that names it into place, then
+then :mod:`._persist` fsyncs the directory, renames the index file that names it into place, then
 :mod:`._persist` removes the lists file the index file named before. A crash
 in between leaves the old index file and its old lists file, plus an
 unreferenced new lists file that nothing trusts (the writer removes it, see
@@ -262,8 +262,7 @@ def save_lists(index: faiss.Index, target: Path) -> SavedLists | None:
     tmp = target.with_name(f".{final.name}.tmp")
     try:
         sizes, total, crc = _write_lists(od, tmp, bytes.fromhex(token))
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)  # the lists file's name is durable before an index file names it
+        os.replace(tmp, final)  # the caller fsyncs the directory before an index file names it
         new = _mapped(int(ivf.nlist), int(ivf.code_size), final, sizes, total, writable=False)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -271,14 +270,6 @@ def save_lists(index: faiss.Index, target: Path) -> SavedLists | None:
         raise
     meta = {"file": final.name, "size": total + _TRAILER, "crc32": crc, "token": token}
     return SavedLists(ivf, _swap(ivf, new), meta, final)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def attach(index: faiss.Index, directory: Path, meta: Any, where: str) -> None:

@@ -296,6 +296,7 @@ def save_index(snap: IndexSnapshot, path: str | os.PathLike[str], *, owner: str 
     if lists is None:
         write_atomic(path, meta, sections)
         return
+    _fsync_dir(lists.path.parent)  # the lists file's name is durable before the index file names it
     meta["lists"] = lists.meta
     previous = recorded_lists_file(path)
     try:
