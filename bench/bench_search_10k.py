@@ -8,9 +8,8 @@ Usage (after ``bench/bench_cold.py``, whose 1024x768 indexes and artefact cache 
 
 Indexing 10,000 real photos with the ``openclip:`` ViT-B/32 takes ~20 min on 2 cores, so each index
 of ``bench_cold.py`` (200 real photos, encoded by the real encoder) is copied and topped up to
-``--rows`` photos with synthetic rows: embedding-shaped unit vectors (``bench_wide_vectors.synthetic``)
-and plausible metadata, written through the store's batch writer and added to the FAISS spaces, then
-saved — the files a real 10,000-photo index holds, with other vector values (which a search's cost
+``--rows`` photos with synthetic rows (``bench_engine_auto.populate``: embedding-shaped unit vectors and
+plausible metadata through the store's batch writer), reconciled into the FAISS spaces and saved — the files a real 10,000-photo index holds, with other vector values (which a search's cost
 does not depend on). Then ``search "..." -k 10`` runs ``--repeats`` times per encoder as a fresh
 process under ``unshare --net`` and ``/usr/bin/time -v``, the two encoders interleaved, with the
 same environment and artefact cache as ``bench_cold.py``. Prints median / min wall time and peak RSS.
@@ -34,31 +33,13 @@ from bench_cold import QUERY, WORK, base_env, sandbox, timed  # noqa: E402
 from common import log, machine_line, print_table  # noqa: E402
 
 TOP_UP = r"""
-import datetime as dt, sys
-import numpy as np
+import sys
 sys.path.insert(0, sys.argv[3])
-from bench_wide_vectors import synthetic
+from bench_engine_auto import populate
 from frozenlens.engine import Engine
-from frozenlens.store import PhotoFields
-rows = int(sys.argv[2])
 with Engine.open(sys.argv[1]) as engine:
-    spaces = engine.sync().load_all()  # every space, as a writer holds them
-    have = engine.stats().images
-    n = rows - have
-    x, _ = synthetic(engine.identity.dim, n, 1, seed=0)
-    rng = np.random.default_rng(1)
-    t0 = dt.datetime(2020, 1, 1)
-    for lo in range(0, n, 500):
-        with engine.store.batch() as w:
-            for i in range(lo, min(n, lo + 500)):
-                vis = rng.standard_normal(engine.identity.visual_dim).astype(np.float32)
-                w.add_image(path=f"/archive/{i // 1000:04d}/IMG_{i:07d}.jpg", size=3_000_000 + i,
-                            mtime_ns=1_600_000_000 * 10**9 + i, content_hash=f"{i:064x}", semantic=x[i],
-                            visual=vis / np.linalg.norm(vis),
-                            fields=PhotoFields(format="JPEG", width=1024, height=768,
-                                               taken_at=t0 + dt.timedelta(minutes=i), taken_at_source="exif"),
-                            labels=[], captions=[], caption_sig="s", tokens=None)
-        spaces.apply(w.delta)
+    populate(engine, int(sys.argv[2]) - engine.stats().images, engine.identity.visual_dim)
+    spaces = engine.sync().load_all()  # every space reconciled with the new rows, as a writer holds them
     spaces.save()
     print(engine.stats().images)
 """
