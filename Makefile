@@ -3,7 +3,7 @@
 #
 #   make setup   create .venv and install FrozenLens (+ the CPU torch wheel)
 #   make demo    setup, then index a real photo archive and search it in several languages
-#   make test    setup with dev + clip + serve + flame + mcp extras, chromium and PostgreSQL, fetch the test photos, lint (ruff)
+#   make test    setup with dev + clip + serve + flame + mcp extras, chromium, PostgreSQL and the emoji font + CLDR, fetch the test photos, lint (ruff)
 #                and check the layer contracts (import-linter, .importlinter), run the whole test suite
 
 PYTHON ?= python3
@@ -18,7 +18,7 @@ TEST_TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DATA   ?= .cache/testdata
 DEMO_INDEX ?= .cache/demo-index
 
-.PHONY: setup setup-dev browser postgres demo test bench clean
+.PHONY: setup setup-dev browser postgres emoji-data demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,12 @@ browser:
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-test: setup-dev browser postgres
+# Emoji drawn from Debian's colour emoji font and named in many languages by
+# Unicode CLDR: extra training data for the reranker (frozenlens.eval.emoji).
+emoji-data:
+	@{ [ -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] && [ -d /usr/share/unicode/cldr/common/annotations ]; } || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji unicode-cldr-core >/dev/null; }
+
+test: setup-dev browser postgres emoji-data
 	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
 	$(BIN)/python scripts/fetch_tuxpaint.py --dest $(DATA)/tuxpaint
 	$(BIN)/python scripts/fetch_fashion_mnist.py --dest $(DATA)/fashion-mnist
@@ -66,9 +71,10 @@ test: setup-dev browser postgres
 	$(BIN)/lint-imports
 	FROZENLENS_TESTDATA=$(abspath $(DATA)) $(BIN)/python -m pytest -q
 
-bench: setup-dev
+bench: setup-dev emoji-data
 	$(BIN)/python scripts/fetch_test_data.py --dest $(DATA)
 	$(BIN)/python scripts/fetch_tuxpaint.py --dest $(DATA)/tuxpaint
+	$(BIN)/python scripts/build_emoji_set.py --dest $(DATA)/emoji
 	$(BIN)/python scripts/fetch_fashion_mnist.py --dest $(DATA)/fashion-mnist
 	FROZENLENS_TESTDATA=$(abspath $(DATA)) $(BIN)/python bench/run_all.py
 

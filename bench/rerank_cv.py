@@ -4,6 +4,7 @@
 Usage::
 
     python bench/rerank_cv.py run [--folds 0 1 2 3 4] [--variants full len1] [--seeds 0] [--threads 1]
+                                  [--extra emoji]
     python bench/rerank_cv.py report          # tables from whatever units have finished
 
 Protocol (docs/quality.md, "Reranker: k-fold cross-validation (issue 15 §2)"):
@@ -22,6 +23,13 @@ Protocol (docs/quality.md, "Reranker: k-fold cross-validation (issue 15 §2)"):
   ``--out/units/`` as soon as it finishes (a cut run reports what completed;
   a rerun skips finished units). Per-query ranks are kept, so the report can
   pool queries across folds.
+
+``--extra emoji`` adds every emoji of :mod:`frozenlens.eval.emoji` (rendered
+from Debian's colour emoji font, short names from CLDR in the same 16
+languages; ``make emoji-data``) to each fold's *training* stamps; the
+held-out stamps that choose the epoch and the test stamps are unchanged. Its
+units are named ``<variant>+emoji``, so the report compares them with the
+plain variant fold by fold.
 
 Training options are those of ``bench/rerank_quality.py`` (12 epochs of at
 most 100 steps, patience 3); the image embeddings are its cached ones
@@ -52,6 +60,8 @@ from frozenlens.reranker.data import eval_hook, from_eval_dataset, normalise_cap
 from frozenlens.reranker.train import TrainOptions, train_reranker
 
 K = 5
+#: the first stage of every unit: lite version 2 (ConSE alone), as in the runs reported in docs/quality.md
+LITE = {"projection": 0.0}
 FOLD_SEED = 15  # fixed before any run; changing it changes every fold
 VAL_SEED = 1015
 VAL_FRACTION = 0.1
@@ -61,7 +71,7 @@ log = logging.getLogger("rerank_cv")
 def pooled() -> tuple[EvalDataset, ImageEmbeddings]:
     """All Tux Paint stamps (train, val, test in that order) and their cached ``lite`` embeddings."""
     manifest = rq.DATA / "tuxpaint" / "dataset" / "manifest.jsonl"
-    encoder = rq.create_encoder("lite")
+    encoder = rq.create_encoder("lite", **LITE)
     images, parts = [], []
     for split in ("train", "val", "test"):
         d = load_dataset(manifest, "manifest", split=split)
@@ -83,6 +93,23 @@ def parts(keys: list[str], fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     is_val = holdout(keys, VAL_FRACTION, VAL_SEED)
     test = folds == fold
     return np.flatnonzero(~test & ~is_val), np.flatnonzero(~test & is_val), np.flatnonzero(test)
+
+
+def extra_data(name: str) -> tuple[EvalDataset, ImageEmbeddings]:
+    """An extra training set (all its images) and its cached ``lite`` embeddings."""
+    if name != "emoji":
+        raise ValueError(f"unknown extra training set {name!r}")
+    from frozenlens.eval.emoji import convert_emoji
+
+    ds = load_dataset(convert_emoji(rq.DATA / "emoji"), "manifest")
+    return ds, rq.cached_embeddings(rq.create_encoder("lite", **LITE), [im.path for im in ds.images], "emoji")
+
+
+def joined(parts: list[tuple[EvalDataset, ImageEmbeddings]], name: str) -> tuple[EvalDataset, ImageEmbeddings]:
+    """Several (dataset, embeddings) pairs as one."""
+    return (EvalDataset(name, tuple(im for d, _ in parts for im in d.images)),
+            ImageEmbeddings(*(np.concatenate([getattr(e, f) for _, e in parts]) for f in ("semantic", "visual")),
+                            None, np.concatenate([e.tokens for _, e in parts])))
 
 
 def ranks_of(ds: EvalDataset, emb: ImageEmbeddings, encoder, langs: list[str], hook=None) -> dict[str, list[int]]:
@@ -114,10 +141,12 @@ def run(args: argparse.Namespace) -> None:
     units = Path(args.out) / "units"
     units.mkdir(parents=True, exist_ok=True)
     ds, emb = pooled()
-    encoder = rq.create_encoder("lite")
+    encoder = rq.create_encoder("lite", **LITE)
     keys = [im.key for im in ds.images]
     langs = [x for x in rq.TEXT_TOWER_LANGS if x in ds.languages(0.5)]
     opts = {"epochs": args.epochs, "max_steps_per_epoch": args.steps_per_epoch}
+    extras = [extra_data(name) for name in args.extra]
+    suffix = "".join(f"+{name}" for name in args.extra)
     for fold in args.folds:
         tr, va, te = parts(keys, fold)
         test_ds, test_emb = subset(ds, emb, te, f"tuxpaint-fold{fold}")
@@ -131,11 +160,11 @@ def run(args: argparse.Namespace) -> None:
         train = val = None
         for variant in args.variants:
             for seed in args.seeds:
-                f = units / f"{variant}-f{fold}-s{seed}.json"
+                f = units / f"{variant}{suffix}-f{fold}-s{seed}.json"
                 if f.is_file():
                     continue
                 if train is None:
-                    train_ds, train_emb = subset(ds, emb, tr, "train")
+                    train_ds, train_emb = joined([subset(ds, emb, tr, "train"), *extras], "train")
                     val_ds, val_emb = subset(ds, emb, va, "val")
                     train = from_eval_dataset(train_ds, encoder, languages=langs, images=train_emb)
                     val = from_eval_dataset(val_ds, encoder, languages=langs, images=val_emb)
@@ -144,7 +173,7 @@ def run(args: argparse.Namespace) -> None:
                 head, report = train_reranker(train, val, encoder.identity, options)
                 trained = time.perf_counter() - t0
                 ranks = ranks_of(test_ds, test_emb, encoder, langs, eval_hook(head, encoder, 100))
-                doc = {"variant": variant, "fold": fold, "seed": seed, "ranks": ranks,
+                doc = {"variant": variant + suffix, "fold": fold, "seed": seed, "ranks": ranks,
                        "best_epoch": report.best_epoch, "epochs_run": report.epochs_run, "history": report.history,
                        "train_seconds": trained, "seconds": time.perf_counter() - t0, "threads": args.threads}
                 tmp = f.with_suffix(".tmp")
@@ -161,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, nargs="+", default=list(range(K)))
     ap.add_argument("--variants", nargs="+", default=["full"], choices=list(rq.VARIANTS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--extra", nargs="*", default=[], choices=["emoji"],
+                    help="extra training data added to every fold's training stamps")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--steps-per-epoch", type=int, default=100)

@@ -37,6 +37,11 @@ COST_ORDER = ["len1", "no-cross", "no-visual", "concat", "full"]
 TARGET_POINTS = 5.0
 
 
+def cost_key(variant: str) -> tuple[int, str]:
+    """Sort key: the head's cost, then its training data (``full+emoji`` after ``full``)."""
+    return COST_ORDER.index(variant.split("+")[0]), variant
+
+
 def _load(out: Path) -> tuple[dict[int, dict], dict[str, dict[int, dict[int, dict]]]]:
     firsts: dict[int, dict] = {}
     runs: dict[str, dict[int, dict[int, dict]]] = {}
@@ -147,7 +152,7 @@ def choose(variants: dict[str, dict], k: int) -> dict:
         diffs[v] = diff
         if diff[1] <= 0 <= diff[2]:
             tied.append(v)
-    chosen = min(tied, key=COST_ORDER.index)
+    chosen = min(tied, key=cost_key)
     return {"chosen": chosen, "best": best, "tied": tied, "paired_diff_to_best": diffs}
 
 
@@ -161,7 +166,7 @@ def markdown(res: dict) -> str:
               "| variant | folds × seeds | first R@1 | R@1 | R@5 | R@10 | gain R@1, t over folds | "
               "gain R@1, bootstrap | gain R@5 | gain R@10 | run time (units) |",
               "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for v in sorted(res["variants"], key=COST_ORDER.index):
+    for v in sorted(res["variants"], key=cost_key):
         d = res["variants"][v]
         t = d["gain_t"]
         seeds = sorted({s for p in d["per_fold"] for s in p["seeds"]})
@@ -170,7 +175,7 @@ def markdown(res: dict) -> str:
             f"{_pct(d['reranked_r5'])} | {_pct(d['reranked_r10'])} | {_ci(*t) if t else '—'} | "
             f"{_ci(*d['gain_bootstrap'])} | {d['reranked_r5'] - d['first_r5']:+.1f} | "
             f"{d['reranked_r10'] - d['first_r10']:+.1f} | {d['seconds'] / 60:.0f} min |")
-    for v in sorted(res["variants"], key=COST_ORDER.index):
+    for v in sorted(res["variants"], key=cost_key):
         d = res["variants"][v]
         lines += ["", f"**{v}: per fold**", "",
                   "| fold | seeds | queries | first R@1 | R@1 | first R@5 | R@5 | first R@10 | R@10 | gain R@1 | "
@@ -182,7 +187,7 @@ def markdown(res: dict) -> str:
         lines.append(f"| **pooled** | | {d['queries']} | " + " | ".join(
             f"{_pct(d[f'first_r{k}'])} | {_pct(d[f'reranked_r{k}'])}" for k in (1, 5, 10))
             + f" | {d['reranked_r1'] - d['first_r1']:+.1f} | | |")
-    for v in sorted(res["variants"], key=COST_ORDER.index):
+    for v in sorted(res["variants"], key=cost_key):
         d = res["variants"][v]
         lines += ["", f"**{v}: per language** (pooled over folds {d['folds']}; 95 % bootstrap over stamps)", "",
                   "| language | first R@1 | R@1 | gain |", "|---|--:|--:|--:|"]
@@ -192,7 +197,7 @@ def markdown(res: dict) -> str:
               "no reranker can tell those stamps apart):", "",
               "| variant | shared queries | R@1 first → reranked, all | without shared | "
               "gain without shared (bootstrap) | shared only |", "|---|--:|--:|--:|--:|--:|"]
-    for v in sorted(res["variants"], key=COST_ORDER.index):
+    for v in sorted(res["variants"], key=cost_key):
         d, s = res["variants"][v], res["variants"][v]["shared"]
         lines.append(f"| {v} | {d['shared_queries']} of {d['queries']} | {_pct(s['first_all'])} → "
                      f"{_pct(s['reranked_all'])} | {_pct(s['first_unshared'])} → {_pct(s['reranked_unshared'])} | "

@@ -12,30 +12,26 @@ the packaged weights are distributed under GPL-2.0-or-later.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _packaging import package, read_config  # noqa: E402
+
 SOURCE = REPO / ".cache" / "flame-projector" / "projector.safetensors"
 OUT = REPO / "src" / "frozenlens" / "data" / "flame-lite0-tuxpaint.safetensors"
 
 
 def main() -> int:
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    config = json.loads(SOURCE.with_suffix(".json").read_text())
-    state = load_file(str(SOURCE))
-    kept = {k: v.to(torch.float16).contiguous() for k, v in state.items() if not k.startswith("logit_")}
-    # the text statistics stay float32: the standard deviations of Gemma's massive activations span decades
-    for k in ("text_norm.mean", "text_norm.sd", "in_mean", "in_std"):
-        kept[k] = state[k].float().contiguous()
+    config = read_config(SOURCE)
     meta = {k: str(config[k]) for k in ("llm", "layer", "prompt", "hidden", "dim", "seed", "epoch", "val_r1")}
     meta["norm"] = config["text_norm"]
     meta["licence"] = "GPL-2.0-or-later (trained on tuxpaint-stamps-default artwork)"
     meta["trained_by"] = "bench/flame_projector_quality.py"
-    save_file(kept, str(OUT), metadata=meta)
+    # the text statistics stay float32: the standard deviations of Gemma's massive activations span decades
+    package(SOURCE, OUT, float32=("text_norm.mean", "text_norm.sd", "in_mean", "in_std"), meta=meta,
+            drop_prefix="logit_")
     print(f"wrote {OUT} ({OUT.stat().st_size / 1e6:.1f} MB): {meta}")
     return 0
 

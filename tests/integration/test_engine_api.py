@@ -46,11 +46,11 @@ def test_missing_index_is_a_clear_error(tmp_path):
 def test_other_encoder_is_refused_naming_both(kpa_index, model_cache):
     with pytest.raises(EncoderMismatchError) as exc:
         Engine.open(kpa_index / "index", encoder="openclip:ViT-B-32")
-    assert "lite v2" in str(exc.value) and "openclip:ViT-B-32" in str(exc.value)
+    assert "lite v3" in str(exc.value) and "openclip:ViT-B-32" in str(exc.value)
     other = LiteEncoder(cache_dir=model_cache, top_t=5)  # different ConSE settings → different vectors
     with pytest.raises(EncoderMismatchError) as exc:
         Engine.open(kpa_index / "index", encoder=other)
-    assert "lite v2 " in str(exc.value) and other.identity.version in str(exc.value)
+    assert "lite v3 " in str(exc.value) and other.identity.version in str(exc.value)
 
 
 def test_unknown_encoder_for_new_index(tmp_path):

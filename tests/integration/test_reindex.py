@@ -87,7 +87,7 @@ def test_searcher_holding_old_encoder_is_told(tmp_path, testdata, lite_encoder, 
     reader = Engine.open(tmp_path / "index", encoder=lite_encoder)
     assert reader.search("a rocket", k=1)
     watcher = Engine.open(tmp_path / "index")  # loads no encoder (like `info`)
-    assert watcher.stats()["encoder"]["version"] == lite_encoder.identity.version == "2"
+    assert watcher.stats()["encoder"]["version"] == lite_encoder.identity.version == "3"
     seven = LiteEncoder(cache_dir=model_cache, top_t=7)
     writer.reindex(seven)
     with pytest.raises(EncoderMismatchError, match="re-indexed"):

@@ -103,17 +103,18 @@ def test_conversion_is_deterministic_and_idempotent(tuxpaint, tmp_path):
 
 
 def test_lite_retrieves_tuxpaint_test_split_well_above_chance(tuxpaint, lite_encoder):
-    # Measured when written (79 test stamps, chance R@1 = 1.3 %, R@10 = 12.7 %), T2I R@1 / R@10 in %:
-    #   en 18.9/51.1  de 15.2/49.4  fr 15.2/46.8  es 12.7/44.3  ru 11.4/36.7  ja 11.4/35.4  zh 15.5/47.9
-    #   mean T2I R@1 14.3, mean I2T R@1 10.4.
-    # One stamp is 1.3 points, so the floors leave roughly half the measured margin over chance.
+    # Measured with lite version 3 (ConSE + the learned projector; 79 test stamps, chance R@1 = 1.3 %,
+    # R@10 = 12.7 %), T2I R@1 / R@10 in %:
+    #   en 30.0/80.0  de 27.8/73.4  fr 32.9/79.7  es 32.9/75.9  ru 22.8/68.4  ja 16.5/58.2  zh 29.6/77.5
+    #   mean T2I R@1 27.5, mean I2T R@1 12.6. Version 2 (ConSE alone) measured 15.3 and 7.5, R@10 36.7-50.6:
+    # the mean and R@10 floors fail it. Mean T2I R@1 >= 20 is the issue-15 target. One stamp is 1.3 points.
     ds = read_manifest(tuxpaint / "dataset" / "manifest.jsonl", split="test")
     langs = ["en", "de", "fr", "es", "ru", "ja", "zh"]
     result = evaluate(ds, lite_encoder, languages=langs)
     assert result.n_images == len(ds) and result.languages == langs
     summary = {r.language: (round(r.metrics.t2i_r1, 3), round(r.metrics.t2i_r10, 3)) for r in result.per_language}
-    assert result.mean.t2i_r1 >= 0.07, summary  # >5x chance
-    assert result.mean.i2t_r1 >= 0.05, summary
+    assert result.mean.t2i_r1 >= 0.20, summary
+    assert result.mean.i2t_r1 >= 0.09, summary
     for r in result.per_language:
-        assert r.metrics.t2i_r10 >= 0.25, summary  # ~2x chance
-        assert r.metrics.t2i_r1 >= 0.04, summary  # 3x chance
+        assert r.metrics.t2i_r10 >= 0.45, summary
+        assert r.metrics.t2i_r1 >= 0.08, summary  # 6x chance

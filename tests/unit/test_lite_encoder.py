@@ -104,7 +104,7 @@ def _rank_first(encoder: LiteEncoder, embedded: ImageEmbeddings, query: str) -> 
 
 
 def test_identity_and_sizes(encoder: LiteEncoder, embedded) -> None:
-    assert encoder.identity == EncoderIdentity(name="lite", version="2", dim=512, visual_dim=1280)
+    assert encoder.identity == EncoderIdentity(name="lite", version="3", dim=512, visual_dim=1280)
     assert encoder.input_size == 224 and encoder.draft_size == 256
     assert encoder.threads == len(os.sched_getaffinity(0))
     assert torch.get_num_threads() == encoder.threads
@@ -112,10 +112,13 @@ def test_identity_and_sizes(encoder: LiteEncoder, embedded) -> None:
 
 def test_non_default_settings_change_the_version(cache_dir: Path) -> None:
     enc = LiteEncoder(cache_dir=cache_dir, top_t=5, runtime="eager")
-    assert enc.identity.version.startswith("2+")
-    # the pre-issue-15 recipe keeps its own versions, so indexes built with it still open
-    assert LiteEncoder(cache_dir=cache_dir, class_text="name", top_t=20, temperature=3.0).identity.version == "1"
-    assert LiteEncoder(cache_dir=cache_dir, class_text="name", top_t=5).identity.version.startswith("1+")
+    assert enc.identity.version.startswith("3+")
+    # the older recipes keep their own versions, so indexes built with them still open
+    old = {"class_text": "name", "top_t": 20, "temperature": 3.0}
+    assert LiteEncoder(cache_dir=cache_dir, projection=0.0, **old).identity.version == "1"
+    assert LiteEncoder(cache_dir=cache_dir, projection=0.0).identity.version == "2"
+    assert LiteEncoder(cache_dir=cache_dir, projection=0.0, top_t=5).identity.version.startswith("2+")
+    assert LiteEncoder(cache_dir=cache_dir, class_text="name", projection=0.0, top_t=5).identity.version.startswith("1+")
 
 
 def test_wordnet_class_vectors_average_every_lemma_and_the_gloss(encoder: LiteEncoder) -> None:
@@ -131,21 +134,28 @@ def test_wordnet_class_vectors_average_every_lemma_and_the_gloss(encoder: LiteEn
     np.testing.assert_allclose(encoder._class_emb[0], expected, atol=1e-5)
 
 
-def test_an_index_of_the_old_recipe_opens_with_that_recipe(tmp_path: Path, cache_dir: Path) -> None:
-    """An index built before issue 15 (lite version "1", no options) is opened with exactly its recipe."""
+@pytest.mark.parametrize(("version", "options", "runtime"), [
+    ("1", {"class_text": "name", "top_t": 20, "temperature": 3.0, "projection": 0.0}, "auto"),
+    ("2", {"class_text": "wordnet", "top_t": 50, "temperature": 5.0, "projection": 0.0}, "auto"),
+    ("2+int8", {"class_text": "wordnet", "top_t": 50, "temperature": 5.0, "projection": 0.0}, "onnx-int8"),
+])
+def test_an_index_of_an_old_recipe_opens_with_that_recipe(tmp_path: Path, cache_dir: Path, version: str,
+                                                         options: dict, runtime: str) -> None:
+    """An index built with an older recipe (lite version "1" or "2", no options) is opened with exactly it."""
     from frozenlens.engine import Engine
 
-    old = LiteEncoder(cache_dir=cache_dir, class_text="name", top_t=20, temperature=3.0)
+    old = LiteEncoder(cache_dir=cache_dir, runtime=runtime, **options)
+    assert old.identity.version == version
     (tmp_path / "photos").mkdir()
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / "photos" / "grey.jpg")
     with Engine.open(tmp_path / "index", encoder=old, create=True) as engine:
         engine.index([tmp_path / "photos"])
-    with Engine.open(tmp_path / "index", encoder_options={"cache_dir": str(cache_dir)}) as engine:
+    with Engine.open(tmp_path / "index", encoder_options={"cache_dir": str(cache_dir), "runtime": runtime}) as engine:
         enc = engine.encoder
-        assert enc.identity.version == "1"
-        assert (enc.class_text, enc.top_t, enc.temperature) == ("name", 20, 3.0)
+        assert enc.identity.version == version
+        assert {k: getattr(enc, k) for k in options} == options
         engine.reindex("lite", encoder_options={"cache_dir": str(cache_dir)})  # moves it to today's recipe
-        assert engine.identity.version == "2"
+        assert engine.identity.version == "3"
 
 
 def test_image_outputs_are_unit_float32(embedded: ImageEmbeddings) -> None:

@@ -69,10 +69,12 @@ __all__ = [
     "Stamp",
     "convert_tuxpaint",
     "find_stamps",
+    "fit_on_canvas",
     "normalise_locale",
     "parse_caption_file",
     "render_stamp",
     "stamp_split",
+    "swap_in",
 ]
 
 log = logging.getLogger(__name__)
@@ -188,6 +190,12 @@ def render_stamp(png: Path) -> Image.Image:
         if im.width * im.height > MAX_STAMP_PIXELS:
             raise DatasetError(f"stamp too large ({im.width}x{im.height})", path=str(png))
         rgba = im.convert("RGBA")  # P+tRNS, LA, L, RGB → RGBA
+    return fit_on_canvas(rgba)
+
+
+def fit_on_canvas(rgba: Image.Image) -> Image.Image:
+    """An RGBA image scaled to fit the canvas less its margins, composited centred onto the
+    background → RGB (CANVAS, CANVAS) image (the look of every converted clip-art set)."""
     side = CANVAS - 2 * MARGIN
     scale = side / max(rgba.size)
     size = (max(1, round(rgba.width * scale)), max(1, round(rgba.height * scale)))
@@ -285,7 +293,7 @@ def convert_tuxpaint(
             "margin": MARGIN, "jpeg_quality": JPEG_QUALITY,
         }
         (stage / INFO_NAME).write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        _swap_in(stage, out_dir)
+        swap_in(stage, out_dir)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -293,7 +301,7 @@ def convert_tuxpaint(
     return manifest
 
 
-def _swap_in(stage: Path, out_dir: Path) -> None:
+def swap_in(stage: Path, out_dir: Path) -> None:
     """Replace ``out_dir`` by ``stage`` (old copy renamed away first, then removed)."""
     old = None
     if out_dir.exists():

@@ -9,7 +9,8 @@ embeddings* (ConSE, Norouzi et al. 2014):
     semantic = L2-normalise(sum_c p_c * textemb(class c))           # (n, 512)
 
 where ``textemb`` is the USE embedding of the class name averaged over a few
-prompt templates. A query in any of USE's 16 languages is then compared to
+prompt templates. Version 3 blends in a learned projector of the image
+features (:mod:`frozenlens.models.lite_projector`, ``projection`` = λ). A query in any of USE's 16 languages is then compared to
 images by cosine. ConSE vectors are close to each other (cosines ~0.2-0.7),
 so score thresholds must be relative. Classes ImageNet lacks (astronauts,
 galaxies) are blind spots.
@@ -58,6 +59,7 @@ from frozenlens.models.artifact_cache import (
 from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings, Label
 from frozenlens.models.class_texts import class_items, class_texts_bytes
 from frozenlens.models.lite_forward import conse_embed, forward, softmax, top_k, unit_rows
+from frozenlens.models.lite_projector import LiteProjector, load_projector
 from frozenlens.models.presets import LEGACY_OPTIONS
 from frozenlens.models.weights_file import require_weights_file
 
@@ -78,6 +80,10 @@ DEFAULT_TOP_T = 50
 DEFAULT_TEMPERATURE = 5.0
 DEFAULT_PROMPTS: tuple[str, ...] = ("{}",)
 DEFAULT_CLASS_TEXT: ClassText = "wordnet"
+#: λ of the learned projector blended into ConSE (version "3"; 0: ConSE alone, version "2"), chosen on
+#: validation data by bench/lite_projector_quality.py; the packaged weights are pinned by their digest
+DEFAULT_PROJECTION = 0.35
+PROJECTOR_SHA256 = "04bfee29f592675ade9982ee79f034ddabc5865cbe743b904cd9c873cd7dcd4e"
 #: images per forward pass inside :meth:`LiteEncoder.embed_prepared`; small
 #: micro-batches keep activations in cache and run ~2-3x faster per image than
 #: batch 32 on a 2-core CPU
@@ -167,6 +173,8 @@ class LiteEncoder(Encoder):
             or ``"eager"`` (plain NCHW, the reference); see :mod:`frozenlens.models.lite_onnx`.
         micro_batch: images per forward pass inside :meth:`embed_prepared`.
         top_labels: how many (class, probability) labels to return per image.
+        projection: λ of the learned projector blended into ConSE (:mod:`frozenlens.models.lite_projector`;
+            0 turns it off).
         weights: EfficientNet-Lite0 checkpoint (default: the packaged one).
     """
 
@@ -192,6 +200,7 @@ class LiteEncoder(Encoder):
         micro_batch: int = DEFAULT_MICRO_BATCH,
         top_labels: int = 5,
         weights: Path | str | None = None,
+        projection: float = DEFAULT_PROJECTION,
     ) -> None:
         if top_t < 1:
             raise ValueError("top_t must be >= 1")
@@ -203,6 +212,8 @@ class LiteEncoder(Encoder):
             raise ValueError("threads must be >= 1")
         if not 1 <= top_labels <= 1000:
             raise ValueError("top_labels must be in 1..1000")
+        if not projection >= 0:
+            raise ValueError("projection must be >= 0")
         if class_text not in ("name", "wordnet"):
             raise ValueError(f"class_text must be 'name' or 'wordnet', not {class_text!r}")
         prompts = tuple(prompts)
@@ -214,6 +225,7 @@ class LiteEncoder(Encoder):
         self.temperature = float(temperature)
         self.prompts = prompts
         self.class_text: ClassText = class_text
+        self.projection = float(projection)
         from frozenlens.models.onnx_runtime import resolve_runtime
 
         self.runtime: Runtime = resolve_runtime(  # type: ignore[assignment]
@@ -233,6 +245,7 @@ class LiteEncoder(Encoder):
         self._image_lock = threading.Lock()  # the one build of the image side
         self._net: Any = None  # built on the first image call: an ONNX Runtime session or a torch module
         self._class_emb: np.ndarray | None = None  # (1000, 512), loaded with the network
+        self._projector: LiteProjector | None = None  # loaded with the network when projection > 0
         #: True when the class embeddings came from the cache file (set once they are loaded)
         self.class_cache_hit = False
         #: how often the image network was built (0 until the first image call, then 1)
@@ -287,7 +300,9 @@ class LiteEncoder(Encoder):
             batch = np.array(batch, order="C", copy=True)  # torch wants writable memory
         net, class_emb = self._image_side()
         feat, logit, cell = forward(net, batch, runtime=self.runtime, micro_batch=self.micro_batch)
-        semantic = conse_embed(logit, class_emb, self.top_t, self.temperature)
+        semantic, visual = conse_embed(logit, class_emb, self.top_t, self.temperature), unit_rows(feat)
+        if self._projector is not None:
+            semantic = self._projector.blend(semantic, visual, self.projection)
         g = cell.shape[1]
         tokens = conse_embed(cell.reshape(n * g, -1), class_emb, self.top_t, self.temperature)
         probs, idx = top_k(softmax(logit), self.top_labels)
@@ -297,7 +312,7 @@ class LiteEncoder(Encoder):
         ]
         return ImageEmbeddings(
             semantic=semantic,
-            visual=unit_rows(feat),
+            visual=visual,
             labels=labels,
             tokens=tokens.reshape(n, g, _TEXT_DIM),  # (n, G*G, 512): ConSE of each region
         )
@@ -351,6 +366,8 @@ class LiteEncoder(Encoder):
             with self._image_lock:
                 if self._net is None:
                     self._class_emb = self._load_or_compute_class_embeddings()
+                    if self.projection > 0:
+                        self._projector = load_projector(expect_sha256=PROJECTOR_SHA256)
                     if self.runtime in ("onnx", "onnx-int8"):
                         from frozenlens.models.lite_onnx import lite_onnx_net
 
@@ -407,14 +424,20 @@ class LiteEncoder(Encoder):
         return traced
 
     def _version(self) -> str:
-        """"2" for the default recipe, "1" for the pre-issue-15 one, else a hash of the settings."""
-        recipe = {"class_text": self.class_text, "top_t": self.top_t, "temperature": self.temperature}
+        """"3" for the default recipe, "2" (no projector) and "1" (issue 15's first) for the
+        older ones (:data:`LEGACY_OPTIONS`), else a hash of the settings."""
+        recipe = {"class_text": self.class_text, "top_t": self.top_t, "temperature": self.temperature,
+                  "projection": self.projection}
         if self.prompts == DEFAULT_PROMPTS:
-            if recipe == {"class_text": DEFAULT_CLASS_TEXT, "top_t": DEFAULT_TOP_T, "temperature": DEFAULT_TEMPERATURE}:
-                return "2"
+            if recipe == {"class_text": DEFAULT_CLASS_TEXT, "top_t": DEFAULT_TOP_T, "temperature": DEFAULT_TEMPERATURE,
+                          "projection": DEFAULT_PROJECTION}:
+                return "3"
             for (name, version), legacy in LEGACY_OPTIONS.items():
                 if name == "lite" and recipe == legacy:
                     return version
+        if self.projection > 0:
+            return "3+" + _short_hash([self.class_text, self.top_t, self.temperature, list(self.prompts),
+                                       self.projection, PROJECTOR_SHA256])
         if self.class_text == "name":  # the pre-issue-15 naming of non-default settings
             return "1+" + _short_hash([self.top_t, self.temperature, list(self.prompts)])
         return "2+" + _short_hash([self.class_text, self.top_t, self.temperature, list(self.prompts)])

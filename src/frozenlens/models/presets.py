@@ -20,9 +20,12 @@ PREFIX = "openclip:"
 #: (encoder name, identity version) → the options that rebuild an encoder of
 #: an older recipe. Opening an index built with one of them (and no explicit
 #: options) builds exactly that encoder, so old indexes keep working.
-#: ``lite`` "1": the ConSE recipe before issue 15 (bare class names, top 20, T 3).
+#: ``lite`` "1": the ConSE recipe before issue 15 (bare class names, top 20, T 3);
+#: ``lite`` "2": issue 15's ConSE recipe without the learned projector.
+#: (An ``onnx-int8`` index records ``<version>+int8``: the same options apply.)
 LEGACY_OPTIONS: dict[tuple[str, str], dict[str, object]] = {
-    ("lite", "1"): {"class_text": "name", "top_t": 20, "temperature": 3.0},
+    ("lite", "1"): {"class_text": "name", "top_t": 20, "temperature": 3.0, "projection": 0.0},
+    ("lite", "2"): {"class_text": "wordnet", "top_t": 50, "temperature": 5.0, "projection": 0.0},
 }
 
 
@@ -106,13 +109,13 @@ class ModelRow:
 #: the packaged offline default (frozenlens.models.lite); tests/unit/test_package_imports.py checks these facts
 LITE = ModelRow(
     name="lite",
-    source="packaged: EfficientNet-Lite0 + USE-m3 (ConSE)",
+    source="packaged: EfficientNet-Lite0 + USE-m3 (ConSE + projector)",
     dim=512,
     image_size=224,
     context_length=128,
     languages="16 (USE-m3)",
     download_mb=0,
-    license="Apache-2.0 / MIT",
+    license="Apache-2.0 / MIT; projector GPL-2.0+",
     cached=None,
 )
 

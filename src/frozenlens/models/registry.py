@@ -115,7 +115,8 @@ def create_encoder(name: str, **options: object) -> Encoder:
 def options_for(identity: EncoderIdentity, options: dict[str, object]) -> dict[str, object]:
     """``options`` completed with what rebuilds ``identity`` when it is an older recipe of its
     encoder (:data:`~frozenlens.models.presets.LEGACY_OPTIONS`); explicit options win."""
-    return {**LEGACY_OPTIONS.get((identity.name, identity.version), {}), **options}
+    version = identity.version.removesuffix("+int8")  # the int8 runtime of the same recipe
+    return {**LEGACY_OPTIONS.get((identity.name, version), {}), **options}
 
 
 def list_models(*, check_cache: bool = False) -> list[ModelRow]:
