@@ -108,8 +108,12 @@ def test_python_client_composed(live_server, archive):
     with Client(live_server, token=TOKEN) as fl:
         terms = (QueryTerm(text="a table", weight=-1.0), QueryTerm(image=photos / "skagen.jpg", weight=0.5))
         got = fl.search("people", k=5, terms=terms)
+        # the client uploads the photo's bytes: the engine gets the photo as the server decodes an upload
+        limits = Limits()
+        upload = decode_upload((photos / "skagen.jpg").read_bytes(), limits.max_upload_bytes, limits.max_upload_pixels)
+        as_uploaded = (terms[0], QueryTerm(image=upload, weight=0.5))
         with Engine.open(index) as eng:
-            expected = eng.search(SearchRequest(query="people", k=5, terms=terms))
+            expected = eng.search(SearchRequest(query="people", k=5, terms=as_uploaded))
             skagen = eng.get_image(photos / "skagen.jpg").id
         assert [h.id for h in got] == [h.id for h in expected]
         by_id = fl.search(None, k=3, terms=(QueryTerm(image=skagen),))
