@@ -3,7 +3,13 @@
 beside a pizza, plus the kettle and the pizza alone), indexed with the real
 `lite` encoder. Subtracting a concept must demote the photos that show it and
 keep the others on top — each test also shows the plain query does not
-already do it, so it fails if a subtraction were ignored."""
+already do it, so it fails if a subtraction were ignored.
+
+The encoder is `lite` version 2 (ConSE alone, ``projection=0``): the set was
+built so that its plain queries do not separate the scenes, and version 3's
+projector already ranks 89 % of the bird-with-pizza / bird-with-kettle pairs
+right for "a bird" alone, so with it the set would no longer show what the
+subtraction adds. Composition is the same arithmetic on any encoder's vectors."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from frozenlens.engine import Engine
+from frozenlens.models.lite import LiteEncoder
 from frozenlens.request import QueryTerm, SearchRequest
 from tests.compose_scenes import build_scenes
 
@@ -19,10 +26,11 @@ N = 18  # every scene
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory, testdata, lite_encoder):
+def scenes(tmp_path_factory, testdata, model_cache):
     root = tmp_path_factory.mktemp("compose-quality")
     labels = build_scenes(testdata, root / "scenes")
-    engine = Engine.open(root / "index", encoder=lite_encoder, create=True)
+    conse_only = LiteEncoder(cache_dir=model_cache, projection=0.0)  # version 2: see the module doc
+    engine = Engine.open(root / "index", encoder=conse_only, create=True)
     engine.index([root / "scenes"])
     yield engine, labels, root / "scenes"
     engine.close()
