@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from frozenlens.models.lite import LiteEncoder  # noqa: E402
+from frozenlens.models.lite import LiteEncoder
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from frozenlens.errors import EncoderConfigError
 from frozenlens.models.lite import DEFAULT_PROJECTION, PROJECTOR_SHA256, LiteEncoder
 from frozenlens.models.lite_forward import unit_rows
 from frozenlens.models.lite_projector import gelu, load_projector, projector_bytes
@@ -55,14 +56,14 @@ def test_damaged_or_foreign_files_are_refused(tmp_path: Path) -> None:
     blob = path.read_bytes()
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(ValueError, match="damaged"):
+    with pytest.raises(EncoderConfigError, match="damaged"):
         load_projector(truncated)
-    with pytest.raises(ValueError, match="another projector"):
+    with pytest.raises(EncoderConfigError, match="another projector"):
         load_projector(path, expect_sha256="0" * 64)
     wrong = tmp_path / "wrong.safetensors"  # metadata says no hidden layer, tensors say one
     save_file({"in_mean": torch.zeros(1280), "in_sd": torch.ones(1280), "0.weight": torch.zeros(64, 1280),
                "0.bias": torch.zeros(64)}, str(wrong), metadata={"hidden": "0", "lambda": "0.25"})
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(EncoderConfigError, match="shape"):
         load_projector(wrong)
 
 

@@ -10,8 +10,8 @@ embeddings* (ConSE, Norouzi et al. 2014):
 
 where ``textemb`` is the USE embedding of the class name averaged over a few
 prompt templates. Version 3 blends in a learned projector of the image
-features (:mod:`frozenlens.models.lite_projector`, ``projection`` = λ). A query in any of USE's 16 languages is then compared to
-images by cosine. ConSE vectors are close to each other (cosines ~0.2-0.7),
+features (:mod:`frozenlens.models.lite_projector`, ``projection`` = λ). A
+query in any of USE's 16 languages is then compared to images by cosine. ConSE vectors are close to each other (cosines ~0.2-0.7),
 so score thresholds must be relative. Classes ImageNet lacks (astronauts,
 galaxies) are blind spots.
 

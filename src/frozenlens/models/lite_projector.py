@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from frozenlens.errors import EncoderConfigError
 from frozenlens.models.lite_forward import unit_rows
 
 __all__ = ["PROJECTOR_FILE", "LiteProjector", "gelu", "load_projector", "projector_bytes"]
@@ -79,35 +80,36 @@ class LiteProjector:
 
 
 def load_projector(path: Path | str | None = None, *, expect_sha256: str | None = None) -> LiteProjector:
-    """The packaged projector (or the file at ``path``), checked; ``ValueError`` when it is malformed
-    or, with ``expect_sha256``, another file than the one expected (its vectors would differ)."""
+    """The packaged projector (or the file at ``path``), checked; :class:`EncoderConfigError` (a
+    ``ValueError``) when it is malformed or, with ``expect_sha256``, another file than the one
+    expected (its vectors would differ)."""
     from safetensors.numpy import load
 
     blob = Path(path).read_bytes() if path is not None else projector_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     if expect_sha256 is not None and digest != expect_sha256:
-        raise ValueError(f"lite projector file has SHA-256 {digest[:12]}…, expected {expect_sha256[:12]}…: "
+        raise EncoderConfigError(f"lite projector file has SHA-256 {digest[:12]}…, expected {expect_sha256[:12]}…: "
                          "another projector than the one this encoder version names")
     try:
         tensors = load(blob)
         meta = _metadata(blob)
         hidden, weight = int(meta["hidden"]), float(meta["lambda"])
     except Exception as exc:  # safetensors' own error types vary by version
-        raise ValueError(f"lite projector file is damaged: {exc}") from exc
+        raise EncoderConfigError(f"lite projector file is damaged: {exc}") from exc
     names = [("0.weight", "0.bias")] + ([("2.weight", "2.bias")] if hidden else [])
     try:
         layers = tuple((tensors[w].astype(np.float32), tensors[b].astype(np.float32)) for w, b in names)
         mean, sd = tensors["in_mean"].astype(np.float32), tensors["in_sd"].astype(np.float32)
     except KeyError as exc:
-        raise ValueError(f"lite projector file lacks tensor {exc}") from exc
+        raise EncoderConfigError(f"lite projector file lacks tensor {exc}") from exc
     dims = [_IN, *([hidden] if hidden else []), _OUT]
     for (w, b), d_in, d_out in zip(layers, dims[:-1], dims[1:], strict=True):
         if w.shape != (d_out, d_in) or b.shape != (d_out,):
-            raise ValueError(f"lite projector layer has shape {w.shape}/{b.shape}, expected ({d_out}, {d_in})")
+            raise EncoderConfigError(f"lite projector layer has shape {w.shape}/{b.shape}, expected ({d_out}, {d_in})")
     if mean.shape != (_IN,) or sd.shape != (_IN,) or not np.all(sd > 0) or not weight >= 0:
-        raise ValueError("lite projector statistics or blend weight are malformed")
+        raise EncoderConfigError("lite projector statistics or blend weight are malformed")
     if not all(np.all(np.isfinite(a)) for layer in layers for a in layer):
-        raise ValueError("lite projector weights are not finite")
+        raise EncoderConfigError("lite projector weights are not finite")
     return LiteProjector(mean, sd, layers, weight, digest)
 
 
@@ -117,5 +119,5 @@ def _metadata(blob: bytes) -> dict[str, str]:
     header = json.loads(blob[8:8 + size])
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict):
-        raise ValueError("metadata is not a table")
+        raise EncoderConfigError("metadata is not a table")
     return meta
