@@ -69,17 +69,19 @@ def test_only_single_glyphs_are_drawn() -> None:
 
 
 def test_convert_writes_a_manifest_set_once_and_refuses_foreign_folders(tmp_path: Path) -> None:
-    folder = _cldr(tmp_path / "ann", {"en": {"🐶": "dog face", "🌅": "sunrise", "!": "exclamation mark"},
+    folder = _cldr(tmp_path / "ann", {"en": {"🐶": "dog face", "🌅": "sunrise", "!": "exclamation mark",
+                                             "\u2603": "snowman", "\u2603\ufe0f": "snowman, emoji style"},
                                       "ja": {"🐶": "イヌの顔", "🌅": "日の出"}})
     out = tmp_path / "emoji"
     manifest = convert_emoji(out, annotations=folder)
     ds = load_dataset(manifest, "manifest")
     by_name = {im.captions["en"][0]: im for im in ds.images}
-    assert sorted(by_name) == ["dog face", "sunrise"]  # the font has no "!"
+    # the font has no "!"; the snowman with and without VS16 is one emoji (one file name)
+    assert sorted(by_name) == ["dog face", "snowman", "sunrise"]
     assert by_name["sunrise"].captions["ja"] == ("日の出",)
     assert by_name["dog face"].path.name == "1f436.jpg"
     info = json.loads((out / "emoji.json").read_text(encoding="utf-8"))
-    assert (info["emoji"], info["not_drawn"], info["languages"]) == (2, 1, ["en", "ja"])
+    assert (info["emoji"], info["not_drawn"], info["languages"]) == (3, 2, ["en", "ja"])
     before = manifest.stat().st_mtime_ns
     assert convert_emoji(out, annotations=folder) == manifest and manifest.stat().st_mtime_ns == before
     foreign = tmp_path / "foreign"

@@ -11,7 +11,9 @@ Input, both from Debian (``make emoji-data`` installs them):
 Every emoji with an English short name whose sequence the font draws as **one** glyph (CLDR also
 names punctuation the font has no glyph for, which draws nothing; an unsupported ZWJ sequence
 falls apart into several glyphs, wider than one) becomes an image: the glyph (a few are grey by
-design: wolf, cloud, the family) composited onto the same white 256-px canvas as the Tux Paint stamps (:func:`frozenlens.eval.tuxpaint.fit_on_canvas`), JPEG. Its captions are
+design: wolf, cloud, the family) composited onto the same white 256-px canvas as the Tux Paint
+stamps (:func:`frozenlens.eval.tuxpaint.fit_on_canvas`), JPEG; a sequence that differs from one
+already drawn only by the emoji variation selector (U+FE0F) is left out. Its captions are
 the short names, one per language: CLDR files named by a bare language (``fr.xml``) plus the
 script variants :data:`SCRIPT_LOCALES`; regional files (``fr_CA.xml``) are left out, as are names
 that only point to the parent locale (``↑↑↑``).
@@ -147,12 +149,14 @@ def convert_emoji(out_dir: Path, *, font: Path = DEFAULT_FONT, annotations: Path
     lines, skipped = [], []
     try:
         (stage / "images").mkdir()
+        seen: set[str] = set()
         for i, seq in enumerate(wanted):
-            image = render_emoji(face, seq)
+            key = _key(seq)
+            image = None if key in seen else render_emoji(face, seq)  # with and without VS16: one emoji
             if image is None:
                 skipped.append(seq)
             else:
-                key = _key(seq)
+                seen.add(key)
                 rel = f"images/{key}.jpg"
                 image.save(stage / rel, "JPEG", quality=JPEG_QUALITY)
                 captions = {lang: [name] for lang, name in sorted(names[seq].items())}
