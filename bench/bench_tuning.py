@@ -17,7 +17,8 @@ exact top-10. Per index type the index is built once through ``retriever.tuning.
 * ``loo lb``: leave-one-out, target on the one-sided 95 % lower bound (the product's default).
 
 For each: the knob values kept, the tuner's own recall, recall@10 on the fresh queries (and its standard error),
-and QPS at batch 1 (one thread). Absolute times drift +-40 % run to run on these machines.
+and QPS at batch 1 (one thread); with ``--curve``, recall@10 at every knob value on each kind of query.
+Absolute times drift +-40 % run to run on these machines.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from bench_index_types import DIM, K, embedding_data, qps  # noqa: E402
 from common import log, markdown_table  # noqa: E402
 from frozenlens.retriever import AutoPolicy  # noqa: E402
 from frozenlens.retriever.choice import ivfpq_factory  # noqa: E402
-from frozenlens.retriever.tuning import HeldOut, build, exact_top_k, leave_one_out, pick, tune  # noqa: E402
+from frozenlens.retriever.tuning import HeldOut, build, exact_top_k, leave_one_out, pick, recalls, tune, without  # noqa: E402
 
 
 def noise_held_out(chunks, n: int, count: int, k: int, dim: int, seed: int) -> HeldOut:
@@ -58,10 +59,30 @@ def noise_held_out(chunks, n: int, count: int, k: int, dim: int, seed: int) -> H
 
 def factories(n: int) -> dict[str, str]:
     nlist = int(ivfpq_factory(n, DIM).split(",IVF")[1].split(",")[0])
-    return {"IVFPQ": ivfpq_factory(n, DIM), "IVFSQ8": f"IVF{nlist},SQ8", "HNSW32": "HNSW32"}
+    return {"IVFSQ8": f"IVF{nlist},SQ8", "HNSW32": "HNSW32", "IVFPQ": ivfpq_factory(n, DIM)}
 
 
-def run(n: int, args: argparse.Namespace) -> list[dict[str, object]]:
+def curve(vi, probes: dict[str, HeldOut], fresh: HeldOut) -> list[dict[str, object]]:
+    """Recall@10 per knob value (k_factor as tuned) on each kind of query; ``loo plain``: leave-one-out
+    searched on the graph as it is (the query's own node reachable), to show why graphs need unlinking."""
+    knob = "nprobe" if vi.nprobe is not None else "ef_search"
+    kept = getattr(vi, knob)
+    loo = probes["loo"]
+    out = []
+    for v in [1 << i for i in range(13)]:
+        if v > (vi.nlist if knob == "nprobe" else 4096):
+            break
+        setattr(vi, knob, v)
+        found = vi.search(loo.queries, K + 1)[1]
+        plain = recalls(without(found, found == loo.own[:, None], K), loo.truth)
+        out.append({knob: v, "noise": round(float(probes["noise"].recalls(vi).mean()), 4),
+                    "loo": round(float(loo.recalls(vi).mean()), 4), "loo plain": round(float(plain.mean()), 4),
+                    "fresh": round(float(fresh.recalls(vi).mean()), 4)})
+    setattr(vi, knob, kept)
+    return out
+
+
+def run(n: int, args: argparse.Namespace, done: list[dict[str, object]]) -> list[dict[str, object]]:
     t0 = time.perf_counter()
     x, fresh, ids, chunks, truth = embedding_data(DIM, n, args.fresh, fresh=True)
     log(f"n={n}: data and exact top-{K} of {args.fresh} fresh queries in {time.perf_counter() - t0:.0f} s")
@@ -89,8 +110,17 @@ def run(n: int, args: argparse.Namespace) -> list[dict[str, object]]:
                        "qps_batch1": round(qps(vi, fresh, 1, args.timed), 1)}
                 log(f"    {row}")
                 rows.append(row)
+        if args.curve:
+            rows.append({"n": n, "type": name, "factory": factory, "curve": curve(vi, probes, fresh_probe)})
+            log(f"    curve {rows[-1]['curve']}")
         del vi
+        save(done + rows, args)
     return rows
+
+
+def save(rows: list[dict[str, object]], args: argparse.Namespace) -> None:
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"rows": rows, "argv": sys.argv[1:]}, indent=2))
 
 
 def summary(rows: list[dict[str, object]]) -> list[list[object]]:
@@ -115,14 +145,14 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=256, help="held-out queries per tuning (AutoPolicy.queries)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--timed", type=int, default=300)
+    p.add_argument("--curve", action="store_true", help="also recall per knob value on each kind of query")
     p.add_argument("--out", default=str(REPO / "results" / "bench_tuning.json"))
     args = p.parse_args()
     log(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
     rows: list[dict[str, object]] = []
     for n in args.n:
-        rows += run(n, args)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"rows": rows, "argv": sys.argv[1:]}, indent=2))
+        rows += run(n, args, rows)
+    rows = [r for r in rows if "curve" not in r]
     print(markdown_table(["n", "type", "held-out queries", "kept (per seed)", "tuner recall", "fresh recall",
                           "fresh min", "QPS batch 1"], summary(rows)))
 
