@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from frozenlens.retriever import AutoPolicy
+from frozenlens.retriever._holdout import unlinked
 from frozenlens.retriever.tuning import HeldOut, build, exact_top_k, leave_one_out, lower_bound, tune
 
 from .test_retriever import _one_faiss_thread, clustered, exact  # noqa: F401 - the autouse fixture
@@ -71,3 +72,19 @@ def test_lower_bound_is_the_mean_minus_z_standard_errors():
     assert lower_bound(r) == pytest.approx(r.mean() - 1.645 * se)
     assert lower_bound(r, 0.0) == pytest.approx(r.mean())
     assert lower_bound(np.ones(50)) == 1.0
+
+
+def test_a_graph_is_searched_with_the_held_out_nodes_unreachable_and_left_intact(data):
+    x, ids, _, _ = data
+    keep = np.ones(N, bool)
+    keep[::10] = False  # removed: HNSW keeps them as tombstones
+    vi = build("HNSW32", DIM, chunks_of(ids, x))
+    assert vi.remove(ids[~keep]) == (~keep).sum()
+    chunks = chunks_of(ids[keep], x[keep])
+    held = leave_one_out(chunks, int(keep.sum()), 200, 10, DIM, seed=4)
+    vi.ef_search = 64
+    found = unlinked(vi, held.own)(held.queries, 11)
+    assert not np.isin(found, held.own).any()  # never reached
+    assert not np.isin(found, ids[~keep]).any() and (found >= 0).all()  # tombstones stay out
+    assert held.recalls(vi).mean() >= 0.9
+    np.testing.assert_array_equal(vi.search(held.queries, 1)[1][:, 0], held.own)  # the shared graph is intact

@@ -4,51 +4,54 @@ A stored vector used as a query against an IVF index behaves like a fresh one on
 from the answers (the lists probed depend on the query vector only). In an HNSW graph it does not: the
 search walks to the query's own node (score 1) and reads its links, which *are* its nearest neighbours, so
 recall comes out far too high (measured: 0.97 on such queries, 0.81 on fresh ones at efSearch 16,
-docs/benchmarks.md). :func:`search_unlinked` therefore searches a private copy of the graph's links in
+docs/benchmarks.md). :func:`unlinked` therefore searches a private copy of the graph's links in
 which no node links to the queries' own nodes any more (each list keeps its other links, in order), so
 the walk never reaches them: the graph as the other n - q vectors built it, but for the links the
 builder's pruning dropped in favour of the removed nodes (which can only make it a little harder, never
 easier). The vectors are shared, not copied; the copy of the links costs about ``4 * (2M + M/(1 - 1/M))``
-bytes per vector (~280 bytes for HNSW32) for the duration of one call, and the index itself is never
-changed (searchers may be using it).
+bytes per vector (~280 bytes for HNSW32) while a tuning runs (made once per tuning: 0.5 s at 300 k
+vectors, then each knob value costs a plain search), and the index itself is never changed (searchers
+may be using it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faiss
 import numpy as np
 
 
-def search_unlinked(index: Any, queries: np.ndarray, k: int, own: np.ndarray) -> np.ndarray | None:
-    """int64 (q, k) ids found by the HNSW graph of ``index`` (a :class:`~.vector_index.VectorIndex`) for
-    float32 (q, d) ``queries`` with the nodes of the stored ids ``own`` unreachable, at the index's
-    current efSearch; ``None`` when ``index`` is not an HNSW graph (search it as usual then)."""
+def unlinked(index: Any, own: np.ndarray) -> Callable[[np.ndarray, int], np.ndarray] | None:
+    """A search ``(queries float32 (q, d), k) -> ids int64 (q, k)`` over the HNSW graph of ``index`` (a
+    :class:`~.vector_index.VectorIndex`) with the nodes of the stored ids ``own`` unreachable, at the
+    index's efSearch *at call time* (a tuner changes it between calls; the vectors must not change);
+    ``None`` when ``index`` is not an HNSW graph (search it as usual then). The copy of the links is
+    made once, here."""
     store = index._active
     graph = getattr(store, "_hnsw", None)
-    if graph is None or len(queries) == 0:
+    if graph is None:
         return None
     id_map = store._id_map_view()
     order = np.argsort(id_map, kind="stable")
-    at = np.searchsorted(id_map[order], own)
-    known = at < len(order)
-    known[known] = id_map[order[at[known]]] == own[known]
-    cut = order[at[known]].astype(np.int32)
+    at = np.minimum(np.searchsorted(id_map[order], own), max(len(order) - 1, 0))
+    cut = order[at[id_map[order[at]] == own]].astype(np.int32) if len(order) else np.zeros(0, np.int32)
     cut = cut[cut != graph.hnsw.entry_point]  # the walk starts there: its own query keeps it (1 query in n)
     copy = faiss.IndexHNSW(graph.storage, max(1, graph.hnsw.nb_neighbors(1)))
     copy.hnsw = graph.hnsw  # a copy of the links (SWIG assigns the struct by value)
     copy.ntotal, copy.is_trained = graph.ntotal, True
     _unlink(copy.hnsw, cut)
-    sel = None
-    if store.alive is not None:
-        packed = np.packbits(store.alive, bitorder="little")
-        sel = faiss.IDSelectorBitmap(packed.size, faiss.swig_ptr(packed))
-    ef = max(k, int(graph.hnsw.efSearch))
-    params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef) if sel is not None else \
-        faiss.SearchParametersHNSW(efSearch=ef)
-    _, pos = copy.search(np.ascontiguousarray(queries, np.float32), k, params=params)
-    return np.where(pos >= 0, id_map[np.maximum(pos, 0)], -1)
+    packed = None if store.alive is None else np.packbits(store.alive, bitorder="little")
+
+    def search(queries: np.ndarray, k: int) -> np.ndarray:
+        params = faiss.SearchParametersHNSW(efSearch=max(k, int(graph.hnsw.efSearch)))
+        if packed is not None:
+            params.sel = faiss.IDSelectorBitmap(packed.size, faiss.swig_ptr(packed))
+        _, pos = copy.search(np.ascontiguousarray(queries, np.float32), k, params=params)
+        return np.where(pos >= 0, id_map[np.maximum(pos, 0)], -1)
+
+    return search
 
 
 def _unlink(hnsw: Any, cut: np.ndarray) -> None:

@@ -69,7 +69,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from frozenlens.retriever._holdout import search_unlinked
+from frozenlens.retriever._holdout import unlinked
 from frozenlens.retriever._stores import METRICS
 from frozenlens.retriever.choice import AutoPolicy
 from frozenlens.retriever.vector_index import VectorIndex
@@ -134,13 +134,29 @@ class HeldOut:
 
     def recalls(self, index: VectorIndex) -> np.ndarray:
         """float64 (q,): recall@k of each query as ``index`` is searched now."""
-        if self.own is None:
-            return recalls(index.search(self.queries, self.k)[1], self.truth)
-        found = search_unlinked(index, self.queries, self.k + 1, self.own)
-        if found is not None and self.truth_graph is not None:
-            return recalls(without(found, np.isin(found, self.own), self.k), self.truth_graph)
-        found = index.search(self.queries, self.k + 1)[1]
-        return recalls(without(found, found == self.own[:, None], self.k), self.truth)
+        return self.meter(index)()
+
+    def meter(self, index: VectorIndex) -> Callable[[], np.ndarray]:
+        """A function giving :meth:`recalls` of ``index`` as it is searched at call time (its knobs may
+        change between calls, its vectors not): what a graph needs is prepared once, here."""
+        k, own = self.k, self.own
+        if own is None:
+            return lambda: recalls(index.search(self.queries, k)[1], self.truth)
+        graph = unlinked(index, own) if self.truth_graph is not None else None
+        if graph is not None:
+            truth = self.truth_graph
+
+            def on_graph() -> np.ndarray:
+                found = graph(self.queries, k + 1)
+                return recalls(without(found, np.isin(found, own), k), truth)
+
+            return on_graph
+
+        def plain() -> np.ndarray:
+            found = index.search(self.queries, k + 1)[1]
+            return recalls(without(found, found == own[:, None], k), self.truth)
+
+        return plain
 
 
 #: exact neighbours fetched beyond k + 1 so that k remain without the other held-out ids
@@ -237,12 +253,14 @@ def tune(index: VectorIndex, chunks: Chunks, policy: AutoPolicy, *, seed: int = 
     refined = knob == "nprobe" and index.k_factor is not None
     best_kf = K_FACTORS[-1] if refined else None
 
+    meter = probe.meter(index)
+
     def recall_with(v: int | None, kf: int | None) -> tuple[float, float]:
         if knob is not None:
             setattr(index, knob, v)
         if kf is not None:
             index.k_factor = kf
-        per_query = probe.recalls(index)
+        per_query = meter()
         return lower_bound(per_query, z), float(per_query.mean())
 
     for v in values:
