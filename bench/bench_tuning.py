@@ -17,7 +17,8 @@ exact top-10. Per index type the index is built once through ``retriever.tuning.
 * ``loo lb``: leave-one-out, target on the one-sided 95 % lower bound (the product's default).
 
 For each: the knob values kept, the tuner's own recall, recall@10 on the fresh queries (and its standard error),
-and QPS at batch 1 (one thread); with ``--curve``, recall@10 at every knob value on each kind of query.
+and QPS at batch 1 (one thread); ``--data test32``: the unit test's 32-d isotropic clusters and index types
+instead; with ``--curve``, recall@10 at every knob value on each kind of query.
 Absolute times drift +-40 % run to run on these machines.
 """
 
@@ -35,8 +36,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))  # tests.unit.test_retriever.clustered for --data test32
 
-from bench_index_types import DIM, K, embedding_data, qps  # noqa: E402
+from bench_index_types import DIM, K, chunks_of, embedding_data, qps  # noqa: E402
 from common import log, markdown_table  # noqa: E402
 from frozenlens.retriever import AutoPolicy  # noqa: E402
 from frozenlens.retriever.choice import ivfpq_factory  # noqa: E402
@@ -57,9 +59,25 @@ def noise_held_out(chunks, n: int, count: int, k: int, dim: int, seed: int) -> H
     return HeldOut(q, exact_top_k(q, chunks, k), None)
 
 
-def factories(n: int) -> dict[str, str]:
+def factories(n: int, dim: int) -> dict[str, str]:
+    if dim != DIM:  # the unit test's data set and index types (tests/unit/test_tuning_fresh.py)
+        return {"IVF-Flat": "IVF256,Flat", "HNSW32": "HNSW32", "IVFPQ": "IVF64,PQ8,Refine(SQfp16)"}
     nlist = int(ivfpq_factory(n, DIM).split(",IVF")[1].split(",")[0])
     return {"IVFSQ8": f"IVF{nlist},SQ8", "HNSW32": "HNSW32", "IVFPQ": ivfpq_factory(n, DIM)}
+
+
+def data_set(kind: str, n: int, fresh: int):
+    """(dim, stored vectors' chunk source, fresh queries, their exact top-K): ``embedding`` (512-d, the
+    benchmarks' generator) or ``test32`` (the unit test's: 32-d, 200 isotropic clusters, noise 2.0, seed 5)."""
+    if kind == "embedding":
+        _, q, _, chunks, truth = embedding_data(DIM, n, fresh, fresh=True)
+        return DIM, chunks, q, truth
+    from tests.unit.test_retriever import clustered
+
+    both = clustered(5, n + fresh, 32, centres=200, noise=2.0).astype(np.float16).astype(np.float32)
+    chunks = chunks_of(np.arange(n, dtype=np.int64), both[:n])
+    q = np.ascontiguousarray(both[n:])
+    return 32, chunks, q, exact_top_k(q, chunks, K)
 
 
 def curve(vi, probes: dict[str, HeldOut], fresh: HeldOut) -> list[dict[str, object]]:
@@ -84,21 +102,21 @@ def curve(vi, probes: dict[str, HeldOut], fresh: HeldOut) -> list[dict[str, obje
 
 def run(n: int, args: argparse.Namespace, done: list[dict[str, object]]) -> list[dict[str, object]]:
     t0 = time.perf_counter()
-    x, fresh, ids, chunks, truth = embedding_data(DIM, n, args.fresh, fresh=True)
+    dim, chunks, fresh, truth = data_set(args.data, n, args.fresh)
     log(f"n={n}: data and exact top-{K} of {args.fresh} fresh queries in {time.perf_counter() - t0:.0f} s")
     fresh_probe = HeldOut(fresh, truth, None)
     policy = AutoPolicy(1 << 40, target_recall=0.95, queries=args.queries)
     rows: list[dict[str, object]] = []
-    for name, factory in factories(n).items():
+    for name, factory in factories(n, dim).items():
         if args.only and name not in args.only:
             continue
         start = time.perf_counter()
-        vi = build(factory, DIM, chunks)
+        vi = build(factory, dim, chunks)
         built = round(time.perf_counter() - start, 1)
         log(f"  {factory}: built in {built} s")
         for seed in args.seeds:
-            probes = {"noise": noise_held_out(chunks, n, args.queries, K, DIM, seed),
-                      "loo": leave_one_out(chunks, n, args.queries, K, DIM, seed)}
+            probes = {"noise": noise_held_out(chunks, n, args.queries, K, dim, seed),
+                      "loo": leave_one_out(chunks, n, args.queries, K, dim, seed)}
             for method, probe, z in (("noise", probes["noise"], 0.0), ("loo mean", probes["loo"], 0.0),
                                      ("loo lb", probes["loo"], None)):
                 t = tune(vi, chunks, policy, held_out=probe, **({} if z is None else {"z": z}))
@@ -141,6 +159,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[100_000, 300_000])
     p.add_argument("--only", nargs="*", default=None)
+    p.add_argument("--data", choices=("embedding", "test32"), default="embedding")
     p.add_argument("--fresh", type=int, default=2000)
     p.add_argument("--queries", type=int, default=256, help="held-out queries per tuning (AutoPolicy.queries)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -69,7 +69,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from frozenlens.retriever._holdout import unlinked
+from frozenlens.retriever._holdout import refined, reserved, unlinked
 from frozenlens.retriever._stores import METRICS
 from frozenlens.retriever.choice import AutoPolicy
 from frozenlens.retriever.vector_index import VectorIndex
@@ -152,6 +152,10 @@ class HeldOut:
 
             return on_graph
 
+        rerank = refined(index, own)
+        if rerank is not None:
+            return lambda: recalls(rerank(self.queries, k), self.truth)
+
         def plain() -> np.ndarray:
             found = index.search(self.queries, k + 1)[1]
             return recalls(without(found, found == own[:, None], k), self.truth)
@@ -168,7 +172,10 @@ def leave_one_out(chunks: Chunks, n: int, count: int, k: int, dim: int, seed: in
     """``count`` random stored vectors (seeded) as queries, each against all the others (module doc):
     the truth is the exact top-``k`` without the query's own id (and, for graphs, without any query's)."""
     rng = np.random.default_rng(seed)
-    own, q = pick_rows(chunks, np.sort(rng.choice(n, size=min(count, n), replace=False)), dim)
+    pool = np.flatnonzero(np.concatenate([reserved(ids) for ids, _ in chunks()] or [np.zeros(0, bool)]))
+    if len(pool) < min(count, n):  # too few vectors kept out of training: any (module doc)
+        pool = np.arange(n)
+    own, q = pick_rows(chunks, np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False)), dim)
     q = np.ascontiguousarray(q)
     ranked = exact_top_k(q, chunks, k + 1 + _SPARE, metric)
     return HeldOut(q, without(ranked, ranked == own[:, None], k), own, without(ranked, np.isin(ranked, own), k))
@@ -333,7 +340,9 @@ def build(factory: str, dim: int, chunks: Chunks, *, metric: str = "ip", shard: 
     n = sum(len(ids) for ids, _ in chunks())
     if not index.is_trained and n >= index.train_threshold:
         rng = np.random.default_rng(seed)
-        index.train(pick(chunks, np.sort(rng.choice(n, min(n, index.train_sample_size), replace=False)), dim))
+        pool = np.flatnonzero(np.concatenate([~reserved(ids) for ids, _ in chunks()]))  # never the held-out
+        index.train(pick(chunks, np.sort(rng.choice(pool, min(len(pool), index.train_sample_size), replace=False)),
+                         dim))
     template = index
     if lists_dir is not None and index.nprobe is not None and index.is_trained:
         template, shard = index.empty_like(), shard or DISK_SHARD
