@@ -7,14 +7,15 @@ further draws of the same generator, never stored.
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
-from frozenlens.retriever import AutoPolicy
-from frozenlens.retriever._holdout import unlinked
+from frozenlens.retriever import AutoPolicy, VectorIndex
+from frozenlens.retriever._holdout import reserved, unlinked
 from frozenlens.retriever.tuning import HeldOut, build, exact_top_k, leave_one_out, lower_bound, tune
 
-from .test_retriever import _one_faiss_thread, clustered, exact  # noqa: F401 - the autouse fixture
+from .test_retriever import _one_faiss_thread, clustered, exact, unit  # noqa: F401 - the autouse fixture
 
 N, FRESH, DIM = 20_000, 2000, 32
 POLICY = AutoPolicy(1 << 40, target_recall=0.95, queries=256)
@@ -88,3 +89,25 @@ def test_a_graph_is_searched_with_the_held_out_nodes_unreachable_and_left_intact
     assert not np.isin(found, ids[~keep]).any() and (found >= 0).all()  # tombstones stay out
     assert held.recalls(vi).mean() >= 0.9
     np.testing.assert_array_equal(vi.search(held.queries, 1)[1][:, 0], held.own)  # the shared graph is intact
+
+
+@pytest.mark.parametrize("how", ["build", "incremental"])
+def test_the_held_out_vectors_never_train_the_index(how):
+    """The held-out queries are stored vectors the index was not trained on (a fresh query was not either):
+    the reserved ids' vectors all sit at one far point, which 16 centroids would not leave alone."""
+    x = clustered(14, 8000, 16, centres=8, noise=0.5)
+    ids = np.arange(8000, dtype=np.int64) * 7 + 3
+    far = reserved(ids)
+    assert 0.02 < far.mean() < 0.045 and np.array_equal(far, reserved(ids.copy()))  # ~1 in 32, by id only
+    x[far] = unit(-np.ones((1, 16), np.float32))
+    if how == "build":
+        vi = build("IVF16,Flat", 16, chunks_of(ids, x))
+    else:
+        vi = VectorIndex.create(16, "IVF16,Flat")
+        for lo in range(0, 8000, 1000):
+            vi.add(ids[lo : lo + 1000], x[lo : lo + 1000])
+    assert vi.is_trained and len(vi) == 8000
+    centroids = faiss.extract_index_ivf(vi._main.index).quantizer.reconstruct_n(0, 16)
+    assert (centroids @ x[far][0]).max() < 0.9  # no centroid went to the far point
+    held = leave_one_out(chunks_of(ids, x), 8000, 100, 10, 16)
+    assert reserved(held.own).all()

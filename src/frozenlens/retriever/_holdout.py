@@ -1,17 +1,20 @@
-"""Searching an index as if some of its stored vectors were not there: leave-one-out queries on a graph.
+"""Searching an index as if some of its stored vectors were not there, for leave-one-out held-out queries
+(:func:`~.tuning.leave_one_out`; why and what was measured: the :mod:`.tuning` module doc).
 
-A stored vector used as a query against an IVF index behaves like a fresh one once its own id is dropped
-from the answers (the lists probed depend on the query vector only). In an HNSW graph it does not: the
-search walks to the query's own node (score 1) and reads its links, which *are* its nearest neighbours, so
-recall comes out far too high (measured: 0.97 on such queries, 0.81 on fresh ones at efSearch 16,
-docs/benchmarks.md). :func:`unlinked` therefore searches a private copy of the graph's links in
-which no node links to the queries' own nodes any more (each list keeps its other links, in order), so
-the walk never reaches them: the graph as the other n - q vectors built it, but for the links the
-builder's pruning dropped in favour of the removed nodes (which can only make it a little harder, never
-easier). The vectors are shared, not copied; the copy of the links costs about ``4 * (2M + M/(1 - 1/M))``
-bytes per vector (~280 bytes for HNSW32) while a tuning runs (made once per tuning: 0.5 s at 300 k
-vectors, then each knob value costs a plain search), and the index itself is never changed (searchers
-may be using it).
+* :func:`reserved`: one stored id in :data:`RESERVE_EVERY`, chosen by a hash of the id, never trains an
+  index, so queries drawn from them are as new to the centroids and codebooks as a fresh photo.
+* :func:`unlinked`: an HNSW graph searched on a private copy of its links in which no node links to the
+  held-out nodes (each list keeps its other links, in order), so the walk never reaches them -- the graph
+  as the other n - q vectors built it, but for the links the builder's pruning dropped in favour of the
+  removed nodes (which can only make it a little harder, never easier). The vectors are shared, not
+  copied; the links cost ~260 bytes per vector for HNSW32 (measured) while a tuning runs (copied once per
+  tuning: 0.5 s at 300 k vectors; then each knob value costs a plain search). The index itself is never
+  changed (searchers may be using it).
+* :func:`refined`: a re-ranked IVF that re-scores the ``k * k_factor`` best candidates other than the
+  query's own, the shortlist a fresh query gets.
+
+An IVF index needs nothing more: the lists probed depend on the query vector only, and the query's own id
+is dropped from the answers.
 """
 
 from __future__ import annotations
