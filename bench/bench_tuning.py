@@ -155,6 +155,15 @@ def summary(rows: list[dict[str, object]]) -> list[list[object]]:
     return out
 
 
+def curve_table(row: dict[str, object]) -> str:
+    """One ``--curve`` result as a Markdown table: a line per kind of query, a column per knob value."""
+    points: list[dict[str, float]] = row["curve"]  # type: ignore[assignment]
+    knob = "nprobe" if "nprobe" in points[0] else "ef_search"
+    head = [f"{row['n'] // 1000} k {row['type']}: {knob}"] + [str(int(p[knob])) for p in points]  # type: ignore[operator]
+    return markdown_table(head, [[kind] + [f"{p[kind]:.3f}" for p in points]
+                                 for kind in ("noise", "loo", "loo plain", "fresh")]) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[100_000, 300_000])
@@ -171,6 +180,8 @@ def main() -> None:
     rows: list[dict[str, object]] = []
     for n in args.n:
         rows += run(n, args, rows)
+    for c in (r for r in rows if "curve" in r):
+        print(curve_table(c))
     rows = [r for r in rows if "curve" not in r]
     print(markdown_table(["n", "type", "held-out queries", "kept (per seed)", "tuner recall", "fresh recall",
                           "fresh min", "QPS batch 1"], summary(rows)))
