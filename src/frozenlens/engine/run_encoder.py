@@ -34,6 +34,6 @@ def open_for_run(index_dir: str | os.PathLike[str], *, device: str | None = None
         found.store.close()
         name, options = found.meta["encoder_name"], found.encoder_options
     run = run_options(name, device, precision)
-    enc = create_encoder(name, **options, **run) if run else encoder
+    enc = create_encoder(name, **{**options, **run}) if run else encoder
     return Engine.open(index_dir, encoder=enc, create=True, database_url=database_url,
                        encoder_options=encoder_options, **open_args)
