@@ -53,11 +53,16 @@ def chunks_of(ids: np.ndarray, x: np.ndarray, size: int = 65536):
     return lambda: ((ids[i : i + size], x[i : i + size]) for i in range(0, len(ids), size))
 
 
-def embedding_data(dim: int, n: int, queries: int):
+def embedding_data(dim: int, n: int, queries: int, *, fresh: bool = False):
     """The benchmarks' data: ``n`` seeded embedding-shaped vectors rounded to float16 as the product stores
     them, ``queries`` held-out queries, ids 0..n-1, the chunk source the builders read, and exact top-K ids.
-    Returns (x, q, ids, chunks, truth)."""
-    x, q = synthetic(dim, n, queries, seed=0)
+    ``fresh``: the queries are further draws of the stored vectors' own distribution (not perturbed further;
+    the stored vectors then differ from ``fresh=False``'s). Returns (x, q, ids, chunks, truth)."""
+    if fresh:
+        x, _ = synthetic(dim, n + queries, 0, seed=0)
+        x, q = x[:n], x[n:]
+    else:
+        x, q = synthetic(dim, n, queries, seed=0)
     x = x.astype(np.float16).astype(np.float32)
     ids = np.arange(n, dtype=np.int64)
     chunks = chunks_of(ids, x)

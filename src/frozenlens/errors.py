@@ -161,6 +161,10 @@ class EncoderConfigError(FrozenLensError, ValueError):
     does not have, an unknown option value, or a checkpoint of another shape."""
 
 
+class DeviceUnavailableError(EncoderConfigError):
+    """A device was asked for explicitly (``--device cuda``) but is not there (no CUDA device)."""
+
+
 class RuntimeUnavailableError(EncoderConfigError):
     """An encoder runtime was asked for explicitly (``runtime="onnx"``) but cannot run here:
     ONNX Runtime (or, for ``onnx-int8``, the ``onnx`` package) is not installed, or the

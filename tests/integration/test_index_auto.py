@@ -49,10 +49,10 @@ def test_auto_index_crosses_a_tier_and_reports_recall(tmp_path, testdata, capsys
     for space in ("semantic", "visual"):
         r = out["recall"][space]
         assert r["factory"] == "HNSW32" and r["knob"] == "ef_search" and r["n"] == n
-        assert 0.95 <= r["recall"] <= 1.0 and r["queries"] == 16
+        assert 0.95 <= r["recall"] <= 1.0 and r["queries"] == 16 and r["recall_low"] <= r["recall"]
     assert cli.main(["info", "--recall", "--index", str(index)]) == 0
     text = capsys.readouterr().out
-    assert "recall:     semantic: recall@10" in text and "HNSW32, ef_search=" in text
+    assert "recall:     semantic: recall@10" in text and "HNSW32, ef_search=" in text and "leave-one-out" in text
 
 
 def test_info_recall_on_an_exact_index_is_one(tmp_path, testdata, capsys):

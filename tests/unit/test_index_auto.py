@@ -110,7 +110,7 @@ def test_tune_picks_the_smallest_value_reaching_the_target(factory, knob):
     assert again.recall == pytest.approx(t.recall)
     if t.value > (1 if knob == "nprobe" else 16):
         setattr(vi, knob, t.value // 2)
-        assert measure(vi, chunks, POLICY, seed=0).recall < 0.95
+        assert measure(vi, chunks, POLICY, seed=0).recall_low < 0.95  # the rule tune() applies
     # an independent check of the recall figure against brute force
     setattr(vi, knob, t.value)
     q = clustered(6, 50, 32, centres=200, noise=2.0)

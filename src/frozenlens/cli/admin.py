@@ -51,8 +51,9 @@ def cmd_info(args: argparse.Namespace, index_dir: str) -> int:
     for space, t in (recall or {}).items():
         knob = f", {t.knob}={t.value}" if t.knob else ""
         knob += f", k_factor={t.k_factor}" if t.k_factor else ""
-        print(f"recall:     {space}: recall@{t.k} {t.recall:.3f} vs exact ({t.factory}{knob}; "
-              f"{t.queries} held-out queries over {t.n} vectors; target {t.target:g})")
+        low = f" (>= {t.recall_low:.3f} at 95 %)" if t.recall_low is not None else ""
+        print(f"recall:     {space}: recall@{t.k} {t.recall:.3f}{low} vs exact ({t.factory}{knob}; "
+              f"{t.queries} leave-one-out queries over {t.n} vectors; target {t.target:g})")
     if recall == {}:
         print("recall:     the index holds no image vectors yet")
     return 0

@@ -30,16 +30,18 @@ def _policy(args: argparse.Namespace) -> AutoPolicy:
 
 
 def cmd_index(args: argparse.Namespace, index_dir: str) -> int:
-    from ..engine import Engine
+    from ..engine.run_encoder import open_for_run
 
     for path in args.paths:
         if not os.path.exists(path):
             raise QueryError(f"no such file or directory: {path}")
     if args.captions and not os.path.isfile(args.captions):
         raise QueryError(f"captions manifest not found: {args.captions}")
-    engine = Engine.open(
-        index_dir, encoder=args.encoder, create=True, factory=args.index_type, database_url=args.database_url,
-        encoder_options=_weights(args.weights), index_policy=_policy(args),
+    if args.engine == "ray" and (args.device or args.precision):
+        raise QueryError("--device/--precision apply to the local engine; Ray workers place their own encoders")
+    engine = open_for_run(
+        index_dir, device=args.device, precision=args.precision, encoder=args.encoder, factory=args.index_type,
+        database_url=args.database_url, encoder_options=_weights(args.weights), index_policy=_policy(args),
     )
     with engine:
         bar = IndexBar() if wanted(args.no_progress, forced_by_env=True) else None

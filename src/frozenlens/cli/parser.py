@@ -15,6 +15,7 @@ import datetime as dt
 import os
 
 from .. import __version__
+from ..models.precision import DEVICES, PRECISIONS
 from ..request import DUPLICATE_THRESHOLD, FUSIONS, MAX_K, SORTS, SearchRequest
 from ..reranker.options import DEFAULT_PRESET, PRESETS, TrainingData, TrainOptions
 from ..retriever.choice import INDEX_TYPES
@@ -154,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", metavar="PATH", default=None,
         help="local weights file for the encoder (offline use); recorded in the index",
     )
+    p.add_argument("--device", choices=DEVICES, default=None,
+                   help="where an openclip: encoder runs for this run only, not recorded (default auto: CUDA if any)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="its precision for this run only (default auto: fp16 on CUDA, fp32 on the CPU; fp16 needs "
+                        "CUDA; lite runs fp32 on the CPU, where cpu/fp32 are no-ops)")
     types = "; ".join(f"{name}: {what}" for name, what in INDEX_TYPES.items())
     p.add_argument(
         "--index-type", "--factory", dest="index_type", default=None, metavar="TYPE",

@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -32,12 +32,12 @@ from frozenlens.errors import UnknownEncoderError
 from frozenlens.models.base import Encoder, ImageEmbeddings
 from frozenlens.models.clip_preprocess import checked_pixels, no_images, prepare_image
 from frozenlens.models.loading import LoadedModel, built_model, check_preprocess, load_openclip
+from frozenlens.models.precision import Precision, check_precision
 from frozenlens.models.presets import NLLB_CODES, PREFIX, nllb_code
 
 if TYPE_CHECKING:
     import torch
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 
 # --------------------------------------------------------------------- encoder
@@ -128,12 +128,12 @@ class OpenClipEncoder(Encoder):
             raise ValueError("batch sizes must be >= 1")
         if isinstance(model, LoadedModel):
             dev = torch.device(device or next(model.model.parameters()).device.type)
-            _check_precision(precision, dev)
+            check_precision(precision, dev.type)
             self.runtime = _resolve_runtime(runtime, dev, precision)
             loaded = LoadedModel(model.model.to(dev), model.tokenizer, model.identity, model.files)
         else:
             dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-            _check_precision(precision, dev)  # before a long load
+            check_precision(precision, dev.type)  # before a long load
             self.runtime = _resolve_runtime(runtime, dev, precision)
             loaded = load_openclip(
                 spec, device=dev, arch=arch, weights=weights, cache_dir=cache_dir, preprocess=preprocess
@@ -397,13 +397,6 @@ def _resolve_runtime(runtime: str, device: torch.device, precision: str) -> str:
             return "torch"
         raise ValueError(f"runtime {runtime!r} runs on the CPU in fp32 only (device {device}, precision {precision})")
     return resolve_runtime(runtime, auto="onnx", fallback="torch", allowed=RUNTIMES, what="openclip encoder")
-
-
-def _check_precision(precision: str, device: torch.device) -> None:
-    if precision not in ("auto", "fp32", "fp16", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; use auto, fp32, fp16 or bf16")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
 
 
 def _count_tokens(tokenizer: Any, text: str) -> int:

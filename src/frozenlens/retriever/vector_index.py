@@ -51,6 +51,7 @@ import numpy as np
 from frozenlens.errors import ImageNotFoundError, IndexInputError, QueryError
 from frozenlens.retriever import _filtered, _ondisk, _persist
 from frozenlens.retriever._checks import as_ids, as_matrix, as_top_k, isin_sorted
+from frozenlens.retriever._holdout import reserved
 from frozenlens.retriever._refine import AnyStore as Store
 from frozenlens.retriever._refine import RefinedStore, make_any_store
 from frozenlens.retriever._stores import (
@@ -285,9 +286,9 @@ class VectorIndex:
         assert self._fallback is not None
         ids, x = self._fallback.vectors()
         limit = max_training_points(self._main.index)
-        sample = x
-        if len(x) > limit:
-            sample = x[np.sort(np.random.default_rng(0).choice(len(x), limit, replace=False))]
+        sample = x[~reserved(ids)]  # the tuner's held-out vectors never train (retriever/_holdout.py)
+        if len(sample) > limit:
+            sample = sample[np.sort(np.random.default_rng(0).choice(len(sample), limit, replace=False))]
         start = time.perf_counter()
         try:
             self._main.index.train(sample)
