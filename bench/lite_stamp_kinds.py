@@ -18,13 +18,13 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import rerank_quality as rq  # noqa: E402  (puts src/ on the path)
+import rerank_quality as rq
 
 sys.path.insert(0, str(rq.REPO))
-from flame_conse_quality import USE_LANGS, Scorer, lite_texts  # noqa: E402
-from frozenlens.eval.datasets import load_dataset  # noqa: E402
-from frozenlens.eval.runner import embed_image_files  # noqa: E402
-from frozenlens.models.lite import LiteEncoder  # noqa: E402
+from flame_conse_quality import USE_LANGS, Scorer, lite_texts
+from frozenlens.eval.datasets import load_dataset
+from frozenlens.eval.runner import embed_image_files
+from frozenlens.models.lite import LiteEncoder
 
 KINDS = (("silhouette", 1, 1), ("drawn", 2, 999), ("photo-like", 1000, 10**9))
 
