@@ -11,9 +11,10 @@ import torch
 from safetensors.torch import save_file
 
 from frozenlens.errors import EncoderConfigError
+from frozenlens.models.artifact_cache import file_digest
 from frozenlens.models.lite import DEFAULT_PROJECTION, PROJECTOR_SHA256, LiteEncoder
 from frozenlens.models.lite_forward import unit_rows
-from frozenlens.models.lite_projector import gelu, load_projector, projector_bytes
+from frozenlens.models.lite_projector import gelu, load_projector, projector_path
 
 
 def _torch_projector(tmp_path: Path, hidden: int, seed: int = 0) -> tuple[Path, torch.nn.Module, dict]:
@@ -70,7 +71,7 @@ def test_damaged_or_foreign_files_are_refused(tmp_path: Path) -> None:
 def test_the_packaged_projector_is_the_one_version_3_names() -> None:
     import hashlib
 
-    assert hashlib.sha256(projector_bytes()).hexdigest() == PROJECTOR_SHA256
+    assert hashlib.sha256(projector_path().read_bytes()).hexdigest() == PROJECTOR_SHA256 == file_digest(projector_path())
     proj = load_projector(expect_sha256=PROJECTOR_SHA256)
     assert proj.weight == DEFAULT_PROJECTION > 0
 

@@ -23,9 +23,6 @@ Noto Color Emoji, OFL-1.1, named by Unicode CLDR data).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import struct
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -33,17 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from frozenlens.errors import EncoderConfigError
+from frozenlens.models.artifact_cache import file_digest
 from frozenlens.models.lite_forward import unit_rows
 
-__all__ = ["PROJECTOR_FILE", "LiteProjector", "gelu", "load_projector", "projector_bytes"]
+__all__ = ["PROJECTOR_FILE", "LiteProjector", "gelu", "load_projector", "projector_path"]
 
 PROJECTOR_FILE = "lite0-projector.safetensors"
 _IN, _OUT = 1280, 512
 
 
-def projector_bytes() -> bytes:
-    """Raw contents of the packaged projector file."""
-    return (resources.files("frozenlens") / "data" / PROJECTOR_FILE).read_bytes()
+def projector_path() -> Path:
+    """The packaged projector file."""
+    return Path(str(resources.files("frozenlens") / "data" / PROJECTOR_FILE))
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
@@ -63,7 +61,6 @@ class LiteProjector:
     sd: np.ndarray  # float32 (1280,)
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]  # (weight (out, in), bias (out,)) float32
     weight: float  # λ, the blend weight it was chosen with
-    digest: str  # sha256 of the file it came from
 
     def __call__(self, visual: np.ndarray) -> np.ndarray:
         """float32 (n, 1280) L2-normalised features → float32 (n, 512) unit rows."""
@@ -81,20 +78,23 @@ class LiteProjector:
 
 def load_projector(path: Path | str | None = None, *, expect_sha256: str | None = None) -> LiteProjector:
     """The packaged projector (or the file at ``path``), checked; :class:`EncoderConfigError` (a
-    ``ValueError``) when it is malformed or, with ``expect_sha256``, another file than the one
-    expected (its vectors would differ)."""
-    from safetensors.numpy import load
+    ``ValueError``) when it is missing or malformed or, with ``expect_sha256``, another file than the
+    one expected (its vectors would differ)."""
+    from safetensors import safe_open
 
-    blob = Path(path).read_bytes() if path is not None else projector_bytes()
-    digest = hashlib.sha256(blob).hexdigest()
+    path = Path(path) if path is not None else projector_path()
+    if not path.is_file():
+        raise EncoderConfigError(f"lite projector file not found: {path}")
+    digest = file_digest(path)
     if expect_sha256 is not None and digest != expect_sha256:
         raise EncoderConfigError(f"lite projector file has SHA-256 {digest[:12]}…, expected {expect_sha256[:12]}…: "
-                         "another projector than the one this encoder version names")
+                                 "another projector than the one this encoder version names")
     try:
-        tensors = load(blob)
-        meta = _metadata(blob)
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - a safetensors handle
         hidden, weight = int(meta["hidden"]), float(meta["lambda"])
-    except Exception as exc:  # safetensors' own error types vary by version
+    except Exception as exc:  # safetensors raises its own, untyped errors for damaged files
         raise EncoderConfigError(f"lite projector file is damaged: {exc}") from exc
     names = [("0.weight", "0.bias")] + ([("2.weight", "2.bias")] if hidden else [])
     try:
@@ -110,14 +110,4 @@ def load_projector(path: Path | str | None = None, *, expect_sha256: str | None 
         raise EncoderConfigError("lite projector statistics or blend weight are malformed")
     if not all(np.all(np.isfinite(a)) for layer in layers for a in layer):
         raise EncoderConfigError("lite projector weights are not finite")
-    return LiteProjector(mean, sd, layers, weight, digest)
-
-
-def _metadata(blob: bytes) -> dict[str, str]:
-    """The ``__metadata__`` table of a safetensors file (its header: 8-byte length, then JSON)."""
-    (size,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + size])
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict):
-        raise EncoderConfigError("metadata is not a table")
-    return meta
+    return LiteProjector(mean, sd, layers, weight)
