@@ -73,10 +73,15 @@ def test_a_fresh_process_encodes_texts_without_torch(tmp_path: Path, monkeypatch
     name = f"openclip:fl-light-vit/{ckpt}"
     texts = ODD[:8]
 
-    full = create_encoder(name)  # nothing cached: the full encoder, which exports both graphs and the manifest
-    assert isinstance(full, OpenClipEncoder) and full.runtime == "onnx"
-    assert full._onnx.text.path.is_file() and full._onnx.image.path.is_file()
-    assert not full._onnx.text.loaded and not full._onnx.image.loaded  # exported, no session built
+    # nothing cached: the full encoder exports both graphs and the manifest, and is then let go for the
+    # light encoder over those graphs (the torch model is not held for the process)
+    first = create_encoder(name)
+    assert isinstance(first, LightOpenClipEncoder) and first._full is None
+    full = OpenClipEncoder(f"fl-light-vit/{ckpt}")  # the same weights: the cached graphs, nothing exported again
+    assert full.runtime == "onnx" and full._onnx.text.path.is_file() and full._onnx.image.path.is_file()
+    assert not full._onnx.text.loaded and not full._onnx.image.loaded  # no session built yet
+    np.testing.assert_allclose(first.encode_texts(texts), full.encode_texts(texts), atol=1e-6)
+    assert full._onnx.text.builds == 0 and first._full is None
     want = full.encode_texts(texts)
     reference = OpenClipEncoder(f"fl-light-vit/{ckpt}", runtime="torch").encode_texts(texts)
 
@@ -138,8 +143,9 @@ def test_a_fresh_process_encodes_texts_without_torch(tmp_path: Path, monkeypatch
     # other weights, same file name: another key, no light encoder from the old manifest
     torch.manual_seed(4)
     torch.save(open_clip.create_model("fl-light-vit").state_dict(), ckpt)
-    other = create_encoder(name)
-    assert isinstance(other, OpenClipEncoder) and other.identity != full.identity
+    other = create_encoder(name)  # built and exported anew (then light, over the new graphs)
+    assert other.identity != full.identity
+    assert not np.allclose(other.encode_texts(texts), want, atol=1e-3)
 
 
 _SEARCH = """
@@ -160,6 +166,15 @@ with Engine.open(sys.argv[1]) as engine:
     report = engine.index([sys.argv[2]])
     print(json.dumps({"added": report.encoded, "type": type(engine.encoder).__name__,
                       "heavy": sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules)}))
+"""
+
+
+_CLI_INDEX = """
+import json, sys
+from frozenlens.cli import main
+code = main(["index", sys.argv[2], "--index", sys.argv[1], "--no-progress"])
+print(json.dumps({"code": code,
+                  "heavy": sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules)}))
 """
 
 
@@ -206,6 +221,13 @@ def test_a_fresh_text_search_on_an_openclip_index_imports_no_torch(tmp_path: Pat
     assert done.returncode == 0, done.stderr
     run = json.loads(done.stdout)
     assert run["type"] == "LightOpenClipEncoder" and run["heavy"] == [] and run["added"] == 2
+    # and `frozenlens index` itself, with the default --device/--precision (asking torch whether CUDA is
+    # there would import it: +0.5 s and +0.24 GB for a default run that needs neither)
+    done = subprocess.run([sys.executable, "-c", _CLI_INDEX, str(tmp_path / "index"), str(folder)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    assert run == {"code": 0, "heavy": []}
     from frozenlens.models.openclip import OpenClipEncoder
 
     full = OpenClipEncoder(f"fl-light-vit2/{ckpt}")

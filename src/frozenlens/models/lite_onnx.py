@@ -73,13 +73,13 @@ def _exportable(net: object) -> object:
 def lite_graph(cache: ArtifactCache, weights: Path | None, *, int8: bool, micro_batch: int, threads: int) -> OnnxGraph:
     """The :class:`OnnxGraph` of EfficientNet-Lite0 with ``weights`` (default: the packaged file)."""
 
-    def export(dest: Path) -> None:
+    def export(dest: Path, data: Path) -> None:
         import torch
 
         from frozenlens.models.efficientnet_lite import load_efficientnet_lite0
 
         example = torch.zeros(max(2, micro_batch), 3, 224, 224)
-        export_onnx(_exportable(load_efficientnet_lite0(weights)), (example,), _INPUTS, _OUTPUTS, dest)
+        export_onnx(_exportable(load_efficientnet_lite0(weights)), (example,), _INPUTS, _OUTPUTS, dest, data)
 
     return OnnxGraph(cache, "lite-image", _key_parts(weights), export, int8=int8,
                      int8_ops=_INT8_OPS if int8 else None, threads=threads)

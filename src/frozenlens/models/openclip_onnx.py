@@ -59,16 +59,16 @@ class OnnxTowers:
                  mean: tuple[float, ...], std: tuple[float, ...], visual_with_tokens: Any,
                  tokens_fn: Callable[[Any, Any], tuple[Any, Any]], example_tokens: Any, int8: bool,
                  threads: int) -> None:
-        def export_text(dest: Path) -> None:
-            export_onnx(text_tower(model), (example_tokens,), ("tokens",), ("text",), dest)
+        def export_text(dest: Path, data: Path) -> None:
+            export_onnx(text_tower(model), (example_tokens,), ("tokens",), ("text",), dest, data)
 
-        def export_image(dest: Path) -> None:
+        def export_image(dest: Path, data: Path) -> None:
             import torch
 
             example = torch.zeros(2, input_size, input_size, 3, dtype=torch.uint8)
             tower = _image_tower(model, mean, std, visual_with_tokens, tokens_fn)
             outputs = ("image", "cells") if visual_with_tokens is not None else ("image",)
-            export_onnx(tower, (example,), ("pixels",), outputs, dest)
+            export_onnx(tower, (example,), ("pixels",), outputs, dest, data)
 
         ops = INT8_OPS if int8 else None
         self.text = OnnxGraph(cache, "openclip-text", key_parts, export_text, int8=int8, int8_ops=ops,

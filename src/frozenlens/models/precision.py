@@ -11,7 +11,8 @@ for the CPU or fp32 changes nothing (allowed, a no-op), anything else is an :cla
 they never go into the index's recorded encoder options (the vectors are the same model's, in the same
 space, so a later CPU search of the index reads them as usual).
 
-No torch at import; :func:`run_options` imports it only to see whether CUDA is there.
+No torch at import; :func:`run_options` imports it only to see whether CUDA is there, and only when a
+device or precision other than ``auto`` is asked (a default run of a cached ``openclip:`` graph imports none).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def run_options(encoder_name: str, device: str | None = None, precision: str | N
             raise EncoderConfigError(f"--device {device} --precision {precision} does not apply to {encoder_name}: "
                                      "it runs on the CPU in fp32 (device and precision are for openclip: encoders)")
         return {}
+    if device == "auto" and precision == "auto":
+        return {}  # nothing asked: the encoder decides, and torch is not imported to ask (a cached graph needs none)
     cuda = _cuda_available() if device != "cpu" else False
     if device == "cuda" and not cuda:
         raise DeviceUnavailableError("--device cuda: no CUDA device is available here (torch sees none); "

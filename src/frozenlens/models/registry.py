@@ -19,6 +19,7 @@ which calls the registered factory, which calls the encoder's one constructor
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -49,7 +50,18 @@ def _create_openclip(model: str, **options: object) -> Encoder:
 
         return OpenClipEncoder(model, **options)  # type: ignore[arg-type]
 
-    return light_encoder(model, options, full) or full()
+    light = light_encoder(model, options, full)
+    if light is not None:
+        return light
+    built = full()
+    # A first use exported both graphs and wrote the manifest: the light encoder runs them, and the torch
+    # model (the whole checkpoint, resident after the export) is let go rather than held for the process.
+    light = light_encoder(model, options, full)
+    if light is None:
+        return built
+    del built
+    gc.collect()  # the model's reference cycles: freed now, not at some later collection
+    return light
 
 
 def _create_flame(model: str, **options: object) -> Encoder:
