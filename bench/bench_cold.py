@@ -49,7 +49,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from cold_loop import cold_first_use, first_batch, forward_only  # noqa: E402
+from cold_loop import cold_first_use, cold_first_use_split, first_batch, forward_only  # noqa: E402
 from common import log, machine_line, print_table  # noqa: E402
 
 WORK = REPO / ".cache" / "bench-cold"
@@ -239,7 +239,8 @@ def run_frozenlens(encoder: str, src: Path, folders: dict[str, Path], repeats: i
     # what that very first use costs, measured apart on an empty cache
     cold_first_use(encoder, some, env, net, timed, cache=cache)
     cold = cold_first_use(encoder, some, env, net, timed)
-    log(f"frozenlens {encoder.split('/')[0]}: first use on an empty artefact cache {cold}")
+    split = cold_first_use_split(encoder, some, env, net)
+    log(f"frozenlens {encoder.split('/')[0]}: first use on an empty artefact cache {cold}, sampled {split}")
     for kind, folder in folders.items():
         index = WORK / f"run-fl-{encoder.split(':')[0]}-{kind}"
         shutil.rmtree(index, ignore_errors=True)
@@ -259,7 +260,8 @@ def run_frozenlens(encoder: str, src: Path, folders: dict[str, Path], repeats: i
                      "search_gb": max(s[1] for s in searches), "forward_ips": fwd["forward_ips"],
                      "loop_vs_forward": loop / fwd["forward_ips"],
                      "first_batch_s": first_batch(encoder, folder, env, net, WORK),
-                     "cold_use_s": cold[0], "cold_use_gb": cold[1]}
+                     "cold_use_s": cold[0], "cold_use_gb": cold[1], "cold_use_split": "{anon_gb:.2f} / {file_gb:.2f}"
+                     .format(**split)}
         log(f"frozenlens {encoder.split('/')[0]} {kind}: {res[kind]}")
     return res
 
@@ -296,6 +298,7 @@ def table(results: dict[str, dict], kinds: list[str]) -> None:
         row(f"  peak memory while indexing ({kind}), GB", kind, "index_gb", "{:.2f}", True)
     row("first use of the weights (empty artefact cache): index 4 photos, s", first, "cold_use_s", "{:.1f}", True)
     row("  its peak memory, GB", first, "cold_use_gb", "{:.2f}", True)
+    row("  at its peak (sampled), anonymous / mapped files, GB", first, "cold_use_split", "{}", True)
     print_table("Fresh processes, offline, same weights (ratio: rclip / FrozenLens for times and memory,"
                 " FrozenLens / rclip for rates; > 1 = FrozenLens better)", ["", *tools], rows)
 
