@@ -238,3 +238,39 @@ def test_a_fresh_text_search_on_an_openclip_index_imports_no_torch(tmp_path: Pat
                                            full.embed_images([im]).semantic, atol=1e-5)
             hits = engine.search(Path(newdir / f"n{i}.jpg"), 1)  # the vector the fresh process stored
             assert hits[0].path.endswith(f"n{i}.jpg") and hits[0].score > 0.9999
+
+
+def test_a_manifest_naming_an_older_export_is_rewritten(tmp_path: Path, monkeypatch) -> None:
+    """A manifest written for the graphs of an older export recipe (another GRAPH_FORMAT / OPSET in their
+    keys) names graphs this version does not use: the full encoder built in its place writes it anew, so
+    only that one process pays for torch, not every later one."""
+    import torch
+
+    from frozenlens.models import create_encoder
+    from frozenlens.models.artifact_cache import ArtifactCache
+    from frozenlens.models.openclip_light import MANIFEST, LightOpenClipEncoder, manifest_key
+
+    (tmp_path / "fl-light-vit3.json").write_text(json.dumps(CFG))
+    open_clip.add_model_config(tmp_path / "fl-light-vit3.json")
+    torch.manual_seed(6)
+    ckpt = tmp_path / "m.pt"
+    torch.save(open_clip.create_model("fl-light-vit3").state_dict(), ckpt)
+    monkeypatch.setenv("FROZENLENS_CACHE", str(tmp_path / "cache"))
+    name = f"openclip:fl-light-vit3/{ckpt}"
+    texts = ODD[:4]
+    want = create_encoder(name).encode_texts(texts)  # the first use: graphs exported, manifest written
+
+    cache = ArtifactCache()
+    key = manifest_key(f"fl-light-vit3/{ckpt}", {}, "onnx")
+    manifest = json.loads(bytes(cache.read(MANIFEST, key)))
+    current = manifest["graph"]
+    cache.write(MANIFEST, key, json.dumps({**manifest, "graph": [current[0], "0" * 32]}).encode())
+
+    stale = create_encoder(name)
+    assert isinstance(stale, LightOpenClipEncoder)
+    np.testing.assert_allclose(stale.encode_texts(texts), want, atol=1e-5)
+    assert stale._full is not None  # this process had to load the torch model ...
+    assert json.loads(bytes(cache.read(MANIFEST, key)))["graph"] == current  # ... and mended the manifest
+    mended = create_encoder(name)
+    np.testing.assert_allclose(mended.encode_texts(texts), want, atol=1e-5)
+    assert mended._full is None

@@ -131,10 +131,14 @@ def write_manifest(encoder: Any, spec: str, options: dict[str, Any]) -> None:
     if key is None or encoder._onnx is None:
         return
     cache = ArtifactCache()
+    graph, image = encoder._onnx.text, encoder._onnx.image
     try:
-        cache.read(MANIFEST, key)
-        return  # already written (the key includes the checkpoint's digest)
-    except (OSError, ValueError):
+        old = json.loads(bytes(cache.read(MANIFEST, key)))
+        if old.get("graph") == [graph.name, graph.key] and old.get("image_graph") == [image.name, image.key]:
+            return  # already written for these graphs (the key includes the checkpoint's digest)
+        # else it names the graphs of an older export recipe (GRAPH_FORMAT, OPSET, versions in their keys):
+        # rewritten below, or every process would find them unusable and load the torch model
+    except (OSError, ValueError, AttributeError):
         pass
     tok = encoder.tokenizer
     if type(tok).__name__ != "SimpleTokenizer" or getattr(tok, "reduction_fn", None) is not None or \
@@ -146,7 +150,6 @@ def write_manifest(encoder: Any, spec: str, options: dict[str, Any]) -> None:
     if not np.array_equal(ClipBpe(context_length=ctx)(list(_PROBES)), tok(list(_PROBES)).numpy()):
         logger.info("%s: the torch-free tokenizer differs from the model's; no torch-free text path", spec)
         return
-    graph, image = encoder._onnx.text, encoder._onnx.image
     graph.ensure()  # both towers' graphs exported now, once per weights: later processes need no torch
     image.ensure()
     cfg = encoder.preprocess_cfg
