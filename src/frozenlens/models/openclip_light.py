@@ -47,6 +47,7 @@ from frozenlens.models.artifact_cache import ArtifactCache, artifact_key
 from frozenlens.models.base import Encoder, EncoderIdentity, ImageEmbeddings
 from frozenlens.models.clip_preprocess import checked_pixels, no_images, prepare_image
 from frozenlens.models.onnx_runtime import OnnxGraph, missing_for
+from frozenlens.models.openclip_onnx import run_image_graph
 from frozenlens.models.presets import PREFIX
 
 logger = logging.getLogger(__name__)
@@ -257,15 +258,10 @@ class LightOpenClipEncoder(Encoder):
         batch = checked_pixels(batch, self.input_size)
         if batch.shape[0] == 0:
             return no_images(self.identity.dim)
-        pooled, cells = [], []
-        for start in range(0, batch.shape[0], self.image_batch_size):
-            out = graph.run({"pixels": np.ascontiguousarray(batch[start : start + self.image_batch_size])})
-            pooled.append(out[0])  # (b, dim)
-            if len(out) > 1:
-                cells.append(out[1])  # (b, G*G, dim)
-        vecs = _unit(np.concatenate(pooled))
+        pooled, cells = run_image_graph(graph, batch)  # (b, dim), (b, G*G, dim) or None
+        vecs = _unit(pooled)
         return ImageEmbeddings(semantic=vecs, visual=vecs.copy(), labels=None,
-                               tokens=_unit(np.concatenate(cells)) if cells else None)
+                               tokens=_unit(cells) if cells is not None else None)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
