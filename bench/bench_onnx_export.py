@@ -14,7 +14,11 @@ from a fresh process (``ru_maxrss`` is per process):
   256 px images per round in micro-batches of 32, 16 or 8, one warm-up round then the median of 4:
   images/s and the process's peak RSS; max |difference| of the outputs to the TorchScript graph's.
 
-Run: ``PYTHONPATH=src .venv/bin/python bench/bench_onnx_export.py`` (~4 min on 2 cores).
+- **lite**: the packaged EfficientNet-Lite0 (``lite_onnx``'s exportable network) exported by both
+  exporters in one process, then both sessions run interleaved, 4 rounds, on 32 random inputs in
+  micro-batches of 4 (``lite``'s default): images/s per round (the first is a warm-up).
+
+Run: ``PYTHONPATH=src .venv/bin/python bench/bench_onnx_export.py`` (~5 min on 2 cores).
 """
 
 from __future__ import annotations
@@ -86,6 +90,43 @@ print(json.dumps({"ips": 32 / float(np.median(times)), "peak_gb": resource.getru
                   / 1024**2, "max_abs_diff": diff}))
 """
 
+LITE = r"""
+import json, sys, time, warnings
+from pathlib import Path
+import numpy as np
+import onnxruntime as ort
+import torch
+from frozenlens.models.efficientnet_lite import load_efficientnet_lite0
+from frozenlens.models.lite_onnx import _INPUTS, _OUTPUTS, _exportable
+from frozenlens.models.onnx_runtime import export_onnx
+d = Path(sys.argv[1])
+net = _exportable(load_efficientnet_lite0(None))
+example = (torch.zeros(4, 3, 224, 224),)
+t = time.perf_counter()
+with torch.no_grad(), warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.onnx.export(net, example, str(d / "ts.onnx"), input_names=list(_INPUTS), output_names=list(_OUTPUTS),
+                      dynamic_axes={n: {0: "b"} for n in (*_INPUTS, *_OUTPUTS)}, opset_version=17, dynamo=False)
+ts_s = time.perf_counter() - t
+t = time.perf_counter()
+export_onnx(net, example, _INPUTS, _OUTPUTS, d / "te.onnx", d / "te.onnx.data")
+te_s = time.perf_counter() - t
+opts = ort.SessionOptions()
+opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 2, 1, 3
+opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+sess = {k: ort.InferenceSession(str(d / f"{k}.onnx"), opts, providers=["CPUExecutionProvider"]) for k in ("ts", "te")}
+x = np.random.default_rng(0).uniform(-1, 1, (32, 3, 224, 224)).astype(np.float32)
+rounds = {k: [] for k in sess}
+for _ in range(4):
+    for k, s in sess.items():
+        t = time.perf_counter()
+        for i in range(0, 32, 4):
+            s.run(None, {"x": x[i:i + 4]})
+        rounds[k].append(32 / (time.perf_counter() - t))
+diff = max(float(np.abs(a - b).max()) for a, b in zip(sess["ts"].run(None, {"x": x[:4]}), sess["te"].run(None, {"x": x[:4]})))
+print(json.dumps({"export_s": {"torchscript": ts_s, "torch.export": te_s}, "ips": rounds, "max_abs_diff": diff}))
+"""
+
 
 def _py(code: str, *args: str) -> dict:
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
@@ -115,6 +156,12 @@ def main() -> int:
                     diff = "" if got["max_abs_diff"] is None else f", max |diff| {got['max_abs_diff']:.1e}"
                     print(f"run {rnd}, {how:12s}, micro-batch {micro:2d}: {got['ips']:.1f} img/s, "
                           f"peak {got['peak_gb']:.2f} GB{diff}", flush=True)
+        lite = _py(LITE, tmp)
+        print(f"lite export s: torchscript {lite['export_s']['torchscript']:.1f}, torch.export "
+              f"{lite['export_s']['torch.export']:.1f}; max |diff| {lite['max_abs_diff']:.1e}")
+        for key, name in (("ts", "torchscript"), ("te", "torch.export")):
+            print(f"lite, {name:12s}, micro-batch 4, img/s per round: "
+                  + ", ".join(f"{v:.1f}" for v in lite["ips"][key]))
     return 0
 
 
