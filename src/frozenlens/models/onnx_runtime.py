@@ -108,10 +108,10 @@ def export_onnx(module: Any, example: tuple[Any, ...], inputs: Sequence[str], ou
 
     Uses torch's ``torch.export``-based exporter (opset :data:`OPSET`), whose
     graph refers to the module's own tensors until it is saved, one tensor at a
-    time, straight to ``data``: a ViT-B/32 image tower exports at +0.45 GB over
+    time, straight to ``data``: a ViT-B/32 image tower exports at +0.44 GB over
     the loaded model, where the TorchScript exporter's in-memory proto and the
-    external-data rewrite after it took +1.45 GB (``bench/bench_cold.py``'s
-    first use). The fused multi-head-attention fast path has no ONNX export, so
+    external-data rewrite after it took +1.4 GB (``bench/bench_onnx_export.py``).
+    The fused multi-head-attention fast path has no ONNX export, so
     it is switched off for the export (a process-wide switch: under a lock,
     restored after).
     """

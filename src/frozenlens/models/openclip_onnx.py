@@ -30,8 +30,8 @@ from frozenlens.models.onnx_runtime import OnnxGraph, export_onnx
 
 #: what int8 quantises in the transformer towers (the linear layers: almost all of the weights)
 INT8_OPS = ("MatMul", "Gemm")
-#: images per ONNX Runtime call of an image graph. A ViT-B/32's activations at 32 images took 0.3 GB more
-#: than at 8 (session peak 872 vs 526 MB), at the same images/s (24.4-25.0 vs 26.5-26.8, two rounds).
+#: images per ONNX Runtime call of an image graph: a ViT-B/32 session peaked at 0.85 GB with 32 images a
+#: call and 0.51 GB with 8, at the same images/s within noise (``bench/bench_onnx_export.py``).
 IMAGE_MICRO_BATCH = 8
 
 
