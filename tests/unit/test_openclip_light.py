@@ -148,6 +148,19 @@ def test_a_fresh_process_encodes_texts_without_torch(tmp_path: Path, monkeypatch
     assert not np.allclose(other.encode_texts(texts), want, atol=1e-3)
 
 
+def _tiny_checkpoint(tmp_path: Path, arch: str, seed: int, monkeypatch) -> Path:
+    """A random tiny ViT registered as ``arch``, saved to ``tmp_path/m.pt``; the artefact cache in ``tmp_path``."""
+    import torch
+
+    (tmp_path / f"{arch}.json").write_text(json.dumps(CFG))
+    open_clip.add_model_config(tmp_path / f"{arch}.json")
+    torch.manual_seed(seed)
+    ckpt = tmp_path / "m.pt"
+    torch.save(open_clip.create_model(arch).state_dict(), ckpt)
+    monkeypatch.setenv("FROZENLENS_CACHE", str(tmp_path / "cache"))
+    return ckpt
+
+
 _SEARCH = """
 import json, sys
 from frozenlens.engine import Engine
@@ -182,17 +195,10 @@ def test_a_fresh_text_search_on_an_openclip_index_imports_no_torch(tmp_path: Pat
                                                                    monkeypatch) -> None:
     import shutil
 
-    import torch
-
     from frozenlens.engine import Engine
     from frozenlens.request import SearchRequest
 
-    (tmp_path / "fl-light-vit2.json").write_text(json.dumps(CFG))
-    open_clip.add_model_config(tmp_path / "fl-light-vit2.json")
-    torch.manual_seed(5)
-    ckpt = tmp_path / "m.pt"
-    torch.save(open_clip.create_model("fl-light-vit2").state_dict(), ckpt)
-    monkeypatch.setenv("FROZENLENS_CACHE", str(tmp_path / "cache"))
+    ckpt = _tiny_checkpoint(tmp_path, "fl-light-vit2", 5, monkeypatch)
     folder = tmp_path / "photos"
     shutil.copytree(testdata / "photos", folder)
     with Engine.open(tmp_path / "index", create=True, encoder=f"openclip:fl-light-vit2/{ckpt}") as engine:
@@ -244,18 +250,12 @@ def test_a_manifest_naming_an_older_export_is_rewritten(tmp_path: Path, monkeypa
     """A manifest written for the graphs of an older export recipe (another GRAPH_FORMAT / OPSET in their
     keys) names graphs this version does not use: the full encoder built in its place writes it anew, so
     only that one process pays for torch, not every later one."""
-    import torch
 
     from frozenlens.models import create_encoder
     from frozenlens.models.artifact_cache import ArtifactCache
     from frozenlens.models.openclip_light import MANIFEST, LightOpenClipEncoder, manifest_key
 
-    (tmp_path / "fl-light-vit3.json").write_text(json.dumps(CFG))
-    open_clip.add_model_config(tmp_path / "fl-light-vit3.json")
-    torch.manual_seed(6)
-    ckpt = tmp_path / "m.pt"
-    torch.save(open_clip.create_model("fl-light-vit3").state_dict(), ckpt)
-    monkeypatch.setenv("FROZENLENS_CACHE", str(tmp_path / "cache"))
+    ckpt = _tiny_checkpoint(tmp_path, "fl-light-vit3", 6, monkeypatch)
     name = f"openclip:fl-light-vit3/{ckpt}"
     texts = ODD[:4]
     want = create_encoder(name).encode_texts(texts)  # the first use: graphs exported, manifest written
