@@ -154,6 +154,20 @@ def test_missing_onnxruntime_falls_back_or_is_a_typed_error(model_cache: Path, m
         LiteEncoder(cache_dir=model_cache, runtime="tensorrt")  # type: ignore[arg-type]
 
 
+
+@pytest.mark.parametrize("package", ["onnx", "onnxscript", "onnx_ir"])
+def test_a_missing_exporter_package_makes_the_onnx_runtimes_unavailable(package: str, monkeypatch) -> None:
+    """The graphs are exported through onnx, onnxscript and onnx-ir: without one, "auto" means torch (the
+    rule's one owner, ``missing_for``) rather than a traceback from inside torch's exporter."""
+    from frozenlens.models.onnx_runtime import missing_for
+
+    assert missing_for("onnx") is None
+    monkeypatch.setitem(sys.modules, package, None)  # as if not installed
+    for runtime in ("onnx", "onnx-int8"):
+        assert package.replace("_", "-") in missing_for(runtime)
+    assert missing_for("torch") is None
+
+
 # ------------------------------------------------------------------ openclip
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory) -> Path:

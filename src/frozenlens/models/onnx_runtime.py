@@ -77,8 +77,9 @@ def missing_for(runtime: str) -> str | None:
         return None
     if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed (pip install onnxruntime)"
-    if importlib.util.find_spec("onnx") is None:  # torch's exporter and int8 quantisation write through it
-        return "exporting the graphs needs the onnx package (pip install onnx)"
+    for package, pip in (("onnx", "onnx"), ("onnxscript", "onnxscript"), ("onnx_ir", "onnx-ir")):
+        if importlib.util.find_spec(package) is None:  # torch's exporter (and int8 quantisation) need them
+            return f"exporting the graphs needs the {pip} package (pip install {pip})"
     return None
 
 
