@@ -21,13 +21,17 @@ Each figure comes from a fresh process run with the same environment as the time
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from common import status_kb
 
 FORWARD = r"""
 import json, sys, time
@@ -85,59 +89,48 @@ def first_batch(encoder: str, folder: Path, env: dict[str, str], net: list[str],
         shutil.rmtree(index, ignore_errors=True)
 
 
-def cold_first_use(encoder: str, folder: Path, env: dict[str, str], net: list[str], timed,
-                   cache: Path | None = None) -> tuple[float, float]:
-    """(wall s, peak RSS GB) of ``frozenlens index`` of 4 photos into a new index, with an empty artefact
-    cache (``cache=None``) or with ``cache`` (to fill it)."""
+@contextlib.contextmanager
+def _cold_run(encoder: str, folder: Path, env: dict[str, str], cache: Path | None) -> Iterator[tuple[list[str],
+                                                                                                   dict[str, str], Path]]:
+    """(command, environment, working directory) of ``frozenlens index`` of 4 of ``folder``'s photos into a
+    new index, with an empty artefact cache (``cache=None``) or with ``cache``; removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="fl-cold-") as tmp:
         small = Path(tmp) / "photos"
         small.mkdir()
         for f in sorted(folder.glob("*.jpg"))[:4]:
             shutil.copy(f, small / f.name)
         cold_env = {**env, "FROZENLENS_CACHE": str(cache or Path(tmp) / "cache")}
-        wall, rss, _ = timed([sys.executable, "-m", "frozenlens", "index", str(small), "--index",
-                              str(Path(tmp) / "index"), "--encoder", encoder, "--no-progress"], cold_env,
-                             Path(tmp), net)
+        yield ([sys.executable, "-m", "frozenlens", "index", str(small), "--index", str(Path(tmp) / "index"),
+                "--encoder", encoder, "--no-progress"], cold_env, Path(tmp))
+
+
+def cold_first_use(encoder: str, folder: Path, env: dict[str, str], net: list[str], timed,
+                   cache: Path | None = None) -> tuple[float, float]:
+    """(wall s, peak RSS GB) of ``frozenlens index`` of 4 photos into a new index, with an empty artefact
+    cache (``cache=None``) or with ``cache`` (to fill it)."""
+    with _cold_run(encoder, folder, env, cache) as (cmd, cold_env, tmp):
+        wall, rss, _ = timed(cmd, cold_env, tmp, net)
     return wall, rss
-
-
-def _status(pid: int) -> dict[str, int] | None:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    got = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-            got[key] = int(rest.split()[0]) * 1024
-    return got if "VmRSS" in got else None
 
 
 def cold_first_use_split(encoder: str, folder: Path, env: dict[str, str], net: list[str]) -> dict[str, float]:
     """The cold first use (as :func:`cold_first_use`, empty cache), sampled: {"peak_gb", "anon_gb",
     "file_gb"} at the sample of highest VmRSS (a sample may miss a peak shorter than 20 ms)."""
-    with tempfile.TemporaryDirectory(prefix="fl-cold-") as tmp:
-        small = Path(tmp) / "photos"
-        small.mkdir()
-        for f in sorted(folder.glob("*.jpg"))[:4]:
-            shutil.copy(f, small / f.name)
-        cold_env = {**env, "FROZENLENS_CACHE": str(Path(tmp) / "cache")}
+    with _cold_run(encoder, folder, env, None) as (cmd, cold_env, tmp), (tmp / "stderr").open("w+") as err:
         # `unshare --net` execs the command, so the PID is the Python process's own
-        proc = subprocess.Popen([*net, sys.executable, "-m", "frozenlens", "index", str(small), "--index",
-                                 str(Path(tmp) / "index"), "--encoder", encoder, "--no-progress"], env=cold_env,
-                                cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([*net, *cmd], env=cold_env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=err)
         best: dict[str, int] = {}
         while proc.poll() is None:
-            now = _status(proc.pid)
-            if now and now["VmRSS"] > best.get("VmRSS", 0):
+            now = status_kb("VmRSS", "RssAnon", "RssFile", pid=proc.pid)
+            if now.get("VmRSS", 0) > best.get("VmRSS", 0):
                 best = now
             time.sleep(0.02)
         if proc.returncode != 0:
-            raise RuntimeError(f"cold first use failed ({proc.returncode}): {proc.stderr.read()[-2000:]!r}")
-    gb = 1024.0**3
-    return {"peak_gb": best.get("VmRSS", 0) / gb, "anon_gb": best.get("RssAnon", 0) / gb,
-            "file_gb": best.get("RssFile", 0) / gb}
+            err.seek(0)
+            raise RuntimeError(f"cold first use failed ({proc.returncode}): {err.read()[-2000:]}")
+    gib = 1024.0**2  # KiB per GiB
+    return {"peak_gb": best.get("VmRSS", 0) / gib, "anon_gb": best.get("RssAnon", 0) / gib,
+            "file_gb": best.get("RssFile", 0) / gib}
 
 
 __all__ = ["cold_first_use", "cold_first_use_split", "first_batch", "forward_only"]

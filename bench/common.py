@@ -115,15 +115,22 @@ def median(values: Iterable[float]) -> float:
 
 
 # --------------------------------------------------------------------- memory
-def _status_kb(field: str) -> int | None:
+def status_kb(*fields: str, pid: int | str = "self") -> dict[str, int]:
+    """The ``fields`` of ``/proc/<pid>/status`` that are there, in KiB ("VmHWM:   123456 kB"); {} if unreadable."""
+    got: dict[str, int] = {}
     try:
-        with open("/proc/self/status", encoding="ascii") as fh:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])  # "VmHWM:   123456 kB"
+                key, _, rest = line.partition(":")
+                if key in fields:
+                    got[key] = int(rest.split()[0])
     except OSError:
-        return None
-    return None
+        return {}
+    return got
+
+
+def _status_kb(field: str) -> int | None:
+    return status_kb(field).get(field)
 
 
 def peak_rss_mb() -> float:
