@@ -61,7 +61,8 @@ class OpenClipEncoder(Encoder):
         precision: ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``,
             ``"fp16"`` (CUDA only) or ``"bf16"`` autocast. Outputs are float32.
         batch_size: texts per forward pass in :meth:`encode_texts`.
-        image_batch_size: images per forward pass in :meth:`embed_prepared`.
+        image_batch_size: images per forward pass in :meth:`embed_prepared` on torch (ONNX graphs run
+            :data:`~frozenlens.models.openclip_onnx.IMAGE_MICRO_BATCH` at a time).
         cache_dir: download cache (default: the Hugging Face Hub cache).
         threads: torch CPU threads (process-wide; default: leave torch's).
         preprocess: overrides of the preprocessing facts (``mean``, ``std``,
