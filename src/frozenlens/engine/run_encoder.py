@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from ..errors import IndexNotFoundError
-from ..models.precision import run_options
+from ..models.precision import nothing_asked, run_options
 from ..models.registry import create_encoder
 from .facade import Engine
 from .opening import DEFAULT_ENCODER, open_index
@@ -25,6 +25,9 @@ def open_for_run(index_dir: str | os.PathLike[str], *, device: str | None = None
     """``Engine.open(index_dir, create=True, encoder=..., encoder_options=..., database_url=..., **open_args)``
     with its encoder on ``device`` in ``precision`` (``None``/``auto``: as the encoder decides) for this
     run only. Errors as :func:`~frozenlens.models.precision.run_options` and :meth:`Engine.open`."""
+    if nothing_asked(device, precision):  # no need to read the index's recorded encoder first
+        return Engine.open(index_dir, encoder=encoder, create=True, database_url=database_url,
+                           encoder_options=encoder_options, **open_args)
     name, options = encoder or DEFAULT_ENCODER, encoder_options or {}
     try:
         found = open_index(index_dir, encoder=encoder, database_url=database_url, encoder_options=encoder_options)

@@ -39,6 +39,11 @@ def check_precision(precision: str, device_type: str) -> None:
         raise EncoderConfigError("fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
 
 
+def nothing_asked(device: str | None, precision: str | None) -> bool:
+    """True when neither a device nor a precision is asked (``None`` or ``auto``): the encoder decides."""
+    return (device or "auto") == "auto" and (precision or "auto") == "auto"
+
+
 def run_options(encoder_name: str, device: str | None = None, precision: str | None = None) -> dict[str, object]:
     """Encoder options that run ``encoder_name`` on ``device`` (:data:`DEVICES`) in ``precision``
     (:data:`PRECISIONS`) for one run: ``{}`` when nothing is asked beyond the defaults.
@@ -47,6 +52,8 @@ def run_options(encoder_name: str, device: str | None = None, precision: str | N
     :class:`EncoderConfigError` for an unknown value, fp16 on the CPU, or a device / precision an
     encoder other than ``openclip:`` cannot run on (module doc).
     """
+    if nothing_asked(device, precision):
+        return {}  # the encoder decides, and torch is not imported to ask (a cached graph needs none)
     device, precision = device or "auto", precision or "auto"
     if device not in DEVICES:
         raise EncoderConfigError(f"unknown device {device!r}; use {', '.join(DEVICES)}")
@@ -57,8 +64,6 @@ def run_options(encoder_name: str, device: str | None = None, precision: str | N
             raise EncoderConfigError(f"--device {device} --precision {precision} does not apply to {encoder_name}: "
                                      "it runs on the CPU in fp32 (device and precision are for openclip: encoders)")
         return {}
-    if device == "auto" and precision == "auto":
-        return {}  # nothing asked: the encoder decides, and torch is not imported to ask (a cached graph needs none)
     cuda = _cuda_available() if device != "cpu" else False
     if device == "cuda" and not cuda:
         raise DeviceUnavailableError("--device cuda: no CUDA device is available here (torch sees none); "
